@@ -1,0 +1,78 @@
+"""Callbacks: image previews, and the end-of-run report. Logger-specific code lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from torchvision.utils import make_grid
+
+from fastnst.image import save_image
+
+
+class ImagePreview(pl.Callback):
+    """Every ``every_n_steps`` steps (and at the end), stylize fixed validation images and log a grid:
+    content images on the top row, stylized below. To wandb as an image; with any other logger (or
+    none) as ``previews/step_XXXXXXX.png`` in the run folder (and to TensorBoard when it is used)."""
+
+    def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None) -> None:
+        self.every_n_steps, self.num_images, self.dirpath = every_n_steps, num_images, dirpath
+        self._images: torch.Tensor | None = None
+        self._last_step = -1
+
+    def _content(self, trainer: pl.Trainer) -> torch.Tensor | None:
+        if self._images is None:
+            dm = trainer.datamodule
+            if dm is None or not hasattr(dm, "preview_batch") or self.num_images < 1:
+                return None
+            self._images = dm.preview_batch(self.num_images)
+        return self._images
+
+    @rank_zero_only
+    def log_preview(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
+        step = trainer.global_step
+        content = self._content(trainer)
+        if content is None or step == self._last_step:
+            return None
+        self._last_step = step
+        with torch.no_grad():
+            styled = pl_module(content.to(pl_module.device)).float().clamp(0, 1).cpu()
+        grid = make_grid(torch.cat([content, styled]), nrow=len(content), padding=2)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="preview", images=[grid], step=step, caption=[f"step {step}"])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("preview", grid, global_step=step)
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+            return None
+        folder = Path(self.dirpath or trainer.default_root_dir) / "previews"
+        path = folder / f"step_{step:07d}.png"
+        save_image(grid, path)
+        return path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.log_preview(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.log_preview(trainer, pl_module)
+
+
+class RunReport(pl.Callback):
+    """Says at the end how many unreadable files were skipped and where the checkpoints are."""
+
+    def __init__(self, checkpoint_dir: str | None = None) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        skipped = int(getattr(pl_module, "skipped_images", 0))
+        if skipped:
+            total = torch.tensor(float(skipped), device=pl_module.device)
+            skipped = int(trainer.strategy.reduce(total, reduce_op="sum").item())
+        rank_zero_info(f"fastnst: {trainer.global_step} steps done; {skipped} unreadable image file(s) skipped"
+                       + (f"; checkpoints in {self.checkpoint_dir}" if self.checkpoint_dir else ""))

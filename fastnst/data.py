@@ -1,0 +1,226 @@
+"""Training data: any tree of photos (COCO train2014 is one flat folder of ~83k JPEGs).
+
+Unreadable files are skipped and counted, never fatal. Sampling is a pure function of
+(seed, epoch, position), crops included, so a run resumed mid-epoch sees exactly the images and crops
+an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fastnst.errors import UserError
+from fastnst.image import is_image_path, open_image, pil_to_tensor, resize_shorter
+
+MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
+
+
+def find_images(root: str | os.PathLike[str], what: str = "data.root") -> list[Path]:
+    """All image files under ``root`` (recursive, extensions case-insensitive), sorted."""
+    p = Path(root).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist; point {what}= at a folder of images")
+    if not p.is_dir():
+        raise UserError(f"{what} {p} is not a folder; point {what}= at a folder of images")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files += [Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_path(f)]
+    if not files:
+        raise UserError(f"{what} {p} contains no images (looked for .jpg, .jpeg, .png, .webp, .bmp, .tif ... recursively)")
+    return sorted(files)
+
+
+class Sample:
+    """Sampler key: which file, and the seed of its random crop."""
+
+    __slots__ = ("index", "seed")
+
+    def __init__(self, index: int, seed: tuple[int, ...]) -> None:
+        self.index, self.seed = index, seed
+
+
+class ImageFolderDataset(Dataset):
+    """Images as float32 [3, S, S] in [0, 1]: shorter side resized to S, then a random (train) or
+    centre (validation) crop. ``__getitem__`` returns ``(image, number of files skipped)``."""
+
+    def __init__(self, files: Sequence[Path], image_size: int, train: bool = True) -> None:
+        self.files = list(files)
+        self.image_size = int(image_size)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, path: Path, rng: np.random.Generator | None) -> torch.Tensor:
+        s = self.image_size
+        img = resize_shorter(open_image(path, draft_size=s), s)
+        w, h = img.size
+        if rng is not None:
+            left, top = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+        else:
+            left, top = (w - s) // 2, (h - s) // 2
+        return pil_to_tensor(img.crop((left, top, left + s, top + s)))
+
+    def __getitem__(self, key: Sample | int) -> tuple[torch.Tensor, int]:
+        if isinstance(key, Sample):
+            index, seed = key.index, key.seed
+        else:
+            index, seed = int(key), (int(key),)
+        for attempt in range(MAX_RETRIES):
+            path = self.files[(index + attempt) % len(self.files)]
+            rng = np.random.default_rng([*seed, attempt]) if self.train else None
+            try:
+                return self._load(path, rng), attempt
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=1)
+        raise UserError(f"{MAX_RETRIES} consecutive images from {self.files[index]} on are unreadable; "
+                        f"check the data folder")
+
+
+def collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
+    """Stack images; add up the skipped-file counts (they travel with the batch out of the workers)."""
+    images = torch.stack([b[0] for b in batch])
+    return images, sum(b[1] for b in batch)
+
+
+class ResumableSampler(Sampler[Sample]):
+    """Shuffled, sharded and resumable: epoch ``e`` is a fixed permutation of (seed, e), cut into
+    ``world_size`` shards of whole batches; :meth:`resume` skips the batches a checkpoint already
+    consumed. ``len()`` stays the full epoch so the trainer's epoch bookkeeping is unchanged."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.batches = (n // world_size) // batch_size
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.batches * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, batch: int) -> None:
+        self.epoch, self._resume = epoch, (epoch, batch)
+
+    def __iter__(self) -> Iterator[Sample]:
+        epoch = self.epoch
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            perm = list(range(self.n))
+        shard = perm[self.rank: self.batches * self.batch_size * self.world_size: self.world_size]
+        start = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1] * self.batch_size
+            self._resume = None
+        for pos in range(start, len(shard)):
+            yield Sample(shard[pos], (self.seed, epoch, self.rank, pos))
+
+
+class StyleDataModule(pl.LightningDataModule):
+    """Photos for training, plus a fixed set of validation images.
+
+    Args:
+        root: folder (searched recursively) of training photos.
+        image_size: crop size S; the shorter side is resized to S first.
+        batch_size: images per step and device.
+        num_workers: loader processes (None: up to 8, leaving one core for the trainer).
+        limit: use only the first N files (sorted order) for training.
+        val_root: a separate folder of validation images; otherwise ``val_count`` files are held out.
+        val_count: number of validation images.
+        seed: shuffling and crop seed.
+    """
+
+    def __init__(self, root: str, image_size: int = 256, batch_size: int = 4, num_workers: int | None = None,
+                 limit: int | None = None, val_root: str | None = None, val_count: int = 8, seed: int = 0,
+                 prefetch_factor: int = 4) -> None:
+        super().__init__()
+        if image_size < 16:
+            raise UserError(f"data.image_size must be at least 16 pixels, got {image_size}")
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}")
+        if limit is not None and limit < 1:
+            raise UserError(f"data.limit must be a positive number of images or null, got {limit}")
+        self.root, self.val_root = root, val_root
+        self.image_size, self.batch_size, self.limit = image_size, batch_size, limit
+        self.val_count, self.seed, self.prefetch_factor = val_count, seed, prefetch_factor
+        self.num_workers = num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        self.train_files: list[Path] = []
+        self.val_files: list[Path] = []
+        self.sampler: ResumableSampler | None = None
+
+    def scan(self) -> None:
+        """List the files (cheap, no decoding); errors name the folder. Idempotent."""
+        if self.train_files:
+            return
+        files = find_images(self.root)
+        if self.val_root:
+            val = find_images(self.val_root, "data.val_root")[: self.val_count]
+        else:
+            # Hold out an evenly spread, fixed set so validation never sees training images.
+            k = min(self.val_count, max(0, len(files) - 1)) if len(files) > 1 else 0
+            step = len(files) / k if k else 0
+            picked = {int(i * step) for i in range(k)}
+            val = [f for i, f in enumerate(files) if i in picked]
+            files = [f for i, f in enumerate(files) if i not in picked]
+        if self.limit:
+            files = files[: self.limit]
+        self.train_files, self.val_files = files, val
+
+    def setup(self, stage: str | None = None) -> None:
+        self.scan()
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        on_gpu = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        kw: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": on_gpu, "collate_fn": collate}
+        if self.num_workers > 0:
+            kw.update(persistent_workers=True, prefetch_factor=self.prefetch_factor)
+        return kw
+
+    def train_dataloader(self) -> DataLoader:
+        self.scan()
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        n = len(self.train_files)
+        if n // world < self.batch_size:
+            raise UserError(f"data.root {self.root} has {n} training images, fewer than data.batch_size="
+                            f"{self.batch_size} x {world} device(s); add images or lower data.batch_size")
+        self.sampler = ResumableSampler(n, self.batch_size, self.seed, True, rank, world)
+        if self.trainer is not None and self.trainer.global_step > 0:
+            # Restored from a checkpoint: continue mid-epoch where it stopped.
+            consumed = self.trainer.global_step * self.trainer.accumulate_grad_batches
+            self.sampler.resume(consumed // self.sampler.batches, consumed % self.sampler.batches)
+        ds = ImageFolderDataset(self.train_files, self.image_size, train=True)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+                          **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.scan()
+        if not self.val_files:
+            return []
+        ds = ImageFolderDataset(self.val_files, self.image_size, train=False)
+        kw = self._loader_kwargs()
+        kw.update(num_workers=0, persistent_workers=False)
+        kw.pop("prefetch_factor", None)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, **kw)
+
+    def preview_batch(self, count: int) -> torch.Tensor:
+        """The first ``count`` validation images as [N, 3, S, S], for preview grids."""
+        self.scan()
+        ds = ImageFolderDataset(self.val_files or self.train_files, self.image_size, train=False)
+        return torch.stack([ds[i][0] for i in range(min(count, len(ds)))])

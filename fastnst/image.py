@@ -1,0 +1,126 @@
+"""Load, convert and save images with Pillow; tensors are float32 RGB [3, H, W] or [N, 3, H, W] in [0, 1].
+
+Every input mode becomes RGB: grayscale, palette, RGBA/LA (composited on white, not dropped), CMYK,
+16-bit and 32-bit integer or float; EXIF orientation is honoured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from fastnst.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
+                              ".pgm", ".pnm", ".jfif"})
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error we count, not grey pixels
+Image.MAX_IMAGE_PIXELS = 400_000_000  # large photos are a use case; still refuse decompression bombs
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; transparency is composited over ``background``."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode == "F":
+            scale = 1.0 if arr.max(initial=0.0) <= 1.0 else 255.0
+        else:
+            scale = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, background + (255,))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(path: str | os.PathLike[str], draft_size: int | None = None) -> Image.Image:
+    """Decode an image file to RGB with EXIF orientation applied.
+
+    ``draft_size`` lets JPEG decoding skip work (DCT scaling) while keeping the shorter side at least
+    that many pixels. Raises OSError/ValueError-family errors for unreadable files.
+    """
+    with Image.open(path) as img:
+        if draft_size and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+
+
+def load_image(path: str | os.PathLike[str], what: str = "image") -> Image.Image:
+    """Like :func:`open_image` but every failure is a :class:`UserError` naming the file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist")
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a folder, expected an image file")
+    try:
+        return open_image(p)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{what} {p} is not a readable image ({exc})") from None
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is ``size`` (antialiased), keeping the aspect ratio."""
+    w, h = img.size
+    scale = size / min(w, h)
+    if scale == 1:
+        return img
+    return img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+
+
+def resize_longer(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the longer side is at most ``size``; never upsamples."""
+    w, h = img.size
+    if max(w, h) <= size:
+        return img
+    scale = size / max(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """[3, H, W] or [1, 3, H, W] in [0, 1] -> RGB PIL image (clamped and rounded: pixels leave here)."""
+    if t.dim() == 4:
+        t = t[0]
+    arr = t.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def save_image(t: torch.Tensor | Image.Image, path: str | os.PathLike[str], quality: int = 95) -> None:
+    """Save a [3, H, W] tensor in [0, 1] or a PIL image; the format follows the extension."""
+    img = t if isinstance(t, Image.Image) else tensor_to_pil(t)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jpg", ".jpeg", ".jfif", ".webp"):
+        img.save(path, quality=quality)
+    else:
+        img.save(path)
+
+
+def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Tensor:
+    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it)."""
+    img = load_image(path, "style image")
+    if size:
+        w, h = img.size
+        scale = size / max(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+    return pil_to_tensor(img).unsqueeze(0)

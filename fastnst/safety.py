@@ -1,0 +1,118 @@
+"""Fault tolerance: atomic checkpoint files, clean stops on SIGTERM/SIGINT, up-front checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
+from pytorch_lightning.utilities import rank_zero_info
+
+from fastnst.checkpoint import read_checkpoint
+from fastnst.errors import UserError
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``: a crash
+    at any moment leaves either the old file or the new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O with atomic writes and safe (``weights_only``) reads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+class GracefulStop(pl.Callback):
+    """On SIGTERM or SIGINT, finish the current step, write a checkpoint (``last.ckpt`` and a
+    step-numbered one) and stop the run cleanly. A second signal interrupts at once."""
+
+    def __init__(self, checkpoint_dir: str) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.signal_received: int | None = None
+        self.saved_path: Path | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signal_received is not None:  # second signal: the user really means it
+            self._restore()
+            raise KeyboardInterrupt
+        self.signal_received = signum
+        rank_zero_info(f"fastnst: {signal.Signals(signum).name} received; saving a checkpoint after this step ...")
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handler)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        flag = self.signal_received is not None
+        if trainer.world_size > 1:  # any rank's signal stops every rank at the same step
+            t = torch.tensor(float(flag), device=pl_module.device)
+            flag = bool(trainer.strategy.reduce(t, reduce_op="sum").item() > 0)
+        if flag and not trainer.should_stop:
+            path = self.checkpoint_dir / f"step{trainer.global_step:07d}.ckpt"
+            trainer.save_checkpoint(path, weights_only=False)
+            trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt", weights_only=False)
+            self.saved_path = path
+            self.signal_received = self.signal_received or signal.SIGTERM
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+
+def check_writable(folder: Path, need_bytes: int) -> None:
+    """The run folder can be created and written, with ``need_bytes`` free for checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"the run folder {folder} is not writable ({exc.strerror}); choose another with "
+                        f"hydra.run.dir=...") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise UserError(f"only {free / 1e6:.0f} MB free on the disk of {folder}, a checkpoint needs about "
+                        f"{need_bytes / 1e6:.0f} MB; free some space or choose another hydra.run.dir")

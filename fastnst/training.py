@@ -1,0 +1,215 @@
+"""Build and run a training job from a plain config dict (what train.py composes with Hydra).
+
+Kept free of Hydra so it can be called from Python and tested with plain dicts. The config has the
+groups of conf/train.yaml: data, model, loss, optim, trainer, logger, style, checkpoint, preview.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from fastnst.callbacks import ImagePreview, RunReport
+from fastnst.errors import UserError
+from fastnst.module import NonFiniteLossError, StyleTransferModule
+from fastnst.safety import AtomicCheckpointIO, GracefulStop, check_writable
+
+MODULE_OPTIM_KEYS = ("lr", "betas", "weight_decay", "scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
+CHECKPOINT_BYTES = 60_000_000  # network + Adam state + style Grams is ~25 MB; keep a margin
+
+
+def locate(target: str) -> Any:
+    module, _, name = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise UserError(f"cannot import {target!r} named by a _target_ in the config") from None
+
+
+def check_arguments(fn: Any, kwargs: dict[str, Any], where: str) -> None:
+    """Every key is a parameter of ``fn`` and every value fits its annotation, else one sentence."""
+    sig = inspect.signature(fn)
+    params = sig.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    except Exception:  # unresolvable annotations in a third-party signature: check names only
+        hints = {}
+    for key, value in kwargs.items():
+        if key not in params:
+            if takes_any:
+                continue
+            valid = ", ".join(k for k in params if k not in ("self", "args", "kwargs"))
+            raise UserError(f"{where}.{key} is not a setting of {where} (valid: {valid})")
+        hint = hints.get(key)
+        if hint is None or hint is Any:
+            continue
+        try:
+            pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except pydantic.ValidationError as exc:
+            expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            detail = exc.errors()[0].get("msg", "")
+            raise UserError(f"{where}.{key}={value!r} has the wrong type: expected {expected} ({detail})") from None
+        except (pydantic.PydanticSchemaGenerationError, TypeError):
+            continue
+
+
+def instantiate(node: dict[str, Any], where: str, **extra: Any) -> Any:
+    """Build ``node['_target_'](**rest)`` after checking the arguments."""
+    node = dict(node)
+    target = locate(node.pop("_target_"))
+    check_arguments(target, node, where)
+    return target(**node, **extra)
+
+
+@dataclass
+class RunResult:
+    """What a finished or stopped run left behind."""
+
+    run_dir: Path
+    checkpoint_dir: Path
+    last_checkpoint: Path | None
+    global_step: int
+    stopped_by_signal: int | None = None
+
+
+def build_logger(cfg: dict[str, Any], run_dir: Path) -> Logger | bool:
+    node = cfg.get("logger")
+    if not node:
+        return False
+    node = dict(node)
+    if "save_dir" in node and node["save_dir"] is None:
+        node["save_dir"] = str(run_dir)
+    target = node.get("_target_", "")
+    try:
+        logger = instantiate(node, "logger")
+        if target.endswith("WandbLogger"):
+            _ = logger.experiment  # start wandb now, so a failure falls back before training starts
+        return logger
+    except UserError:
+        raise
+    except Exception as exc:
+        warnings.warn(f"the logger {target} could not start ({type(exc).__name__}: {exc}); logging to CSV in {run_dir} instead",
+                      stacklevel=1)
+        return CSVLogger(save_dir=str(run_dir), name="csv")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """``last`` means the newest checkpoint of this run folder (or a fresh start when there is none)."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = checkpoint_dir / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        steps = sorted(checkpoint_dir.glob("step*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if steps:
+            return str(steps[-1])
+        print(f"fastnst: ckpt_path=last but {checkpoint_dir} has no checkpoint yet; starting from scratch")
+        return None
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path {path} does not exist; pass a .ckpt file, or ckpt_path=last to resume this run folder")
+    return str(path)
+
+
+def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
+    style = cfg["style"]
+    optim = dict(cfg.get("optim") or {})
+    unknown = set(optim) - set(MODULE_OPTIM_KEYS)
+    if unknown:
+        raise UserError(f"optim.{sorted(unknown)[0]} is not an optimizer setting (valid: {', '.join(MODULE_OPTIM_KEYS)})")
+    from fastnst.losses import PerceptualLoss
+    from fastnst.network import TransformerNet
+
+    check_arguments(TransformerNet, cfg.get("model") or {}, "model")
+    check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
+    kwargs = dict(style_image=style["image"], style_size=style.get("size"), style_name=style.get("name"),
+                  network=cfg.get("model") or {}, loss=cfg.get("loss") or {}, **optim,
+                  channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
+                  on_nonfinite=cfg.get("on_nonfinite", "stop"))
+    check_arguments(StyleTransferModule, kwargs, "config")
+    if not style.get("image"):
+        raise UserError("style.image is not set; pass style.image=/path/to/painting.jpg")
+    return StyleTransferModule(**kwargs)
+
+
+def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
+    """Train as configured; checkpoints under ``run_dir/checkpoint.dir``. Raises :class:`UserError`."""
+    run_dir = Path(run_dir)
+    ckpt_cfg = cfg.get("checkpoint") or {}
+    checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
+    check_writable(checkpoint_dir, CHECKPOINT_BYTES)
+    pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
+
+    # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
+    datamodule = instantiate(cfg["data"], "data")
+    datamodule.scan()
+    module = build_module(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)
+    if ckpt_path:
+        from fastnst.checkpoint import read_checkpoint
+
+        read_checkpoint(ckpt_path)  # a corrupt file fails here in one sentence, not deep in Lightning
+
+    every = int(ckpt_cfg.get("every_n_steps", 500))
+    stopper = GracefulStop(str(checkpoint_dir))
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=str(checkpoint_dir), filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=every if every > 0 else None, save_top_k=-1, save_last=True,
+                        save_on_train_epoch_end=False),
+        ImagePreview(**(cfg.get("preview") or {}), dirpath=str(run_dir)),
+        RunReport(str(checkpoint_dir)),
+        stopper,
+    ]
+    trainer_cfg = dict(cfg.get("trainer") or {})
+    for key in ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"):
+        if key in trainer_cfg:
+            raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
+    check_arguments(pl.Trainer, trainer_cfg, "trainer")
+    logger = build_logger(cfg, run_dir)
+    if logger:
+        logger.log_hyperparams(_flatten(cfg))
+    try:
+        trainer = pl.Trainer(**trainer_cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                             default_root_dir=str(run_dir),
+                             # our sampler shards across ranks itself (and resumes mid-epoch)
+                             use_distributed_sampler=False)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"the trainer settings are invalid: {str(exc).splitlines()[0]}") from None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as exc:
+        raise UserError(str(exc)) from None
+    if trainer.interrupted and stopper.signal_received is None:
+        raise UserError("training was interrupted; the last periodic checkpoint is in "
+                        f"{checkpoint_dir} (resume with ckpt_path=last)")
+    last = checkpoint_dir / "last.ckpt"
+    if stopper.signal_received is None:
+        final = checkpoint_dir / f"step{trainer.global_step:07d}.ckpt"
+        if not final.exists():  # the end of training is always checkpointed, not only every N steps
+            trainer.save_checkpoint(final, weights_only=False)
+            trainer.save_checkpoint(last, weights_only=False)
+    return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step,
+                     stopper.signal_received)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out

@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny synthetic photos and paintings made in tmp dirs, a tiny trained checkpoint.
+
+Everything is hermetic: random VGG weights, no downloads, 32-64 px images, CPU only.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# The smallest network that still has every stage: fast enough for many CPU steps.
+TINY_MODEL = {"channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest"}
+TINY_LOSS = {"content_layers": ["relu2_1"], "style_layers": ["relu1_1", "relu2_1", "relu3_1"],
+             "content_weight": 1.0, "style_weight": 1.0e3, "tv_weight": 1.0, "gram_norm": "hw",
+             "vgg_weights": "random", "vgg_pooling": "max"}
+
+
+def make_photo(seed: int, size: tuple[int, int] = (80, 64)) -> Image.Image:
+    """A smooth random 'photo': low-frequency colour fields plus a few edges."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    small = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), dtype=np.float64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img += 40 * np.sin(xx / (3 + seed % 5))[..., None] * (yy > h // 3)[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_painting(size: int = 96) -> Image.Image:
+    """A high-contrast striped pattern: a style very different from the photos."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    r = 127 + 127 * np.sin(xx / 2.0)
+    g = 127 + 127 * np.sin((xx + yy) / 3.0)
+    b = 127 + 127 * np.cos(yy / 1.5)
+    return Image.fromarray(np.stack([r, g, b], -1).astype(np.uint8), "RGB")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("photos")
+    for i in range(12):
+        make_photo(i, (72 + 4 * (i % 3), 64 + 2 * (i % 4))).save(d / f"img_{i:02d}.jpg", quality=90)
+    return d
+
+
+@pytest.fixture(scope="session")
+def style_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("style") / "stripes.png"
+    make_painting().save(p)
+    return p
+
+
+def tiny_config(photo_dir: Path, style_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A plain config for fastnst.training.fit: 32 px crops, batch 2, the tiny network, no logger."""
+    cfg: dict[str, Any] = {
+        "data": {"_target_": "fastnst.data.StyleDataModule", "root": str(photo_dir), "image_size": 32,
+                 "batch_size": 2, "num_workers": 0, "val_count": 2, "seed": 0},
+        "model": dict(TINY_MODEL),
+        "loss": copy.deepcopy(TINY_LOSS),
+        "optim": {"lr": 1e-2},
+        "style": {"image": str(style_path), "size": 64, "name": None},
+        "trainer": {"max_steps": 4, "accelerator": "cpu", "devices": 1, "enable_model_summary": False,
+                    "enable_progress_bar": False, "val_check_interval": 1000, "check_val_every_n_epoch": None,
+                    "num_sanity_val_steps": 0, "log_every_n_steps": 1},
+        "logger": None,
+        "seed": 0,
+        "ckpt_path": None,
+        "checkpoint": {"dir": "checkpoints", "every_n_steps": 2},
+        "preview": {"every_n_steps": 0, "num_images": 2},
+    }
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name:
+            cfg[section][name] = value
+        else:
+            cfg[section] = value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path, style_path: Path) -> Path:
+    """A checkpoint of the tiny network after a few training steps (for inference/export tests)."""
+    from fastnst.training import fit
+
+    run = tmp_path_factory.mktemp("run")
+    result = fit(tiny_config(photo_dir, style_path), run)
+    assert result.last_checkpoint is not None
+    return result.last_checkpoint
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
