@@ -52,7 +52,8 @@ class Sample:
 
 class ImageFolderDataset(Dataset):
     """Images as float32 [3, S, S] in [0, 1]: shorter side resized to S, then a random (train) or
-    centre (validation) crop. ``__getitem__`` returns ``(image, number of files skipped)``."""
+    centre (validation) crop. ``__getitem__`` returns ``(image, 1 if the file at that index was unreadable else 0)``;
+    an unreadable file is replaced by the next readable one."""
 
     def __init__(self, files: Sequence[Path], image_size: int, train: bool = True) -> None:
         self.files = list(files)
@@ -81,7 +82,8 @@ class ImageFolderDataset(Dataset):
             path = self.files[(index + attempt) % len(self.files)]
             rng = np.random.default_rng([*seed, attempt]) if self.train else None
             try:
-                return self._load(path, rng), attempt
+                # Count the file at ``index`` only: neighbours tried as stand-ins are counted at their own index.
+                return self._load(path, rng), int(attempt > 0)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=1)
         raise UserError(f"{MAX_RETRIES} consecutive images from {self.files[index]} on are unreadable; "

@@ -144,8 +144,10 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     return StyleTransferModule(**kwargs)
 
 
-def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
-    """Train as configured; checkpoints under ``run_dir/checkpoint.dir``. Raises :class:`UserError`."""
+def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] | None = None) -> RunResult:
+    """Train as configured; checkpoints under ``run_dir/checkpoint.dir``. Raises :class:`UserError`.
+
+    ``callbacks`` are added to fastnst's own (checkpoints, previews, report, graceful stop)."""
     run_dir = Path(run_dir)
     ckpt_cfg = cfg.get("checkpoint") or {}
     checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
@@ -171,6 +173,7 @@ def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
         ImagePreview(**(cfg.get("preview") or {}), dirpath=str(run_dir)),
         RunReport(str(checkpoint_dir)),
         stopper,
+        *(callbacks or []),
     ]
     trainer_cfg = dict(cfg.get("trainer") or {})
     for key in ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"):
@@ -179,7 +182,7 @@ def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
     logger = build_logger(cfg, run_dir)
     if logger:
-        logger.log_hyperparams(_flatten(cfg))
+        logger.log_hyperparams(cfg)  # the resolved config, as composed
     try:
         trainer = pl.Trainer(**trainer_cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                              default_root_dir=str(run_dir),
@@ -188,7 +191,11 @@ def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
     except (ValueError, TypeError) as exc:
         raise UserError(f"the trainer settings are invalid: {str(exc).splitlines()[0]}") from None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with warnings.catch_warnings():
+            # Our sampler resumes mid-epoch from the global step, which Lightning cannot see.
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
+            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen VGG, on purpose
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as exc:
         raise UserError(str(exc)) from None
     if trainer.interrupted and stopper.signal_received is None:
@@ -203,13 +210,3 @@ def fit(cfg: dict[str, Any], run_dir: str | Path) -> RunResult:
     return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step,
                      stopper.signal_received)
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-    return out

@@ -70,7 +70,7 @@ def tiny_config(photo_dir: Path, style_path: Path, **overrides: Any) -> dict[str
                  "batch_size": 2, "num_workers": 0, "val_count": 2, "seed": 0},
         "model": dict(TINY_MODEL),
         "loss": copy.deepcopy(TINY_LOSS),
-        "optim": {"lr": 1e-2},
+        "optim": {"lr": 3e-3},
         "style": {"image": str(style_path), "size": 64, "name": None},
         "trainer": {"max_steps": 4, "accelerator": "cpu", "devices": 1, "enable_model_summary": False,
                     "enable_progress_bar": False, "val_check_interval": 1000, "check_val_every_n_epoch": None,

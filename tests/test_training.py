@@ -1,0 +1,172 @@
+"""End-to-end training on tiny synthetic data: checkpoints, falling loss, exact resume, loggers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from fastnst.checkpoint import load_network, read_checkpoint
+from fastnst.errors import UserError
+from fastnst.training import fit
+
+from .conftest import tiny_config
+
+
+class LossRecorder(pl.Callback):
+    """The training loss of every step, as the optimizer saw it."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if outputs is not None:
+            self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def test_training_loss_falls_and_checkpoint_rebuilds_network(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    rec = LossRecorder()
+    result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 20, "checkpoint.every_n_steps": 10}),
+                 tmp_path, callbacks=[rec])
+    losses = [rec.losses[s] for s in sorted(rec.losses)]
+    assert len(losses) == 20
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.5 * first, losses
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert ckpts == ["last.ckpt", "step0000010.ckpt", "step0000020.ckpt"]
+    raw = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert raw["global_step"] == 20
+    assert not any(k.startswith("loss_fn.vgg") for k in raw["state_dict"])  # the loss network is never saved
+    assert any(k.startswith("loss_fn.style_gram_") for k in raw["state_dict"])
+    net, meta = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    assert meta["network"] == {"channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest"}
+    assert meta["style_name"] == "stripes" and meta["loss"]["gram_norm"] == "hw" and meta["image_size"] == 32
+    y = net(torch.rand(1, 3, 37, 41))
+    assert y.shape == (1, 3, 37, 41) and y.std() > 0
+
+
+def test_resume_continues_step_count_optimizer_and_losses(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    # Batches of 2 over 10 training images: 5 steps per epoch, so step 7 is mid-epoch.
+    straight = LossRecorder()
+    fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 10, "checkpoint.every_n_steps": 7}),
+        tmp_path / "a", callbacks=[straight])
+    fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 7, "checkpoint.every_n_steps": 7}), tmp_path / "b")
+    ckpt = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 7 and ckpt["optimizer_states"][0]["state"]
+    resumed = LossRecorder()
+    result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 10, "checkpoint.every_n_steps": 7,
+                                                        "ckpt_path": "last"}), tmp_path / "b", callbacks=[resumed])
+    assert result.global_step == 10
+    assert sorted(resumed.losses) == [8, 9, 10]  # continues the step count, does not restart
+    for step in (8, 9, 10):
+        assert math.isclose(resumed.losses[step], straight.losses[step], rel_tol=1e-5, abs_tol=1e-6), (step, resumed.losses, straight.losses)
+    a = read_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["state_dict"]
+    b = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_same_seed_same_losses(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    runs = []
+    for name in ("x", "y"):
+        rec = LossRecorder()
+        fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 5}), tmp_path / name, callbacks=[rec])
+        runs.append(rec.losses)
+    assert runs[0] == runs[1]
+
+
+def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(
+        tmp_path: Path, photo_dir: Path, style_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastnst.losses as losses
+
+    real_tv, calls = losses.total_variation, {"n": 0}
+
+    def poisoned_tv(images: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        value = real_tv(images)
+        return value * float("nan") if calls["n"] == 4 else value  # the 4th training step goes NaN
+
+    monkeypatch.setattr(losses, "total_variation", poisoned_tv)
+    with pytest.raises(UserError, match=r"became nan at step 3.*last good checkpoint"):
+        fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 8, "checkpoint.every_n_steps": 2}), tmp_path)
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 2
+    net, _ = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+    calls["n"] = 0
+    result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 6, "on_nonfinite": "skip"}), tmp_path / "skip")
+    meta = read_checkpoint(result.last_checkpoint)["fastnst"]
+    assert meta["skipped_batches"] == 1
+
+
+def test_upfront_checks_are_one_sentence(tmp_path: Path, photo_dir: Path, style_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="run folder .* is not writable"):
+        fit(tiny_config(photo_dir, style_path), blocker / "run")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="contains no images"):
+        fit(tiny_config(empty, style_path), tmp_path / "r1")
+    bad_style = tmp_path / "style.jpg"
+    bad_style.write_text("not a painting")
+    with pytest.raises(UserError, match="style image .* is not a readable image"):
+        fit(tiny_config(photo_dir, bad_style), tmp_path / "r2")
+    cfg = tiny_config(photo_dir, style_path)
+    cfg["loss"]["vgg_weights"] = str(tmp_path / "vgg19.pth")
+    with pytest.raises(UserError, match="VGG19 weights file .* does not exist"):
+        fit(cfg, tmp_path / "r3")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(UserError, match="corrupt"):
+        fit(tiny_config(photo_dir, style_path, ckpt_path=str(corrupt)), tmp_path / "r4")
+    with pytest.raises(UserError, match="data.batch_size='two' has the wrong type"):
+        fit(tiny_config(photo_dir, style_path, **{"data.batch_size": "two"}), tmp_path / "r5")
+    with pytest.raises(UserError, match="trainer.max_stpes is not a setting"):
+        fit(tiny_config(photo_dir, style_path, **{"trainer.max_stpes": 3}), tmp_path / "r6")
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(UserError, match="MB free on the disk"):
+        fit(tiny_config(photo_dir, style_path), tmp_path / "r7")
+
+
+def test_logger_failure_falls_back_to_csv(tmp_path: Path, photo_dir: Path, style_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_lightning.loggers import WandbLogger
+
+    def broken(self):
+        raise RuntimeError("wandb could not start")
+
+    monkeypatch.setattr(WandbLogger, "experiment", property(broken))
+    cfg = tiny_config(photo_dir, style_path, logger={"_target_": "pytorch_lightning.loggers.WandbLogger",
+                                                      "save_dir": None, "offline": True})
+    with pytest.warns(UserWarning, match="could not start.*CSV"):
+        fit(cfg, tmp_path)
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_loggers_get_metrics_and_preview_files(tmp_path: Path, photo_dir: Path, style_path: Path, logger: str) -> None:
+    target = {"csv": "pytorch_lightning.loggers.CSVLogger", "tensorboard": "pytorch_lightning.loggers.TensorBoardLogger"}
+    cfg = tiny_config(photo_dir, style_path, logger={"_target_": target[logger], "save_dir": None, "name": logger},
+                      preview={"every_n_steps": 2, "num_images": 2}, **{"trainer.max_steps": 4, "trainer.val_check_interval": 2})
+    fit(cfg, tmp_path)
+    previews = sorted(p.name for p in (tmp_path / "previews").glob("*.png"))
+    assert previews == ["step_0000002.png", "step_0000004.png"]
+    if logger == "csv":
+        text = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
+        header = text.splitlines()[0]
+        for key in ("train/loss", "train/content", "train/style", "train/tv", "train/style/relu1_1", "val/total",
+                    "val/style", "train/img_per_s"):
+            assert key in header, key
+        hparams = (tmp_path / "csv" / "version_0" / "hparams.yaml").read_text()
+        assert "vgg_weights: random" in hparams and "every_n_steps: 2" in hparams  # the resolved config
+    else:
+        assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
