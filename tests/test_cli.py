@@ -1,0 +1,143 @@
+"""train.py as users type it: Hydra composition, presets, overrides, errors, DDP, wandb offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from fastnst.training import build_module, instantiate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    import train  # noqa: F401  (registers the Lightning Trainer schema)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def run_train(args: list[str], cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def tiny_args(photo_dir: Path, style_path: Path, run_dir: Path) -> list[str]:
+    return [f"data.root={photo_dir}", f"style.image={style_path}", "loss.vgg_weights=random", "data.image_size=32",
+            "data.batch_size=2", "data.num_workers=0", "data.val_count=2", "model=small", "model.num_residual=1",
+            "trainer.accelerator=cpu", "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
+            "preview.every_n_steps=0", f"hydra.run.dir={run_dir}"]
+
+
+GROUPS = ["data", "model", "loss", "optim", "trainer", "logger"]
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_preset_composes_and_instantiates(group, option, photo_dir, style_path, tmp_path) -> None:
+    from fastnst.training import check_arguments
+    import pytorch_lightning as pl
+
+    cfg = _compose([f"{group}={option}", f"data.root={photo_dir}", f"style.image={style_path}",
+                    "loss.vgg_weights=random"])
+    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    dm = instantiate(plain["data"], "data")
+    dm.scan()
+    module = build_module(plain)
+    assert module.network.config()["channels"] == plain["model"]["channels"]
+    assert set(module.loss_fn.style_layers) == set(plain["loss"]["style_layers"])
+    if plain["logger"]:
+        node = {**plain["logger"], "save_dir": str(tmp_path)}
+        assert type(instantiate(node, "logger")).__name__ == plain["logger"]["_target_"].rsplit(".", 1)[1]
+    check_arguments(pl.Trainer, plain["trainer"], "trainer")
+    if plain["trainer"].get("accelerator") != "gpu":
+        pl.Trainer(**plain["trainer"], logger=False)
+
+
+def test_presets_cite_their_source() -> None:
+    for path in (CONF / "loss").glob("*.yaml"):
+        head = path.read_text().split("\n", 3)[:3]
+        assert any("et al." in line or "pytorch/examples" in line for line in head), path
+    gatys = yaml.safe_load((CONF / "loss" / "gatys.yaml").read_text())
+    assert gatys["content_layers"] == ["relu4_2"]
+    assert gatys["style_layers"] == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert gatys["gram_norm"] == "hw"
+
+
+def test_any_trainer_argument_overrides_without_plus() -> None:
+    cfg = _compose(["trainer.accelerator=cpu", "trainer.log_every_n_steps=1", "trainer.gradient_clip_val=0.5",
+                    "trainer.precision=bf16-mixed", "trainer.max_steps=40000", "trainer.detect_anomaly=true"])
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.gradient_clip_val == 0.5 and cfg.trainer.detect_anomaly is True
+    assert "logger" not in cfg.trainer and "callbacks" not in cfg.trainer  # owned by fastnst
+
+
+def test_user_command_line_keys_compose() -> None:
+    cfg = _compose(["data.root=/data/coco/train2014", "style.image=starry.jpg", "data.image_size=256",
+                    "data.batch_size=4", "data.limit=1000", "loss.vgg_weights=imagenet", "loss.style_weight=5e10",
+                    "seed=0", "trainer.max_steps=40000", "trainer.precision=bf16-mixed", "logger=csv",
+                    "ckpt_path=last", "checkpoint.every_n_steps=100", "channels_last=true", "compile=true"])
+    assert cfg.data.limit == 1000 and cfg.loss.style_weight == 5e10 and cfg.ckpt_path == "last"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.imge_size=64", "Could not override 'data.imge_size'"),
+    ("trainer.max_stpes=5", "Key 'max_stpes' not in 'LightningTrainerConf'"),
+    ("trainer.max_steps=lots", "Value 'lots' of type 'str' could not be converted to Integer"),
+    ("data.batch_size=four", "data.batch_size='four' has the wrong type"),
+    ("loss.gram_norm=cw", "loss.gram_norm='cw' has the wrong type"),
+])
+def test_bad_override_fails_before_any_work(override, message, photo_dir, style_path, tmp_path) -> None:
+    proc = run_train([*tiny_args(photo_dir, style_path, tmp_path / "run"), "trainer.max_steps=1", "logger=none",
+                      override], timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_missing_values_and_bad_paths_are_one_sentence(photo_dir, style_path, tmp_path) -> None:
+    proc = run_train([f"hydra.run.dir={tmp_path / 'a'}", "logger=none"], timeout=120)
+    assert proc.returncode == 2 and "Missing mandatory value" in proc.stderr and "Traceback" not in proc.stderr
+    args = tiny_args(photo_dir, tmp_path / "nope.jpg", tmp_path / "b")
+    proc = run_train([*args, "logger=none"], timeout=120)
+    assert proc.returncode == 2 and f"style image {tmp_path / 'nope.jpg'} does not exist" in proc.stderr
+    args = tiny_args(tmp_path / "no_photos", style_path, tmp_path / "c")
+    proc = run_train([*args, "logger=none"], timeout=120)
+    assert proc.returncode == 2 and f"data.root {tmp_path / 'no_photos'} does not exist" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
+
+
+def test_smoke_run_with_wandb_offline_leaves_last_ckpt_and_previews(photo_dir, style_path, tmp_path) -> None:
+    run = tmp_path / "smoke"
+    proc = run_train([*tiny_args(photo_dir, style_path, run), "trainer.max_steps=3", "preview.every_n_steps=2",
+                      "logger=wandb"], env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    media = list((run / "wandb").rglob("media/images/preview_*.png"))  # wandb lives in the run folder
+    assert media, "no preview image in the offline wandb run"
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(photo_dir, style_path, tmp_path) -> None:
+    run = tmp_path / "ddp"
+    proc = run_train([*tiny_args(photo_dir, style_path, run), "trainer.max_steps=3", "trainer.devices=2",
+                      "trainer.strategy=ddp", "logger=csv", "checkpoint.every_n_steps=3"], timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from fastnst.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3
+    assert "world_size=2" in proc.stderr or "distributed_backend=gloo" in proc.stderr or "GLOBAL_RANK: 1" in proc.stderr
