@@ -1,0 +1,84 @@
+"""Stylize images: ``python infer.py --ckpt MODEL INPUT... [-o OUT]``.
+
+MODEL is a training checkpoint (.ckpt) or an exported model (.onnx, .pt2); INPUT is image files, folders
+(searched recursively) or glob patterns. fastnst.inference does the work. Exit status: 0 all written,
+1 some images failed (the others were written), 2 nothing done (bad model, options or paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+EPILOG = """examples:
+  python infer.py --ckpt runs/x/checkpoints/last.ckpt photo.jpg -o photo_styled.png
+  python infer.py --ckpt model.onnx photos/ -o stylized/ --batch-size 8
+  python infer.py --ckpt last.ckpt huge.jpg --tile 512 -o huge_styled.jpg
+  python infer.py --ckpt last.ckpt photo.jpg --preserve-color --strength 0.7
+  python infer.py --ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"fastnst: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="infer.py", description="Stylize images with a trained fastnst network.", epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
+                   help="training checkpoint (.ckpt) or exported model (.onnx, .pt2)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input) or folder (default: NAME_stylized.EXT, or ./stylized/)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
+    p.add_argument("--skip-existing", action="store_true", help="keep existing output files and skip their inputs")
+    p.add_argument("--ext", metavar="EXT", help="output format for folder runs, e.g. png (default: the input's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="compute precision of a .ckpt model where the device supports it (default: fp32)")
+    p.add_argument("--batch-size", type=int, default=1, help="images of the same size run together (default: 1)")
+    p.add_argument("--max-size", type=int, metavar="N",
+                   help="downscale so that the longer side is at most N px before stylizing (the output has "
+                        "that size); strokes keep the size they had at the training resolution")
+    p.add_argument("--tile", type=int, metavar="N",
+                   help="stylize images larger than N px in overlapping N x N tiles (bounded memory; .ckpt only)")
+    p.add_argument("--tile-overlap", type=int, metavar="M",
+                   help="tile overlap in px, blended with a linear ramp (default: min(96, N/3))")
+    p.add_argument("--tile-stats-size", type=int, default=1024, metavar="S",
+                   help="instance-norm statistics shared by all tiles come from the image downscaled to at most "
+                        "S px (default: 1024; exact for images no larger)")
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the content's colours; transfer only luminance (Gatys et al. 2016)")
+    p.add_argument("--strength", type=float, default=1.0, metavar="A",
+                   help="blend A * stylized + (1 - A) * content, A in [0, 1] (default: 1)")
+    p.add_argument("--benchmark", action="store_true",
+                   help="time the model on the first input after warm-up and print latency and images/s "
+                        "(writes no images)")
+    p.add_argument("--benchmark-runs", type=int, default=10, metavar="N", help="timed runs (default: 10)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed warm-up runs (default: 3)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fastnst.errors import UserError
+    from fastnst.inference import run_cli
+
+    try:
+        return run_cli(args)
+    except UserError as exc:
+        print(f"fastnst: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastnst: interrupted; files written so far are complete", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
