@@ -1,0 +1,132 @@
+"""Preemption and crashes: SIGTERM saves and stops, resume is exact, kill -9 never corrupts checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fastnst.checkpoint import read_checkpoint
+from fastnst.errors import UserError
+from fastnst.safety import atomic_torch_save
+
+from .test_cli import ROOT, tiny_args
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    """train/loss by global step from every CSV log version of a run folder (later versions win)."""
+    out: dict[int, float] = {}
+    for path in sorted((run / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def _wait_for_checkpoint(run: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not list((run / "checkpoints").glob("step*.ckpt")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_stops_and_resume_matches_uninterrupted_run(photo_dir, style_path, tmp_path) -> None:
+    common = ["trainer.max_steps=14", "logger=csv", "trainer.log_every_n_steps=1", "checkpoint.every_n_steps=3",
+              "trainer.val_check_interval=1000"]
+    straight = tmp_path / "straight"
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_args(photo_dir, style_path, straight), *common],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "preempted"
+    args = [*tiny_args(photo_dir, style_path, run), *common]
+    p = _start(args)
+    _wait_for_checkpoint(run, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM at step" in err and "Resume with:" in err and "ckpt_path=last" in err
+    assert "Traceback" not in err
+    stopped_at = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert 3 <= stopped_at < 14
+    assert (run / "checkpoints" / f"step{stopped_at:07d}.ckpt").is_file()  # saved at the signal, not only periodically
+
+    resume = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "ckpt_path=last"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"})
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 14
+    a, b = _losses(straight), _losses(run)
+    assert sorted(a) == sorted(b) == list(range(14))
+    for step in range(14):
+        assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, a[step], b[step])
+
+
+@pytest.mark.slow
+def test_kill_9_never_leaves_an_unreadable_checkpoint(photo_dir, style_path, tmp_path) -> None:
+    rng = random.Random(0)
+    run = tmp_path / "crashy"
+    args = [*tiny_args(photo_dir, style_path, run), "trainer.max_steps=12", "logger=none", "checkpoint.every_n_steps=1",
+            "ckpt_path=last"]
+    kills = 0
+    for attempt in range(6):  # bounded: at most 3 kills, then let it finish
+        p = _start(args)
+        if kills < 3:
+            _wait_for_checkpoint(run, p) if attempt == 0 else None
+            time.sleep(rng.uniform(0.5, 4.0))
+            if p.poll() is None:
+                p.kill()
+                kills += 1
+            p.communicate(timeout=60)
+        else:
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-3000:]
+            break
+        for ckpt in (run / "checkpoints").glob("*.ckpt"):
+            read_checkpoint(ckpt)  # every file on disk is complete and loads
+    assert kills >= 1
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 12
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"global_step": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk died mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_torch_save({"global_step": 2, "x": Unpicklable()}, path)
+    assert read_checkpoint(path)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_truncated_or_empty_checkpoint_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "ok.ckpt"
+    atomic_torch_save({"global_step": 1, "state_dict": {}}, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        read_checkpoint(tmp_path / "cut.ckpt")
+    with pytest.raises(UserError, match="is empty"):
+        read_checkpoint(tmp_path / "empty.ckpt")
