@@ -136,6 +136,7 @@ def test_bad_input_one_sentence_nonzero_exit(tmp_path: Path, capsys: pytest.Capt
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path: Path) -> None:
     content, style = _images(tmp_path)
     out = tmp_path / "result" / "gatys.png"
