@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,13 @@ from PIL import Image
 from fastnst.errors import UserError
 from fastnst.image import is_image_path, load_image, load_style_image, pil_to_tensor, save_image
 from fastnst.losses import PerceptualLoss, total_variation
-from fastnst.optimize import (LOSS_KEYS, MIN_SIZE, RANDOM_VGG_NOTE, describe_loss, load_preset, resize_to,
-                              resolve_device)
+from fastnst.inference import resolve_device
+from fastnst.optimize import LOSS_KEYS, MIN_SIZE, RANDOM_VGG_NOTE, describe_loss, load_preset, resize_to
 
 HIGHER_IS_BETTER = frozenset({"ssim"})
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
 ASPECT_TOLERANCE = 0.03  # a compared image whose aspect ratio differs more is not of the same photo
 
-Stylizer = Callable[[torch.Tensor], torch.Tensor]
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -98,17 +97,13 @@ def summarise(rows: Sequence[dict[str, float]], names: Sequence[str] | None = No
 
 # --- models, images, settings --------------------------------------------------------------------
 
-def load_model(path: str | Path, device: torch.device) -> tuple[Stylizer, dict[str, Any]]:
-    """A stylizer ([1, 3, H, W] in [0, 1] -> same) and its metadata from a fastnst checkpoint."""
-    p = Path(path).expanduser()
-    if p.suffix.lower() == ".onnx":
-        raise UserError(f"model {p} is an ONNX file; fastnst.evaluate measures .ckpt checkpoints, "
-                        "pass the checkpoint the ONNX file was exported from")
-    from fastnst.checkpoint import load_network
+def load_model(path: str | Path, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """A stylizer ([N, 3, H, W] in [0, 1] -> same, with ``.synchronize()``) and its training metadata, from
+    a checkpoint (.ckpt, through :func:`fastnst.checkpoint.load_network`) or an exported .onnx / .pt2 model."""
+    from fastnst.inference import load_model as load_stylizer
 
-    net, meta = load_network(p)
-    net = net.to(device)
-    return net, meta
+    model = load_stylizer(path, device)
+    return model, dict(model.meta or {})
 
 
 def loss_settings(meta: dict[str, Any], preset: str | None = None,
@@ -173,11 +168,6 @@ def load_like(path: Path, content: torch.Tensor) -> torch.Tensor:
     return pil_to_tensor(img).unsqueeze(0)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --- the report ----------------------------------------------------------------------------------
 
 def evaluate(model: str | Path, style: str | Path | None, images: str | Path, size: int = 256,
@@ -235,10 +225,10 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
             if not warmed:  # first-call costs (allocation, kernel selection) are not latency
                 net(x)
                 warmed = True
-            _sync(dev)
+            net.synchronize()
             t0 = time.perf_counter()
             y = net(x)
-            _sync(dev)
+            net.synchronize()
             latency = (time.perf_counter() - t0) * 1000
         stylized = y.float().clamp(0, 1).mul(255).round().div(255)  # as it would be saved
         if out_dir is not None:
@@ -287,12 +277,12 @@ def format_report(report: dict[str, Any]) -> str:
     width = max(len(m) for m in metrics) + 2
     lines = [f"fastnst quality report: {report['count']} images of {report['images']} at {report['size']} px; "
              f"style {report['style']} at {report['style_size']} px; device {report['device']}",
+             f"model: {report['model']}" + (f"; compare: {report['compare']}" if report["compare"] else ""),
              f"loss: {report['loss_source']}: {describe_loss(report['loss'])}",
              f"VGG19 weights: {report['vgg_weights']}"]
     if report["note"]:
         lines.append(f"NOTE: {report['note']}")
-    titles = {"model": f"model {report['model']}", "compare": f"compare {report['compare']}"}
-    header = " " * width + " | ".join(f"{titles[s][:38]:<38}" for s in sets)
+    header = " " * width + " | ".join(f"{s:^36}  " for s in sets)
     sub = f"{'metric':<{width}}" + " | ".join("".join(f"{h:>12}" for h in stats) + "  " for s in sets)
     lines += ["", header, sub, "-" * len(sub)]
     for m in metrics:
@@ -306,9 +296,12 @@ def format_report(report: dict[str, Any]) -> str:
                  "total/content/style/tv weighted as in training, style/<layer> and tv_raw unweighted")
     for s in sets:
         lines.append(f"worst {s} image by total loss: {report['summary'][s]['total']['worst_image']}")
-    if report["skipped"]:
-        lines.append(f"skipped {len(report['skipped'])} image(s), e.g. {report['skipped'][0]['image']}: "
-                     f"{report['skipped'][0]['reason']}")
+    skipped = report["skipped"]
+    if skipped:
+        lines.append(f"skipped {len(skipped)} image(s):")
+        lines += [f"  {s['image']}: {s['reason']}" for s in skipped[:5]]
+        if len(skipped) > 5:
+            lines.append(f"  ... and {len(skipped) - 5} more (all in the JSON report)")
     return "\n".join(lines)
 
 
@@ -316,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastnst-evaluate", description="Stylize a folder of images with a model and report content/style/TV "
         "losses, luminance SSIM and latency (mean, median, worst), optionally side by side with another set of outputs.")
-    p.add_argument("--ckpt", required=True, help="model checkpoint (.ckpt written by fastnst training)")
+    p.add_argument("--ckpt", required=True, metavar="MODEL",
+                   help="model: a training checkpoint (.ckpt) or an exported .onnx / .pt2 file")
     p.add_argument("--style", default=None, help="style image (default: the one the model was trained on, if present)")
     p.add_argument("--images", required=True, help="folder of content images (searched recursively) or one image")
     p.add_argument("--size", type=int, default=256, help="longer side every image is resized to (default 256)")

@@ -31,6 +31,7 @@ from PIL import Image
 
 from fastnst.errors import UserError
 from fastnst.image import load_image, load_style_image, pil_to_tensor
+from fastnst.inference import resolve_device
 from fastnst.losses import PerceptualLoss
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "conf" / "loss"  # the repository's conf/loss
@@ -73,23 +74,6 @@ def load_preset(name: str) -> dict[str, Any]:
     if unknown:
         raise UserError(f"loss preset {path} has unknown key {unknown[0]!r}; valid keys are {', '.join(LOSS_KEYS)}")
     return settings
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else CPU) or a torch device name such as ``cpu`` or ``cuda:1``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name} does not exist (this machine has {torch.cuda.device_count()} CUDA devices)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps was asked for but MPS is not available here; use --device cpu")
-    return device
 
 
 def resize_to(img: Image.Image, size: int) -> Image.Image:

@@ -130,7 +130,7 @@ def test_compare_measures_another_set_side_by_side(trained_ckpt: Path, style_pat
     for row in report["per_image"]:
         assert row["compare"]["style"] > 0 and row["compare_file"].endswith(".png")
     text = format_report(report)
-    assert "compare" in text and "skipped 9 image(s)" in text
+    assert "compare" in text and "skipped 9 image(s)" in text and "and 4 more" in text
 
 
 def test_preset_override_measures_under_the_preset(trained_ckpt: Path, style_path: Path, photo_dir: Path) -> None:
@@ -166,8 +166,9 @@ def test_cli_prints_table_and_writes_json(trained_ckpt: Path, style_path: Path, 
 
 
 @pytest.mark.parametrize("case, message", [
-    ("missing ckpt", r"checkpoint \S*nope.ckpt does not exist"),
-    ("ckpt not a checkpoint", r"checkpoint \S*notes.jpg (is corrupt|was refused)"),
+    ("missing ckpt", r"model \S*nope.ckpt does not exist"),
+    ("ckpt not a checkpoint", r"checkpoint \S*notes.ckpt (is corrupt|was refused)"),
+    ("image as model", r"model \S*notes.jpg has an unknown file type"),
     ("style not an image", r"style image \S*notes.jpg is not a readable image"),
     ("missing images", r"--images \S*missing does not exist"),
     ("json is a folder", r"--json \S* is a folder"),
@@ -182,6 +183,9 @@ def test_bad_input_one_sentence_nonzero_exit(trained_ckpt: Path, style_path: Pat
     if case == "missing ckpt":
         args["--ckpt"] = str(tmp_path / "nope.ckpt")
     elif case == "ckpt not a checkpoint":
+        args["--ckpt"] = str(tmp_path / "notes.ckpt")
+        (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    elif case == "image as model":
         args["--ckpt"] = str(notes)
     elif case == "style not an image":
         args["--style"] = str(notes)
