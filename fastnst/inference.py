@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from fastnst.checkpoint import load_network
@@ -332,13 +333,18 @@ def set_norm_stats(tiler: TransformerNet, stats: Sequence[tuple[torch.Tensor, to
         m.var = var.to(device=m.var.device, dtype=m.norm.weight.dtype)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Evenly spread starts of tiles of size ``tile`` covering ``length`` with at least ``overlap`` shared."""
+def tile_spans(length: int, tile: int, overlap: int, align: int = 4) -> list[tuple[int, int]]:
+    """(start, end) of tiles about ``tile`` long covering ``length``, neighbours sharing >= ``overlap`` px.
+
+    Starts are multiples of ``align`` (the network's total stride), so each tile's stride-2 convolutions
+    sample the same pixels as they do on the whole image; the last tile may be up to ``align - 1`` longer.
+    """
     if length <= tile:
-        return [0]
-    n = math.ceil((length - overlap) / (tile - overlap))
+        return [(0, length)]
+    n = math.ceil((length - tile) / max(1, tile - overlap - align + 1)) + 1
     step = (length - tile) / (n - 1)
-    return [round(i * step) for i in range(n)]
+    starts = sorted({int(round(i * step)) // align * align for i in range(n)})
+    return [(s, s + tile if i < len(starts) - 1 else length) for i, s in enumerate(starts)]
 
 
 def _ramp(size: int, start: int, length: int, overlap: int) -> torch.Tensor:
@@ -377,20 +383,19 @@ def stylize_tiled(net: TransformerNet, tiler: TransformerNet, x: torch.Tensor, *
     del small
     out = torch.zeros(1, 3, h, w)
     weight = torch.zeros(1, 1, h, w)
-    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     with torch.inference_mode():
-        for y0 in ys:
-            th = min(tile, h)
+        for y0, y1 in tile_spans(h, tile, overlap):
+            th = y1 - y0
             wy = _ramp(th, y0, h, overlap)
-            for x0 in xs:
-                tw = min(tile, w)
-                patch = x[:, :, y0:y0 + th, x0:x0 + tw]
+            for x0, x1 in tile_spans(w, tile, overlap):
+                tw = x1 - x0
+                patch = x[:, :, y0:y1, x0:x1]
                 y = tiler(patch.to(device=device, dtype=dtype)).to("cpu", torch.float32)
                 if post is not None:
                     y = post(y, patch)
                 wt = (wy[:, None] * _ramp(tw, x0, w, overlap)[None, :])[None, None]
-                out[:, :, y0:y0 + th, x0:x0 + tw] += y * wt
-                weight[:, :, y0:y0 + th, x0:x0 + tw] += wt
+                out[:, :, y0:y1, x0:x1] += y * wt
+                weight[:, :, y0:y1, x0:x1] += wt
     return out.div_(weight)
 
 
@@ -576,9 +581,9 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         out_dir = out_file.parent
     else:
         out_dir = Path(output).expanduser() if output is not None else Path("stylized")
-        if out_dir.is_file() or (not out_dir.exists() and is_image_path(out_dir)):
-            raise UserError(f"output {out_dir} is a file, but there are several inputs; give a folder with -o")
     pairs = find_inputs(inputs, exclude=out_dir.resolve())
+    if out_file is None and (out_dir.is_file() or (not out_dir.exists() and is_image_path(out_dir))):
+        raise UserError(f"output {out_dir} is a file, but there are several inputs; give a folder with -o")
 
     jobs: list[Job] = []
     if out_file is not None:
@@ -627,8 +632,10 @@ def save_atomic(t: torch.Tensor, path: Path) -> None:
     """Save via a hidden temporary file and rename: an interrupted run never leaves a truncated image."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    # uint8 in place: a 50-megapixel float image is 600 MB, so no full-size float temporaries here
+    arr = t.detach().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     try:
-        save_image(t, tmp)
+        save_image(Image.fromarray(arr, "RGB"), tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

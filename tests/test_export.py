@@ -1,0 +1,116 @@
+"""fastnst.export: ONNX (both upsample modes) and .pt2 match eager, dynamic shapes, metadata, variants,
+the onnxruntime-only README snippet, and the CLI's errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from fastnst.errors import UserError
+from fastnst.export import (ExportCheckError, check_onnx, export_onnx, export_pt2, main)
+from fastnst.inference import load_model
+from fastnst.network import TransformerNet
+
+from .conftest import ROOT, TINY_MODEL, make_photo
+
+
+def _net(upsample: str, seed: int = 0) -> TransformerNet:
+    torch.manual_seed(seed)
+    return TransformerNet(**{**TINY_MODEL, "upsample": upsample}).eval()
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "transpose"])
+def test_onnx_matches_eager_with_dynamic_shapes(upsample: str, tmp_path: Path) -> None:
+    net = _net(upsample)
+    path = export_onnx(net, tmp_path / "m.onnx", metadata={"style_name": "test"})
+    results = check_onnx(path, net)  # checker + two sizes, one not a multiple of 4
+    assert len(results) == 2 and all(d <= 1e-3 for _, d in results)
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (*onnx.load(str(path)).graph.input, *onnx.load(str(path)).graph.output)]
+    assert dims == [["batch", 3, "height", "width"]] * 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(3, 3, 37, 53), (1, 3, 5, 9), (1, 3, 130, 66)]:
+        x = torch.rand(*shape)
+        (y,) = session.run(None, {"image": x.numpy()})
+        with torch.no_grad():
+            ref = net(x).numpy()
+        assert y.shape == shape and np.abs(y - ref).max() < 1e-3
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_check_onnx_catches_a_wrong_model(tmp_path: Path) -> None:
+    path = export_onnx(_net("nearest", 0), tmp_path / "m.onnx")
+    with pytest.raises(ExportCheckError, match="differs from PyTorch eager"):
+        check_onnx(path, _net("nearest", 1))
+
+
+def test_pt2_matches_eager(tmp_path: Path) -> None:
+    net = _net("nearest")
+    model = load_model(export_pt2(net, tmp_path / "m.pt2", metadata={"style_name": "s"}), "cpu")
+    assert model.meta["style_name"] == "s"
+    for shape in [(2, 3, 37, 53), (1, 3, 64, 96)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            assert torch.allclose(model(x), net(x), atol=1e-5)
+    with pytest.raises(UserError, match="upsample=nearest"):
+        export_pt2(_net("transpose"), tmp_path / "t.pt2")
+
+
+@pytest.mark.slow
+def test_export_cli_variants_and_same_picture(trained_ckpt: Path, tmp_path: Path) -> None:
+    onnx_path = tmp_path / "m.onnx"
+    r = subprocess.run([sys.executable, "-m", "fastnst.export", "--ckpt", str(trained_ckpt), "--format", "onnx",
+                        "-o", str(onnx_path), "--fp16", "--int8"], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "parity vs PyTorch eager" in r.stdout and r.stdout.count("vs fp32: max abs diff") == 2
+    for variant in ("m.fp16.onnx", "m.int8.onnx"):
+        assert (tmp_path / variant).stat().st_size < onnx_path.stat().st_size
+    meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    custom = meta.custom_metadata_map
+    assert custom["style_name"] == "stripes" and "image_size" in custom["training"]
+    assert '"channels": [8, 16, 16]' in custom["network"]
+
+    photo = tmp_path / "photo.png"
+    make_photo(5, (83, 61)).save(photo)
+    from .test_infer import infer_main
+
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "ckpt.png", "-q") == 0
+    assert infer_main("--ckpt", onnx_path, photo, "-o", tmp_path / "onnx.png", "-q") == 0
+    a = np.asarray(Image.open(tmp_path / "ckpt.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "onnx.png"), dtype=np.int16)
+    assert a.shape == (61, 83, 3) and np.abs(a - b).max() <= 1
+
+    # The README's onnxruntime-only snippet, with torch made unimportable.
+    snippet = ROOT / "docs" / "onnxruntime_example.py"
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, str(snippet), str(onnx_path), str(photo),
+                        str(tmp_path / "ort.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "style: stripes" in r.stdout
+    c = np.asarray(Image.open(tmp_path / "ort.png"), dtype=np.int16)
+    assert np.abs(a - c).max() <= 1
+
+
+def test_export_cli_errors(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"mine")
+    assert main(["--ckpt", str(trained_ckpt), "-o", str(existing)]) == 2
+    assert "already exists" in capsys.readouterr().err and existing.read_bytes() == b"mine"
+    assert main(["--ckpt", str(tmp_path / "none.ckpt"), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--ckpt", str(existing), "-o", str(tmp_path / "y.onnx")]) == 2
+    assert "already an exported model" in capsys.readouterr().err
+    assert main(["--ckpt", str(trained_ckpt), "--format", "pt2", "-o", str(tmp_path / "z.onnx")]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary files left

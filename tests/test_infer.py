@@ -1,0 +1,314 @@
+"""infer.py and fastnst.inference: checkpoint -> stylized files, sizes, tiling, colour, errors, safety."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from .conftest import ROOT, make_photo
+from fastnst.errors import UserError
+from fastnst.inference import (StylizeOptions, load_model, plan_jobs, rgb_to_yiq, stylize, tile_spans)
+
+INFER = str(ROOT / "infer.py")
+
+
+def run_infer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, INFER, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def infer_main(*args: object) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("infer_entry", INFER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in args])
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def model(trained_ckpt: Path):
+    return load_model(trained_ckpt, "cpu")
+
+
+def test_infer_folder_end_to_end(trained_ckpt: Path, photo_dir: Path, tmp_path: Path) -> None:
+    """Train -> checkpoint -> infer.py subprocess on a nested folder of mixed sizes and formats."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for f in sorted(photo_dir.glob("*.jpg"))[:5]:
+        (src / f.name).write_bytes(f.read_bytes())
+    make_photo(50, (61, 47)).save(src / "sub" / "odd.png")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    r = run_infer("--ckpt", trained_ckpt, src, "-o", out, "--batch-size", "3")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    expected = sorted(p.relative_to(src) for p in src.rglob("*") if p.suffix in (".jpg", ".png"))
+    assert written == expected
+    for rel in expected:
+        with Image.open(src / rel) as a, Image.open(out / rel) as b:
+            assert b.size == a.size and b.format == a.format
+        assert pixels(out / rel).std() > 1.0  # not a constant image
+    assert not np.array_equal(pixels(out / "sub" / "odd.png"), pixels(src / "sub" / "odd.png"))
+
+
+def test_single_file_output_never_overwrites(trained_ckpt: Path, photo_dir: Path, tmp_path: Path) -> None:
+    photo = photo_dir / "img_00.jpg"
+    out = tmp_path / "x.png"
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", out, "-q") == 0
+    before = out.read_bytes()
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", out, "-q", "--strength", "0") == 2  # exists
+    assert out.read_bytes() == before
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", out, "-q", "--strength", "0", "--overwrite") == 0
+    assert out.read_bytes() != before
+    original = photo.read_bytes()
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", photo, "--overwrite") == 2  # never the input
+    assert photo.read_bytes() == original
+
+
+def test_default_output_and_skip_existing(trained_ckpt: Path, photo_dir: Path, tmp_path: Path) -> None:
+    r = run_infer("--ckpt", trained_ckpt, str(photo_dir / "img_0[12].jpg"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "stylized").iterdir()) == ["img_01.jpg", "img_02.jpg"]
+    jobs, skipped = plan_jobs([str(photo_dir / "img_0[123].jpg")], str(tmp_path / "stylized"), skip_existing=True)
+    assert [j.src.name for j in jobs] == ["img_03.jpg"] and skipped == 2
+
+
+def test_output_inside_input_folder_is_not_read_back(photo_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    (src / "out").mkdir(parents=True)
+    make_photo(1).save(src / "a.jpg")
+    make_photo(2).save(src / "out" / "old.jpg")
+    jobs, _ = plan_jobs([str(src)], str(src / "out"))
+    assert [j.src.name for j in jobs] == ["a.jpg"]
+
+
+def test_batched_equals_single(model) -> None:
+    from fastnst.image import pil_to_tensor
+
+    x = torch.stack([pil_to_tensor(make_photo(i, (72, 64))) for i in (0, 3, 6)])
+    batched = stylize(model, x)
+    single = torch.cat([stylize(model, x[i:i + 1]) for i in range(3)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def _tiled_and_reference(model, tile: int, overlap: int):
+    x = torch.from_numpy(np.asarray(make_photo(7, (230, 170)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    ref = stylize(model, x)
+    tiled = stylize(model, x, StylizeOptions(tile=tile, tile_overlap=overlap))
+    return x, ref, tiled
+
+
+def _seam_errors(err: torch.Tensor, tile: int, overlap: int) -> tuple[float, float]:
+    """Mean error on 3-px bands around every interior tile edge vs the mean error elsewhere."""
+    h, w = err.shape
+    band = torch.zeros(h, w, dtype=torch.bool)
+    for spans, size, axis in ((tile_spans(h, tile, overlap), h, 0), (tile_spans(w, tile, overlap), w, 1)):
+        for span in spans:
+            for edge in span:
+                if 0 < edge < size:
+                    sl = slice(max(0, edge - 1), edge + 2)
+                    if axis == 0:
+                        band[sl, :] = True
+                    else:
+                        band[:, sl] = True
+    return float(err[band].mean()), float(err[~band].mean())
+
+
+def test_tiled_matches_untiled_without_seams(model) -> None:
+    tile, overlap = 96, 48
+    x, ref, tiled = _tiled_and_reference(model, tile, overlap)
+    assert tiled.shape == ref.shape == x.shape
+    err = (tiled - ref).abs().mean(1)[0]
+    assert float(err.mean()) < 2e-3 and float(err.max()) < 0.05
+    seam, inside = _seam_errors(err, tile, overlap)
+    assert seam < 3 * inside + 1e-3, (seam, inside)
+
+
+def test_seam_check_detects_naive_tiles(model) -> None:
+    """The criterion above fails for naive tiles (own instance-norm statistics, hard edges)."""
+    tile = 96
+    x, ref, _ = _tiled_and_reference(model, tile, 0)
+    naive = torch.empty_like(ref)
+    for y0, y1 in tile_spans(x.shape[2], tile, 0):
+        for x0, x1 in tile_spans(x.shape[3], tile, 0):
+            naive[..., y0:y1, x0:x1] = model(x[..., y0:y1, x0:x1])
+    err = (naive - ref).abs().mean(1)[0]
+    seam, inside = _seam_errors(err, tile, 0)
+    assert not (float(err.mean()) < 2e-3 and seam < 3 * inside + 1e-3)
+
+
+def test_tiling_large_image_uses_downscaled_stats(model) -> None:
+    x = torch.from_numpy(np.asarray(make_photo(3, (300, 200)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    tiled = stylize(model, x, StylizeOptions(tile=64, tile_stats_size=150))
+    ref = stylize(model, x)
+    assert tiled.shape == ref.shape
+    assert float((tiled.mean((2, 3)) - ref.mean((2, 3))).abs().max()) < 0.05  # same colours overall
+
+
+def test_preserve_color_keeps_chroma(model, photo_dir: Path) -> None:
+    from fastnst.image import load_image, pil_to_tensor
+
+    x = pil_to_tensor(load_image(photo_dir / "img_04.jpg"))[None]
+    plain = stylize(model, x)
+    kept = stylize(model, x, StylizeOptions(preserve_color=True))
+    yiq_x, yiq_kept, yiq_plain = rgb_to_yiq(x), rgb_to_yiq(kept), rgb_to_yiq(plain)
+    assert torch.allclose(yiq_kept[:, 1:], yiq_x[:, 1:], atol=1e-5)  # content chroma
+    assert torch.allclose(yiq_kept[:, :1], yiq_plain[:, :1], atol=1e-5)  # stylized luminance
+    assert float((yiq_plain[:, 1:] - yiq_x[:, 1:]).abs().mean()) > 5 * float((yiq_kept[:, 1:] - yiq_x[:, 1:]).abs().mean()) + 1e-3
+
+
+def test_cli_strength_and_preserve_color(trained_ckpt: Path, tmp_path: Path) -> None:
+    src = tmp_path / "c.png"
+    make_photo(9, (70, 50)).save(src)
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "s0.png", "--strength", "0", "-q") == 0
+    assert np.array_equal(pixels(tmp_path / "s0.png"), pixels(src))
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "s1.png", "-q") == 0
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "half.png", "--strength", "0.5", "-q") == 0
+    half, full, content = pixels(tmp_path / "half.png"), pixels(tmp_path / "s1.png"), pixels(src)
+    assert np.abs(half - (full + content) / 2).max() <= 1.0
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "pc.png", "--preserve-color", "-q") == 0
+    pc = pixels(tmp_path / "pc.png").astype(np.float32) / 255
+    yiq = rgb_to_yiq(torch.from_numpy(pc).permute(2, 0, 1)[None])
+    yiq_c = rgb_to_yiq(torch.from_numpy(content.astype(np.float32) / 255).permute(2, 0, 1)[None])
+    inside = torch.from_numpy((pc > 0.01).all(-1) & (pc < 0.99).all(-1))  # not clipped when saved
+    assert inside.float().mean() > 0.5
+    assert float((yiq[0, 1:, inside] - yiq_c[0, 1:, inside]).abs().max()) < 0.01
+
+
+def test_max_size_and_precision(trained_ckpt: Path, model, photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small.png"
+    assert infer_main("--ckpt", trained_ckpt, photo_dir / "img_02.jpg", "-o", out, "--max-size", "40", "-q") == 0
+    assert max(Image.open(out).size) == 40
+    x = torch.rand(1, 3, 33, 41)
+    bf16 = load_model(trained_ckpt, "cpu", "bf16")
+    y = bf16(x)
+    assert y.dtype == torch.float32 and float((y - model(x)).abs().max()) < 0.1
+
+
+def test_benchmark_prints_latency(trained_ckpt: Path, photo_dir: Path, tmp_path: Path, capsys) -> None:
+    assert infer_main("--ckpt", trained_ckpt, photo_dir, "--benchmark", "--benchmark-runs", "2", "--warmup", "1",
+                      "--batch-size", "2", "-o", tmp_path / "never") == 0
+    out = capsys.readouterr().out
+    assert "images/s" in out and "per-image latency" in out and "cpu (fp32)" in out
+    assert float(out.split("images/s")[0].split(";")[-1]) > 0
+    assert not (tmp_path / "never").exists()
+
+
+def test_folder_with_a_bad_image_writes_the_others(trained_ckpt: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    make_photo(1).save(src / "a.jpg")
+    make_photo(2).save(src / "c.jpg")
+    (src / "b.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    r = run_infer("--ckpt", trained_ckpt, src, "-o", tmp_path / "out")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "b.jpg is not a readable image" in r.stderr and "1 of 3 image(s) failed" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_type", "corrupt_ckpt", "corrupt_onnx", "folder_model",
+                                  "missing_input", "unwritable", "bad_strength", "tile_onnx", "empty_folder",
+                                  "cuda"])
+def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_path: Path, capsys) -> None:
+    photo = photo_dir / "img_00.jpg"
+    model_arg, inputs, extra, expect = trained_ckpt, [photo], [], ""
+    if case == "missing":
+        model_arg, expect = tmp_path / "nope.ckpt", "does not exist"
+    elif case == "wrong_type":
+        model_arg, expect = photo, "unknown file type '.jpg' (that is an image"
+    elif case == "corrupt_ckpt":
+        model_arg = tmp_path / "bad.ckpt"
+        model_arg.write_bytes(trained_ckpt.read_bytes()[:5000])
+        expect = "corrupt"
+    elif case == "corrupt_onnx":
+        model_arg = tmp_path / "bad.onnx"
+        model_arg.write_bytes(os.urandom(2000))
+        expect = "is not a valid ONNX model"
+    elif case == "folder_model":
+        model_arg, expect = tmp_path, "is a folder"
+    elif case == "missing_input":
+        inputs, expect = [tmp_path / "ghost.jpg"], "input " + str(tmp_path / "ghost.jpg") + " does not exist"
+    elif case == "unwritable":
+        (tmp_path / "file").write_text("x")
+        inputs, extra, expect = [photo_dir], ["-o", tmp_path / "file" / "out"], "cannot create the output folder"
+    elif case == "bad_strength":
+        extra, expect = ["--strength", "1.5"], "--strength must be between 0 and 1"
+    elif case == "tile_onnx":
+        model_arg = tmp_path / "m.onnx"
+        from fastnst.checkpoint import load_network
+        from fastnst.export import export_onnx
+
+        export_onnx(load_network(trained_ckpt)[0], model_arg)
+        extra, expect = ["--tile", "64"], "--tile needs the network's weights"
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        inputs, expect = [tmp_path / "empty"], "contains no images"
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        extra, expect = ["--device", "cuda"], "no CUDA GPU"
+    out = [] if "-o" in extra else ["-o", tmp_path / "o.png"]
+    code = infer_main("--ckpt", model_arg, *inputs, *out, *extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("fastnst: error: ") and expect in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path: Path, photo_dir: Path) -> None:
+    marker = tmp_path / "pwned.txt"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "fastnst": {"network": {}}, "payload": _Evil(marker)}, ckpt)
+    r = run_infer("--ckpt", ckpt, photo_dir / "img_00.jpg", "-o", tmp_path / "o.png")
+    assert r.returncode == 2
+    assert "was refused" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists() and not (tmp_path / "o.png").exists()
+    # the same file really would run code if it were unpickled naively: the test is not vacuous
+    torch.load(ckpt, weights_only=False)
+    assert marker.read_text() == "pwned"
+
+
+def test_malicious_pt2_is_refused(trained_ckpt: Path, tmp_path: Path) -> None:
+    from fastnst.checkpoint import load_network
+    from fastnst.export import export_pt2
+
+    good = export_pt2(load_network(trained_ckpt)[0], tmp_path / "good.pt2")
+    assert load_model(good, "cpu")(torch.rand(1, 3, 21, 30)).shape == (1, 3, 21, 30)
+    marker = tmp_path / "pwned.txt"
+    evil = tmp_path / "evil.pt2"
+    payload = io.BytesIO()
+    torch.save(_Evil(marker), payload)
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        names = zin.namelist()
+        target = next(n for n in names if n.endswith("sample_inputs/model.pt"))
+        for n in names:
+            zout.writestr(n, payload.getvalue() if n == target else zin.read(n))
+    with pytest.raises(UserError, match="refused|corrupt"):
+        load_model(evil, "cpu")
+    assert not marker.exists()
