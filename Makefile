@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow install clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The subprocess end-to-end tests (SIGTERM + exact resume, kill -9, DDP): a few minutes more.
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf demo_out runs outputs .pytest_cache
