@@ -170,3 +170,32 @@ def test_loggers_get_metrics_and_preview_files(tmp_path: Path, photo_dir: Path, 
         assert "vgg_weights: random" in hparams and "every_n_steps: 2" in hparams  # the resolved config
     else:
         assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_bf16_mixed_channels_last_and_cosine_schedule(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    rec = LossRecorder()
+    cfg = tiny_config(photo_dir, style_path, channels_last=True,
+                      **{"trainer.max_steps": 4, "trainer.precision": "bf16-mixed", "optim.scheduler": "cosine",
+                         "optim.warmup_steps": 2})
+    result = fit(cfg, tmp_path, callbacks=[rec])
+    assert len(rec.losses) == 4 and all(math.isfinite(v) for v in rec.losses.values())
+    ckpt = read_checkpoint(result.last_checkpoint)
+    sched = ckpt["lr_schedulers"][0]
+    assert sched["last_epoch"] == 4
+    lr_end = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr_end == pytest.approx(3e-3 * 0.01, rel=1e-6)  # cosine reached min_lr_ratio at max_steps
+    net, _ = load_network(result.last_checkpoint)
+    assert net(torch.rand(1, 3, 20, 24)).shape == (1, 3, 20, 24)
+
+
+def test_channels_last_gives_the_same_loss(photo_dir: Path, style_path: Path) -> None:
+    from fastnst.training import build_module
+
+    torch.manual_seed(0)
+    a = build_module(tiny_config(photo_dir, style_path))
+    b = build_module(tiny_config(photo_dir, style_path, channels_last=True))
+    b.load_state_dict(a.state_dict())
+    b.setup("fit")
+    x = torch.rand(2, 3, 32, 32)
+    ta, tb = a.loss_fn(a(x), x), b.loss_fn(b(x), x)
+    assert torch.allclose(ta["total"], tb["total"], rtol=1e-4)
