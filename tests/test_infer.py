@@ -45,6 +45,7 @@ def model(trained_ckpt: Path):
     return load_model(trained_ckpt, "cpu")
 
 
+@pytest.mark.slow
 def test_infer_folder_end_to_end(trained_ckpt: Path, photo_dir: Path, tmp_path: Path) -> None:
     """Train -> checkpoint -> infer.py subprocess on a nested folder of mixed sizes and formats."""
     src = tmp_path / "in"
