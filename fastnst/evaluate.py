@@ -251,6 +251,7 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     return {
         "model": str(model), "style": str(style), "images": str(root), "compare": str(compare) if compare else None,
         "size": size, "style_size": style_size, "device": str(dev), "count": len(per_image),
+        "cpu_threads": torch.get_num_threads(),  # latency on a CPU depends on it (and on what else runs)
         "loss_source": source, "loss": settings, "vgg_weights": vgg,
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
         "metrics": "total/content/style/tv weighted as in training; style/<layer> and tv_raw unweighted; ssim of the luminance "
@@ -276,7 +277,8 @@ def format_report(report: dict[str, Any]) -> str:
     stats = ("mean", "median", "worst")
     width = max(len(m) for m in metrics) + 2
     lines = [f"fastnst quality report: {report['count']} images of {report['images']} at {report['size']} px; "
-             f"style {report['style']} at {report['style_size']} px; device {report['device']}",
+             f"style {report['style']} at {report['style_size']} px; device {report['device']}"
+             + (f" ({report['cpu_threads']} threads)" if report["device"] == "cpu" else ""),
              f"model: {report['model']}" + (f"; compare: {report['compare']}" if report["compare"] else ""),
              f"loss: {report['loss_source']}: {describe_loss(report['loss'])}",
              f"VGG19 weights: {report['vgg_weights']}"]

@@ -165,6 +165,19 @@ def test_cli_prints_table_and_writes_json(trained_ckpt: Path, style_path: Path, 
     assert both["compare"]["ssim"]["mean"] == pytest.approx(both["model"]["ssim"]["mean"], rel=1e-4)
 
 
+def test_main_prints_table_and_writes_json(trained_ckpt: Path, style_path: Path, photo_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    one = sorted(photo_dir.glob("*.jpg"))[0]
+    out_json = tmp_path / "deep" / "r.json"
+    assert main(["--ckpt", str(trained_ckpt), "--style", str(style_path), "--images", str(one), "--size", "48",
+                 "--json", str(out_json), "--device", "cpu", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and "worst" in out and "NOTE: VGG19 weights are RANDOM" in out and f"wrote {out_json}" in out
+    report = json.loads(out_json.read_text())
+    assert report["count"] == 1 and report["per_image"][0]["image"] == one.name
+    assert report["summary"]["model"]["ssim"]["mean"] == report["per_image"][0]["model"]["ssim"]
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing ckpt", r"model \S*nope.ckpt does not exist"),
     ("ckpt not a checkpoint", r"checkpoint \S*notes.ckpt (is corrupt|was refused)"),
