@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"checkpoint {p} was refused: it contains code or objects that are not plain data "
-                            f"({first[:160]}); only load checkpoints you trust and that fastnst wrote") from None
-        raise UserError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {p} is corrupt or truncated ({msg[:160]})") from None
+        text = str(exc)
+        unsafe = re.search(r"unsupported (GLOBAL|global) ([\w.]+)", text) or "Unsupported operand" in text
+        if unsafe:
+            what = unsafe.group(2) if isinstance(unsafe, re.Match) else "a pickle instruction"
+            raise UserError(f"checkpoint {p} was refused: it would run code or build objects ({what}) instead of "
+                            f"holding plain data; only load checkpoints that fastnst wrote") from None
+        raise UserError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint") from None
+    except Exception as exc:  # zip, EOF, key and runtime errors all mean a damaged or foreign file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() and not isinstance(exc, KeyError) else ""
+        raise UserError(f"checkpoint {p} is corrupt or truncated" + (f" ({msg[:160]})" if msg else "")) from None
     if not isinstance(ckpt, dict):
         raise UserError(f"checkpoint {p} does not hold a dict of tensors")
     return ckpt
