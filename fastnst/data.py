@@ -41,6 +41,13 @@ def find_images(root: str | os.PathLike[str], what: str = "data.root") -> list[P
     return sorted(files)
 
 
+def _list_items(root: str, what: str) -> list[Path] | list[int]:
+    """Image files under a folder, or the item numbers of a dataset written by ``python -m fastnst.prepare``."""
+    from fastnst.prepare import is_prepared, prepared_items
+
+    return prepared_items(root) if is_prepared(root) else find_images(root, what)
+
+
 class Sample:
     """Sampler key: which file, and the seed of its random crop."""
 
@@ -170,9 +177,9 @@ class StyleDataModule(pl.LightningDataModule):
         """List the files (cheap, no decoding); errors name the folder. Idempotent."""
         if self.train_files:
             return
-        files = find_images(self.root)
+        files = _list_items(self.root, "data.root")
         if self.val_root:
-            val = find_images(self.val_root, "data.val_root")[: self.val_count]
+            val = _list_items(self.val_root, "data.val_root")[: self.val_count]
         else:
             # Hold out an evenly spread, fixed set so validation never sees training images.
             k = min(self.val_count, max(0, len(files) - 1)) if len(files) > 1 else 0
@@ -186,6 +193,13 @@ class StyleDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.scan()
+
+    def _dataset(self, items: Sequence[Any], train: bool, root: str) -> Dataset:
+        if items and isinstance(items[0], int):  # item numbers of a dataset written by fastnst.prepare
+            from fastnst.prepare import PreparedDataset
+
+            return PreparedDataset(root, items, self.image_size, train)
+        return ImageFolderDataset(items, self.image_size, train)
 
     def _loader_kwargs(self) -> dict[str, Any]:
         on_gpu = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
@@ -207,7 +221,7 @@ class StyleDataModule(pl.LightningDataModule):
             # Restored from a checkpoint: continue mid-epoch where it stopped.
             consumed = self.trainer.global_step * self.trainer.accumulate_grad_batches
             self.sampler.resume(consumed // self.sampler.batches, consumed % self.sampler.batches)
-        ds = ImageFolderDataset(self.train_files, self.image_size, train=True)
+        ds = self._dataset(self.train_files, True, self.root)
         return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                           **self._loader_kwargs())
 
@@ -215,7 +229,7 @@ class StyleDataModule(pl.LightningDataModule):
         self.scan()
         if not self.val_files:
             return []
-        ds = ImageFolderDataset(self.val_files, self.image_size, train=False)
+        ds = self._dataset(self.val_files, False, self.val_root or self.root)
         kw = self._loader_kwargs()
         kw.update(num_workers=0, persistent_workers=False)
         kw.pop("prefetch_factor", None)
@@ -224,5 +238,8 @@ class StyleDataModule(pl.LightningDataModule):
     def preview_batch(self, count: int) -> torch.Tensor:
         """The first ``count`` validation images as [N, 3, S, S], for preview grids."""
         self.scan()
-        ds = ImageFolderDataset(self.val_files or self.train_files, self.image_size, train=False)
+        if self.val_files:
+            ds = self._dataset(self.val_files, False, self.val_root or self.root)
+        else:
+            ds = self._dataset(self.train_files, False, self.root)
         return torch.stack([ds[i][0] for i in range(min(count, len(ds)))])
