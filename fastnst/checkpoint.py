@@ -34,9 +34,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        unsafe = re.search(r"unsupported (GLOBAL|global) ([\w.]+)", text) or "Unsupported operand" in text
+        unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.I) or "Unsupported operand" in text
         if unsafe:
-            what = unsafe.group(2) if isinstance(unsafe, re.Match) else "a pickle instruction"
+            what = unsafe.group(1) if isinstance(unsafe, re.Match) else "a pickle instruction"
             raise UserError(f"checkpoint {p} was refused: it would run code or build objects ({what}) instead of "
                             f"holding plain data; only load checkpoints that fastnst wrote") from None
         raise UserError(f"checkpoint {p} is corrupt or not a PyTorch checkpoint") from None
