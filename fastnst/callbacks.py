@@ -7,6 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torchvision.utils import make_grid
@@ -76,3 +77,12 @@ class RunReport(pl.Callback):
             skipped = int(trainer.strategy.reduce(total, reduce_op="sum").item())
         rank_zero_info(f"fastnst: {trainer.global_step} steps done; {skipped} unreadable image file(s) skipped"
                        + (f"; checkpoints in {self.checkpoint_dir}" if self.checkpoint_dir else ""))
+
+
+class StepProgressBar(TQDMProgressBar):
+    """The progress bar with the global step (which survives resumes and epochs) instead of v_num."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {"step": trainer.global_step, **metrics}

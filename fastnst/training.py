@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
-from fastnst.callbacks import ImagePreview, RunReport
+from fastnst.callbacks import ImagePreview, RunReport, StepProgressBar
 from fastnst.errors import UserError
 from fastnst.module import NonFiniteLossError, StyleTransferModule
 from fastnst.safety import AtomicCheckpointIO, GracefulStop, check_writable
@@ -175,6 +175,8 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
         stopper,
         *(callbacks or []),
     ]
+    if (cfg.get("trainer") or {}).get("enable_progress_bar") is not False:
+        callbacks.append(StepProgressBar())
     trainer_cfg = dict(cfg.get("trainer") or {})
     for key in ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"):
         if key in trainer_cfg:

@@ -167,3 +167,17 @@ def test_crops_depend_only_on_the_key(photo_dir: Path) -> None:
     c, _ = ds[Sample(3, (0, 2, 0, 5))]
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert collate([(a, 0), (c, 2)])[0].shape == (2, 3, 32, 32) and collate([(a, 0), (c, 2)])[1] == 2
+
+
+def test_image_deleted_or_broken_during_a_run_is_skipped(tmp_path: Path) -> None:
+    for i in range(4):
+        make_photo(i).save(tmp_path / f"{i}.jpg")
+    dm = StyleDataModule(str(tmp_path), image_size=32, batch_size=2, num_workers=0, val_count=0)
+    dm.setup("fit")
+    (tmp_path / "1.jpg").unlink()  # gone after the scan
+    (tmp_path / "2.jpg").write_bytes(b"\xff\xd8 broken")  # replaced by garbage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(dm.train_dataloader())
+    assert sum(b[0].shape[0] for b in batches) == 4
+    assert sum(b[1] for b in batches) == 2
