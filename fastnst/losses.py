@@ -107,9 +107,8 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Content-layer features of [N, 3, H, W] images, without grad."""
-        feats = self.vgg(content)
-        return {name: feats[name] for name in self.content_layers}
+        """Content-layer features of [N, 3, H, W] images, without grad (VGG run only as deep as they need)."""
+        return self.vgg(content, self.content_layers)
 
     def forward(self, output: torch.Tensor, content: torch.Tensor | None = None,
                 content_feats: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -129,12 +129,24 @@ class VGGFeatures(nn.Module):
     def train(self, mode: bool = True) -> VGGFeatures:  # frozen: eval mode forever
         return super().train(False)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """[N, 3, H, W] RGB in [0, 1] -> {layer name: [N, C, h, w]}."""
+    def forward(self, x: torch.Tensor, layers: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """[N, 3, H, W] RGB in [0, 1] -> {layer name: [N, C, h, w]}.
+
+        ``layers`` (a subset of :attr:`layers`) returns only those and stops after the deepest of them:
+        the content targets need VGG19 up to relu4_2, not the style layers' relu5_1.
+        """
+        index = self._index
+        if layers is not None:
+            index = {i: n for i, n in self._index.items() if n in layers}
+            if len(index) != len(set(layers)):
+                raise ValueError(f"layers {sorted(set(layers) - set(self.layers))} are not among {self.layers}")
+        last = max(index)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         out: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.features):
+            if i > last:
+                break
             x = layer(x)
-            if i in self._index:
-                out[self._index[i]] = x
+            if i in index:
+                out[index[i]] = x
         return out
