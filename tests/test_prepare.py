@@ -126,7 +126,6 @@ def test_data_module_reads_a_prepared_dataset(photos: Path, tmp_path: Path) -> N
     assert torch.equal(a, b) and torch.equal(va, vb) and torch.equal(pa, pb)
 
 
-@pytest.mark.slow
 def test_training_runs_on_a_prepared_dataset(photo_dir: Path, style_path: Path, tmp_path: Path) -> None:
     from fastnst.checkpoint import read_checkpoint
     from fastnst.training import fit
