@@ -519,11 +519,10 @@ def _loader_rate(root: str, cfg: BenchConfig, workers: int) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         for epoch in range(cfg.data_epochs + 1):
             dm.sampler.set_epoch(epoch)
-            it = iter(loader)
-            first = next(it)  # workers start (first epoch) or refill their prefetch queue
-            assert first[0].shape[-1] == cfg.data_size
+            # timed from iter(): the queues start empty, so prefetching cannot inflate the rate
             n, t0 = 0, time.perf_counter()
-            for images, _ in it:
+            for images, _ in loader:
+                assert images.shape[-1] == cfg.data_size
                 n += images.shape[0]
             dt = time.perf_counter() - t0
             if epoch > 0 and n:  # epoch 0 warms the page cache and the workers
@@ -552,7 +551,7 @@ def run_data(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         for f in files[:64]:
             with contextlib.suppress(OSError), Image.open(f) as im:
                 sizes.append(im.size)
-        median_px = (int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))) if sizes else None
+        median_px = f"{int(np.median([s[0] for s in sizes]))}x{int(np.median([s[1] for s in sizes]))}" if sizes else None
         results = []
         for w in cfg.data_workers:
             log(f"data: JPEG folder, {w} worker(s) ...")
@@ -638,7 +637,8 @@ class _InferenceRunner:
             return self.fn(x)
 
 
-def run_infer(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+def run_infer(cfg: BenchConfig, log: Callable[[str], None],
+              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     from fastnst.network import TransformerNet
 
     dev = cfg.torch_device
@@ -649,6 +649,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         variants.insert(0, Variant())  # the eager fp32 baseline is always measured
     variants.sort(key=lambda v: v != Variant())
     results: list[dict[str, Any]] = []
+    live = {"batch_size": cfg.infer_batch, "network": cfg.model, "results": results}
     g = torch.Generator().manual_seed(1)
     with tempfile.TemporaryDirectory(prefix="fastnst-bench-infer-") as tmp:
         for w, h in cfg.infer_sizes:
@@ -681,9 +682,11 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 except Exception as exc:
                     row["error"] = _error(exc)
                 results.append(row)
+                if on_row:
+                    on_row(live)
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
-    return {"batch_size": cfg.infer_batch, "network": cfg.model, "results": results}
+    return live
 
 
 # --- configuration, report -----------------------------------------------------------------------
@@ -701,7 +704,7 @@ class BenchConfig:
     train_variants: list[str] | None = None
     train_in_trainer: bool = True
     data_root: str | None = None
-    data_images: int = 96
+    data_images: int = 128
     data_size: int = 256
     data_batch: int = 4
     data_workers: list[int] | None = None
@@ -835,8 +838,10 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run the chosen parts; returns the report dict (what ``--json`` writes)."""
+def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
+        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the chosen parts; returns the report dict (what ``--json`` writes). ``save`` receives the report
+    after every part and every inference row, so a run cut short by a time limit keeps what it measured."""
     dev = cfg.torch_device
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
@@ -852,8 +857,18 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict[s
     for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer)):
         if part in cfg.parts:
             t0 = time.perf_counter()
-            report[part] = fn(cfg, log)
+            if part == "infer":
+                def on_row(live: dict[str, Any]) -> None:
+                    report["infer"] = live
+                    if save:
+                        save(report)
+
+                report[part] = run_infer(cfg, log, on_row=on_row)
+            else:
+                report[part] = fn(cfg, log)
             report["seconds"][part] = round(time.perf_counter() - t0, 1)
+            if save:
+                save(report)
     report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return report
 
@@ -876,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=("johnson", "tiny"), default=None, help="network size (default johnson; tiny with --quick)")
     g = p.add_argument_group("data")
     g.add_argument("--data-root", help="folder of JPEGs (default: synthetic 640x480 JPEGs in a temp folder)")
-    g.add_argument("--data-images", type=int, help="number of synthetic JPEGs (default 96)")
+    g.add_argument("--data-images", type=int, help="number of synthetic JPEGs (default 128)")
     g.add_argument("--data-size", type=int, help="crop size (default 256)")
     g.add_argument("--data-workers", help="comma-separated worker counts (default 0,1,min(cpus,8))")
     g.add_argument("--no-prepared", action="store_true", help="skip the prepared-dataset measurement")
@@ -947,6 +962,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(**kw)
 
 
+def _write_json(report: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -955,14 +976,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
         if args.json:
             Path(args.json).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+        save = None
+        if args.json:
+            path = Path(args.json).expanduser()
+            save = lambda r: _write_json(r, path)  # noqa: E731
+        report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), save=save)
     except UserError as exc:
         print(f"fastnst-bench: error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report), flush=True)
     if args.json:
         path = Path(args.json).expanduser()
-        path.write_text(json.dumps(report, indent=2, default=str))
+        _write_json(report, path)
         print(f"\nwrote {path}")
     return 0
 

@@ -31,17 +31,23 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
 
 START=$(date +%s)
-part() {  # NAME SECONDS ARGS...
-  local name=$1 limit=$2; shift 2
-  echo "== $name (limit ${limit}s) ==" >&2
-  timeout --kill-after=10 "$limit" "$PYTHON" -m fastnst.bench --device cuda --parts "$name" --json "$TMP/$name.json" "$@" \
-    || echo "gpu_bench: part $name failed or ran past ${limit}s (exit $?)" >&2
+part() {  # PART SECONDS FILE ARGS...  (inference rows are saved as they come: a cut-short run keeps them)
+  local name=$1 limit=$2 file=$3; shift 3
+  echo "== $file (limit ${limit}s) ==" >&2
+  timeout --kill-after=5 "$limit" "$PYTHON" -m fastnst.bench --device cuda --parts "$name" --json "$TMP/$file.json" "$@" \
+    || echo "gpu_bench: $file failed or ran past ${limit}s (exit $?)" >&2
 }
-part train 180 --train-size "$SIZE" --batch "$BATCH" --train-warmup 15 --train-steps 30 \
-  --train-variants fp32,bf16,bf16+cl,bf16+cl+compile
-part infer 120 --infer-sizes 256x256,512x512,1920x1080 --infer-repeats 30 \
-  --infer-variants fp32,fp32+cl,bf16+cl,fp16+cl,fp16+cl+compile,ort
-part data 35 --data-workers 0,1,8 ${DATA_ROOT:+--data-root "$DATA_ROOT"}
+# Eager variants first (seconds), then the compiled ones (compilation dominates), each with the reference
+# so every file has its own ratio; the fastest compiled variant is re-run inside a Lightning Trainer.
+part train 50 train_eager --train-size "$SIZE" --batch "$BATCH" --train-warmup 10 --train-steps 30 \
+  --train-variants fp32,bf16,bf16+cl --no-trainer
+part train 130 train_compiled --train-size "$SIZE" --batch "$BATCH" --train-warmup 10 --train-steps 30 \
+  --train-variants bf16+cl+compile
+part infer 40 infer_eager --infer-sizes 256x256,512x512,1920x1080 --infer-repeats 30 \
+  --infer-variants fp32,fp32+cl,bf16+cl,fp16+cl,ort
+part infer 80 infer_compiled --infer-sizes 256x256,512x512,1920x1080 --infer-repeats 30 \
+  --infer-variants fp16+cl+compile
+part data 30 data --data-workers 0,1,8 ${DATA_ROOT:+--data-root "$DATA_ROOT"}
 
 "$PYTHON" - "$TMP" "$OUT" <<'PY'
 import json, sys
@@ -49,13 +55,34 @@ from pathlib import Path
 from fastnst.bench import format_report
 tmp, out = Path(sys.argv[1]), Path(sys.argv[2])
 report = {}
-for part in ("train", "infer", "data"):
-    f = tmp / f"{part}.json"
-    if f.is_file():
-        r = json.loads(f.read_text())
-        report.setdefault("machine", r["machine"])
-        report.setdefault("seconds", {}).update(r.get("seconds", {}))
+for file in ("train_eager", "train_compiled", "infer_eager", "infer_compiled", "data"):
+    f = tmp / f"{file}.json"
+    if not f.is_file():
+        continue
+    r = json.loads(f.read_text())
+    report.setdefault("machine", r["machine"])
+    report.setdefault("seconds", {}).update({file: v for v in r.get("seconds", {}).values()})
+    part = file.split("_")[0]
+    if part not in r:
+        continue
+    if part not in report:
         report[part] = r[part]
+        continue
+    rows = r[part]["results"]
+    if part == "train":  # one reference row is enough: the compiled file's ratios are against its own reference
+        rows = [row for row in rows if row["variant"] != "reference"]
+        report[part]["results"] += rows
+    else:  # inference: place the compiled rows after each size's eager rows (its own fp32 baseline is dropped)
+        seen = {(row["size"], row["path"]) for row in report[part]["results"]}
+        rows = [row for row in rows if (row["size"], row["path"]) not in seen]
+        merged = []
+        for size in dict.fromkeys(row["size"] for row in report[part]["results"] + rows):
+            merged += [row for row in report[part]["results"] + rows if row["size"] == size]
+        base = {row["size"]: row for row in merged if row["path"] == "fp32" and "images_per_s" in row}
+        for row in rows:
+            if row["size"] in base and "images_per_s" in row:
+                row["vs_eager"] = row["images_per_s"] / base[row["size"]]["images_per_s"]
+        report[part]["results"] = merged
 if not report:
     sys.exit("gpu_bench: no part produced results")
 out.write_text(json.dumps(report, indent=2, default=str))

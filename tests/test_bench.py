@@ -51,7 +51,7 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
     data = report["data"]
     assert [(r["pipeline"], r["workers"]) for r in data["results"]] == [("jpeg", 0), ("prepared", 0)]
     assert all(_positive(r["images_per_s"]) and _positive(r["images_per_s_per_worker"]) for r in data["results"])
-    assert data["prepare"]["images"] == 8 and data["prepare"]["skipped"] == 0 and data["median_size"] == [640, 480]
+    assert data["prepare"]["images"] == 8 and data["prepare"]["skipped"] == 0 and data["median_size"] == "640x480"
 
     infer = report["infer"]["results"]
     # The eager fp32 baseline is always measured first, at every size.
