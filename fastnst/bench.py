@@ -581,25 +581,6 @@ def _ort_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def export_for_bench(net: nn.Module, path: Path) -> Path:
-    """The network as ONNX with dynamic batch/height/width, via fastnst.export when it is installed."""
-    try:
-        from fastnst.export import export_onnx
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        return Path(export_onnx(net, path))
-    net = copy.deepcopy(net).float().eval()
-    example = torch.rand(1, 3, 64, 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), str(path), input_names=["image"], output_names=["stylized"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "stylized": {0: "batch", 2: "height", 3: "width"}},
-                          dynamo=False)
-    return path
-
-
 class _InferenceRunner:
     """Builds one inference path once; ``runner(x)`` stylizes a float32 batch and returns a float32 tensor on CPU."""
 
@@ -608,7 +589,9 @@ class _InferenceRunner:
         if variant.ort:
             import onnxruntime as ort
 
-            path = export_for_bench(net.cpu(), tmp / "bench.onnx")
+            from fastnst.export import export_onnx
+
+            path = export_onnx(net.cpu(), tmp / "bench.onnx")
             net.to(device)
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
