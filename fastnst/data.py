@@ -20,25 +20,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastnst.errors import UserError
-from fastnst.image import is_image_path, open_image, pil_to_tensor, resize_shorter
+from fastnst.image import find_images, open_image, pil_to_tensor, resize_shorter
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
-
-
-def find_images(root: str | os.PathLike[str], what: str = "data.root") -> list[Path]:
-    """All image files under ``root`` (recursive, extensions case-insensitive), sorted."""
-    p = Path(root).expanduser()
-    if not p.exists():
-        raise UserError(f"{what} {p} does not exist; point {what}= at a folder of images")
-    if not p.is_dir():
-        raise UserError(f"{what} {p} is not a folder; point {what}= at a folder of images")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files += [Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_path(f)]
-    if not files:
-        raise UserError(f"{what} {p} contains no images (looked for .jpg, .jpeg, .png, .webp, .bmp, .tif ... recursively)")
-    return sorted(files)
 
 
 def _list_items(root: str, what: str) -> list[Path] | list[int]:

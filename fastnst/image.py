@@ -25,6 +25,30 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def image_files(root: str | os.PathLike[str], exclude: Path | None = None) -> list[Path]:
+    """Image files below ``root`` (recursive, symlinked folders followed, extensions case-insensitive),
+    sorted; hidden files and folders, and the folder ``exclude``, are skipped."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if not n.startswith(".") and (exclude is None or (d / n).resolve() != exclude)]
+        found += [d / n for n in filenames if not n.startswith(".") and is_image_path(n)]
+    return sorted(found)
+
+
+def find_images(root: str | os.PathLike[str], what: str = "data.root") -> list[Path]:
+    """:func:`image_files` of a folder that must exist and hold images; else a :class:`UserError` naming it."""
+    p = Path(root).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist; point {what}= at a folder of images")
+    if not p.is_dir():
+        raise UserError(f"{what} {p} is not a folder; point {what}= at a folder of images")
+    files = image_files(p)
+    if not files:
+        raise UserError(f"{what} {p} contains no images (looked for .jpg, .jpeg, .png, .webp, .bmp, .tif ... recursively)")
+    return files
+
+
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB; transparency is composited over ``background``."""
     if img.mode == "RGB":
