@@ -1,0 +1,37 @@
+"""Atomic file writes: a crash or Ctrl-C at any moment leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object]) -> Path:
+    """Call ``write_fn(tmp)`` to write a temporary file next to ``path``, fsync it, rename it over ``path``
+    and fsync the folder (so the rename survives a power cut). The temporary name is unique (several
+    processes may write the same target), hidden, and keeps ``path``'s extension, so writers that pick the
+    format from the suffix (Pillow, ``np.save``) work; it is removed if anything fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):  # some filesystems (and Windows) cannot open or fsync a folder
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
