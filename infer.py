@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+
+from fastnst.cli import Parser, run_main
 
 EPILOG = """examples:
   python infer.py --ckpt runs/x/checkpoints/last.ckpt photo.jpg -o photo_styled.png
@@ -17,18 +18,12 @@ EPILOG = """examples:
   python infer.py --ckpt last.ckpt huge.jpg --tile 512 -o huge_styled.jpg
   python infer.py --ckpt last.ckpt photo.jpg --preserve-color --strength 0.7
   python infer.py --ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark
+  python infer.py --ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # fastest on CPUs with bf16
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"fastnst: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="infer.py", description="Stylize images with a trained fastnst network.", epilog=EPILOG,
+    p = Parser(prog="infer.py", description="Stylize images with a trained fastnst network.", epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
@@ -41,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run a .ckpt model in channels-last memory format (faster convolutions on most CPUs and GPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile a .ckpt model: slower first image (compilation), faster after; the first "
+                        "image size compiles a specialised graph, a second size one shape-generic graph for all "
+                        "later sizes (needs a C++ compiler on CPU; --tile runs uncompiled)")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size run together (default: 1)")
     p.add_argument("--max-size", type=int, metavar="N",
                    help="downscale so that the longer side is at most N px before stylizing (the output has "
@@ -67,17 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fastnst.errors import UserError
     from fastnst.inference import run_cli
 
-    try:
-        return run_cli(args)
-    except UserError as exc:
-        print(f"fastnst: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fastnst: interrupted; files written so far are complete", file=sys.stderr)
-        return 130
+    return run_main(lambda: run_cli(args), interrupted="files written so far are complete")
 
 
 if __name__ == "__main__":

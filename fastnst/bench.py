@@ -44,7 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.inference import synchronize
 
 # The seed document's VGG19 layers (conf/loss/gatys.yaml) with random weights.
 GATYS_LOSS: dict[str, Any] = {"content_layers": ["relu4_2"],
@@ -132,11 +135,6 @@ def default_infer_variants(device: torch.device) -> list[str]:
 
 
 # --- timing helpers ------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -533,7 +531,7 @@ def _loader_rate(root: str, cfg: BenchConfig, workers: int) -> dict[str, Any]:
 
 
 def run_data(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
-    from fastnst.data import find_images
+    from fastnst.image import find_images
     from fastnst.prepare import prepare
 
     with tempfile.TemporaryDirectory(prefix="fastnst-bench-data-") as tmp:
@@ -582,42 +580,29 @@ def _ort_providers() -> list[str]:
 
 
 class _InferenceRunner:
-    """Builds one inference path once; ``runner(x)`` stylizes a float32 batch and returns a float32 tensor on CPU."""
+    """Builds one inference path once, as ``infer.py`` builds it (:func:`fastnst.inference.network_runner`,
+    :func:`fastnst.inference.ort_session` via ``load_model``); ``runner(x)`` stylizes a float32 batch on the
+    device and returns float32 on the same device, conversions included as infer.py pays them."""
 
-    def __init__(self, variant: Variant, net: nn.Module, device: torch.device, tmp: Path) -> None:
+    def __init__(self, variant: Variant, net: nn.Module, device: torch.device, tmp: Path,
+                 threads: int | None = None) -> None:
+        from fastnst.inference import load_model, network_runner
+
         self.variant, self.device = variant, device
         if variant.ort:
-            import onnxruntime as ort
-
             from fastnst.export import export_onnx
 
-            path = export_onnx(net.cpu(), tmp / "bench.onnx")
-            net.to(device)
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.intra_op_num_threads = torch.get_num_threads()
-            if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
-            providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
-            self.input_name = self.session.get_inputs()[0].name
-            return
-        m = copy.deepcopy(net).to(device, variant.dtype).eval()
-        if variant.channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        self.fn: Callable[[torch.Tensor], torch.Tensor] = torch.compile(m) if variant.compile else m
+            path = export_onnx(copy.deepcopy(net).cpu(), tmp / "bench.onnx")
+            self.fn: Callable[[torch.Tensor], torch.Tensor] = load_model(path, device, threads=threads)
+        else:
+            _, self.fn = network_runner(copy.deepcopy(net), device, variant.precision,
+                                        channels_last=variant.channels_last, compile=variant.compile)
 
-    def prepare_input(self, x: torch.Tensor) -> Any:
-        if self.variant.ort:
-            return x.cpu().numpy()
-        x = x.to(self.device, self.variant.dtype)
-        return x.contiguous(memory_format=torch.channels_last) if self.variant.channels_last else x
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device)
 
-    def __call__(self, x: Any) -> Any:
-        if self.variant.ort:
-            return self.session.run(None, {self.input_name: x})[0]
-        with torch.inference_mode():
-            return self.fn(x)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
 
 
 def run_infer(cfg: BenchConfig, log: Callable[[str], None],
@@ -645,7 +630,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                 row: dict[str, Any] = {"path": v.name, "size": f"{w}x{h}", "batch": cfg.infer_batch}
                 try:
                     t_build = time.perf_counter()
-                    runner = _InferenceRunner(v, net, dev, Path(tmp))
+                    runner = _InferenceRunner(v, net, dev, Path(tmp), cfg.threads)
                     inp = runner.prepare_input(x)
                     out = runner(inp)  # first call: compilation / session warm-up, timed separately
                     synchronize(dev)
@@ -653,7 +638,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     with PeakMemory(dev) as mem:
                         times = time_calls(lambda: runner(inp), dev, max(0, warmup - 1), repeats)
                     med = statistics.median(times)
-                    out_t = torch.as_tensor(out).float().cpu() if not isinstance(out, torch.Tensor) else out.float().cpu()
+                    out_t = out.float().cpu()
                     row.update(images_per_s=cfg.infer_batch / med, ms=med * 1e3, peak_mib=mem.peak_mib,
                                repeats=len(times))
                     if v == Variant():
@@ -857,7 +842,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastnst-bench", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="fastnst-bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--parts", default="train,data,infer", help="comma-separated subset of train,data,infer")
@@ -946,33 +931,29 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def _write_json(report: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(json.dumps(report, indent=2, default=str)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        if cfg.torch_device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        if args.json:
-            Path(args.json).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        save = None
-        if args.json:
-            path = Path(args.json).expanduser()
-            save = lambda r: _write_json(r, path)  # noqa: E731
-        report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), save=save)
-    except UserError as exc:
-        print(f"fastnst-bench: error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    if cfg.torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    save = None
+    if args.json:
+        path = Path(args.json).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after minutes of measuring
+        save = lambda r: _write_json(r, path)  # noqa: E731
+    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), save=save)
     print(format_report(report), flush=True)
     if args.json:
         path = Path(args.json).expanduser()
         _write_json(report, path)
         print(f"\nwrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
-from fastnst.image import is_image_path, load_image, load_style_image, pil_to_tensor, save_image
+from fastnst.image import find_images, load_image, load_style_image, pil_to_tensor, save_image
 from fastnst.losses import PerceptualLoss, total_variation
 from fastnst.inference import resolve_device
 from fastnst.optimize import LOSS_KEYS, MIN_SIZE, RANDOM_VGG_NOTE, describe_loss, load_preset, resize_to
@@ -124,20 +125,6 @@ def loss_settings(meta: dict[str, Any], preset: str | None = None,
     return settings, source
 
 
-def list_images(folder: str | Path, what: str) -> list[Path]:
-    """Image files under ``folder`` (recursive, hidden entries skipped), sorted. Not fastnst.data's
-    finder: that module brings the training stack (Lightning), seconds of import for a CLI."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        state = "does not exist" if not root.exists() else "is not a folder"
-        raise UserError(f"{what} {root} {state}; pass a folder of images")
-    files = sorted(p for p in root.rglob("*") if is_image_path(p) and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
-        raise UserError(f"{what} {root} contains no images (looked for .jpg, .png, .webp ... recursively)")
-    return files
-
-
 def counterparts(images: Sequence[Path], root: Path, other: Sequence[Path], other_root: Path) -> dict[Path, Path]:
     """Map each content image to the image of ``other`` with the same relative path minus extension
     (``a/b.jpg`` <-> ``a/b.png``), else the same file stem when that is unique in ``other``."""
@@ -189,7 +176,7 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
             raise UserError(f"--style is not given and the style image the model was trained on ({style}) is not "
                             "here; pass --style /path/to/painting.jpg")
     root = Path(images).expanduser()
-    files = [root] if root.is_file() else list_images(root, "--images")
+    files = [root] if root.is_file() else find_images(root, "--images")
     base = root.parent if root.is_file() else root
     style_size = style_size or meta.get("style_size") or size
     settings, source = loss_settings(meta, preset, vgg_weights)
@@ -199,7 +186,7 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     pairs: dict[Path, Path] = {}
     if compare is not None:
         other_root = Path(compare).expanduser()
-        pairs = counterparts(files, base, list_images(other_root, "--compare"), other_root)
+        pairs = counterparts(files, base, find_images(other_root, "--compare"), other_root)
         if not pairs:
             raise UserError(f"no image of {root} has a counterpart in {other_root}; name each stylized image like its "
                             "content image (photo.jpg -> photo.png)")
@@ -333,30 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself
-    try:
-        json_path = Path(args.json).expanduser() if args.json else None
-        if json_path is not None:  # fail before the evaluation, not after it
-            if json_path.is_dir():
-                raise UserError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'report.json'}")
-            try:
-                json_path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot create the folder of --json {json_path} ({exc.strerror}); choose another path") from None
-        report = evaluate(args.ckpt, args.style, args.images, size=args.size, style_size=args.style_size,
-                          compare=args.compare, preset=args.preset, vgg_weights=args.vgg_weights, device=args.device,
-                          save_outputs=args.save_outputs, progress=sys.stderr.isatty() and not args.quiet)
-        print(format_report(report))
-        if json_path is not None:
-            try:
-                json_path.write_text(json.dumps(report, indent=2) + "\n")
-            except OSError as exc:
-                raise UserError(f"cannot write --json {json_path} ({exc.strerror}); choose another path") from None
-            print(f"wrote {json_path}")
-    except UserError as exc:
-        print(f"fastnst: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    return 0
+    return run_main(lambda: run(args))
 
+
+def run(args: argparse.Namespace) -> None:
+    """Evaluate as ``args`` say, print the report and write ``--json``."""
+    json_path = Path(args.json).expanduser() if args.json else None
+    if json_path is not None:  # fail before the evaluation, not after it
+        if json_path.is_dir():
+            raise UserError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'report.json'}")
+        try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the folder of --json {json_path} ({exc.strerror}); choose another path") from None
+    report = evaluate(args.ckpt, args.style, args.images, size=args.size, style_size=args.style_size,
+                      compare=args.compare, preset=args.preset, vgg_weights=args.vgg_weights, device=args.device,
+                      save_outputs=args.save_outputs, progress=sys.stderr.isatty() and not args.quiet)
+    print(format_report(report))
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write --json {json_path} ({exc.strerror}); choose another path") from None
+        print(f"wrote {json_path}")
 
 if __name__ == "__main__":
     sys.exit(main())

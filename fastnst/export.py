@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.inference import ONNX_INPUT, ONNX_OUTPUT, PT2_META_FILE, ort_session, read_pt2
 from fastnst.network import TransformerNet
 
-ONNX_INPUT, ONNX_OUTPUT = "image", "stylized"
-PT2_META_FILE = "fastnst.json"
 CHECK_SHAPES = ((1, 3, 96, 128), (2, 3, 75, 101))  # the second is not a multiple of 4 and has batch 2
 TOLERANCE = 1e-3
 
@@ -138,14 +139,6 @@ def check_inputs(shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES, see
     return out
 
 
-def _ort_session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def _diff(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     d = np.abs(a.astype(np.float64) - b.astype(np.float64))
     mse = float((d ** 2).mean())
@@ -164,7 +157,7 @@ def check_onnx(path: str | os.PathLike[str], net: TransformerNet, *, tolerance: 
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
-    session = _ort_session(path)
+    session = ort_session(path, torch.device("cpu"))
     model = Deployable(net).eval().to("cpu", torch.float32)
     results = []
     for x in check_inputs(shapes):
@@ -181,8 +174,6 @@ def check_onnx(path: str | os.PathLike[str], net: TransformerNet, *, tolerance: 
 def check_pt2(path: str | os.PathLike[str], net: TransformerNet, *, tolerance: float = TOLERANCE,
               shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES) -> list[tuple[tuple[int, ...], float]]:
     """Reload the .pt2 the way inference does and compare it with eager on ``shapes``."""
-    from fastnst.inference import read_pt2
-
     program, _ = read_pt2(path)
     loaded = program.module()
     model = Deployable(net).eval().to("cpu", torch.float32)
@@ -229,7 +220,7 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> P
 def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[str],
                  shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES) -> dict[str, float]:
     """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` over ``shapes``."""
-    ref_s, var_s = _ort_session(Path(reference)), _ort_session(Path(variant))
+    ref_s, var_s = (ort_session(p, torch.device("cpu")) for p in (reference, variant))
     worst = {"max_abs": 0.0, "mean_abs": 0.0, "psnr_db": float("inf")}
     for x in check_inputs(shapes, seed=1):
         (a,) = ref_s.run(None, {ONNX_INPUT: x.numpy()})
@@ -286,8 +277,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
     meta = {k: v for k, v in meta.items() if k != "version"}
     meta["source_checkpoint"] = ckpt.name
 
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
-    try:
+    def write(tmp: Path) -> None:
         try:
             if fmt == "onnx":
                 export_onnx(net, tmp, metadata=meta, opset=opset)
@@ -295,19 +285,17 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
                 export_pt2(net, tmp, metadata=meta)
         except PermissionError as exc:
             raise UserError(f"cannot write {out} ({exc.strerror or exc})") from None
-        if check:
+        if check:  # before the rename: a model that fails its check never replaces a good one
             results = (check_onnx if fmt == "onnx" else check_pt2)(tmp, net, tolerance=tolerance)
             shown = ", ".join(f"{'x'.join(map(str, s))}: {d:.2e}" for s, d in results)
             log(f"fastnst: parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(out, write)
     log(f"fastnst: wrote {out} ({_size(out)}; style {meta.get('style_name')!r}, network {net.config()})")
     for tag, make in (("fp16", convert_fp16), ("int8", quantize_int8)):
         if (tag == "fp16" and fp16) or (tag == "int8" and int8):
             dst = _variant_path(out, tag)
-            make(out, dst)
+            atomic_write(dst, lambda tmp: make(out, tmp))
             d = compare_onnx(out, dst)
             log(f"fastnst: wrote {dst} ({_size(dst)}); vs fp32: max abs diff {d['max_abs']:.4f}, mean abs diff "
                 f"{d['mean_abs']:.5f}, PSNR {d['psnr_db']:.1f} dB (pixel values in [0, 1])")
@@ -315,7 +303,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastnst-export", description="Export a trained fastnst network for deployment "
+    p = Parser(prog="fastnst-export", description="Export a trained fastnst network for deployment "
                                 "(ONNX or torch.export .pt2), checked against PyTorch eager.")
     p.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt)")
     p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the -o extension, else onnx")
@@ -331,13 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        export_checkpoint(args.ckpt, args.output, fmt=args.format, opset=args.opset, fp16=args.fp16, int8=args.int8,
-                          check=not args.no_check, overwrite=args.overwrite, tolerance=args.tolerance)
-    except UserError as exc:
-        print(f"fastnst: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: export_checkpoint(args.ckpt, args.output, fmt=args.format, opset=args.opset,
+                                              fp16=args.fp16, int8=args.int8, check=not args.no_check,
+                                              overwrite=args.overwrite, tolerance=args.tolerance) and None)
 
 
 if __name__ == "__main__":

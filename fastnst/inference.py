@@ -33,7 +33,9 @@ from torch import nn
 
 from fastnst.checkpoint import load_network
 from fastnst.errors import UserError
-from fastnst.image import IMAGE_EXTENSIONS, is_image_path, load_image, pil_to_tensor, resize_longer, save_image
+from fastnst.fileio import atomic_write
+from fastnst.image import (IMAGE_EXTENSIONS, image_files, is_image_path, load_image, pil_to_tensor, resize_longer,
+                           save_image)
 from fastnst.network import TransformerNet
 
 ModelFormat = Literal["ckpt", "onnx", "pt2"]
@@ -97,7 +99,8 @@ def check_precision(device: torch.device, precision: str) -> torch.dtype:
     return DTYPES[precision]
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS), so wall-clock timings measure the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
@@ -137,7 +140,7 @@ class Model:
         return self._run(x)
 
     def synchronize(self) -> None:
-        _synchronize(self.device)
+        synchronize(self.device)
 
     @property
     def style_name(self) -> str:
@@ -161,24 +164,59 @@ class Model:
                              post=post)
 
 
-def _ckpt_model(path: Path, device: torch.device, precision: str) -> Model:
+class InferenceError(RuntimeError):
+    """The model failed on one input (e.g. an onnxruntime runtime error): that image is reported and skipped."""
+
+
+def network_runner(net: TransformerNet, device: torch.device, precision: str = "fp32", *,
+                   channels_last: bool = False, compile: bool = False
+                   ) -> tuple[TransformerNet, Callable[[torch.Tensor], torch.Tensor]]:
+    """Move ``net`` to ``device`` and ``precision`` (in place) and return it with a function that runs it:
+    [N, 3, H, W] float32 on any device -> float32 NCHW on the same device.
+
+    ``channels_last`` stores weights and activations NHWC (faster convolutions on most CPUs and GPUs);
+    ``compile`` wraps the network in ``torch.compile``: the first input size compiles a specialised graph,
+    a second size one shape-generic graph (PyTorch's automatic dynamic shapes) that serves all later ones.
+    The benchmark (``fastnst.bench``) builds its eager variants through this function, so it times what
+    ``infer.py`` runs.
+    """
     dtype = check_precision(device, precision)
-    net, meta = load_network(path)
     net = net.to(device=device, dtype=dtype).eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    fn: Callable[[torch.Tensor], torch.Tensor] = net
+    if compile:
+        fn = torch.compile(net, dynamic=None)
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:
-        return net(x.to(device=device, dtype=dtype)).to(device=x.device, dtype=torch.float32)
+        y = fn(x.to(device=device, dtype=dtype).contiguous(memory_format=memory_format))
+        return y.to(device=x.device, dtype=torch.float32).contiguous()
 
+    return net, run
+
+
+def _ckpt_model(path: Path, device: torch.device, precision: str, channels_last: bool = False,
+                compile: bool = False) -> Model:
+    check_precision(device, precision)
+    net, meta = load_network(path)
+    net, run = network_runner(net, device, precision, channels_last=channels_last, compile=compile)
     return Model(path, "ckpt", device, precision, run, meta, net)
 
 
-def _onnx_model(path: Path, device: torch.device, precision: str) -> Model:
+def _ort_error_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int | None = None) -> Any:
+    """The onnxruntime session fastnst runs an .onnx model with (infer.py, export checks, the benchmark):
+    all graph optimisations, errors-only logging, CUDA provider on ``cuda`` devices (then CPU), ``threads``
+    intra-op threads (None: onnxruntime's default, one per physical core)."""
     import onnxruntime as ort
 
-    if precision != "fp32":
-        raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
-                        f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+    path = Path(path)
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UserError("--device cuda needs onnxruntime-gpu for .onnx models (CUDAExecutionProvider is missing); "
@@ -190,11 +228,29 @@ def _onnx_model(path: Path, device: torch.device, precision: str) -> Model:
         providers = ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no shape-inference chatter in the user's terminal
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"model {path} is not a valid ONNX model ({first[:160]})") from None
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise UserError(f"model {path} is not a valid ONNX model ({_ort_error_message(exc)[:160]})") from None
+
+
+def _ort_failure(exc: Exception) -> RuntimeError:
+    """An onnxruntime error as the exception the per-image handler of :func:`stylize_files` catches.
+    onnxruntime's types (RuntimeException, Fail, InvalidArgument ...) derive from Exception only."""
+    message = _ort_error_message(exc)
+    if _out_of_memory(exc) or "bad_alloc" in str(exc) or "bad allocation" in str(exc).lower():
+        return torch.OutOfMemoryError(f"onnxruntime ran out of memory ({message})")
+    return InferenceError(f"onnxruntime failed ({type(exc).__name__}: {message})")
+
+
+def _onnx_model(path: Path, device: torch.device, precision: str, threads: int | None = None) -> Model:
+    if precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
+                        f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+    session = ort_session(path, device, threads)
     names = [i.name for i in session.get_inputs()]
     if len(names) != 1:
         raise UserError(f"model {path} has inputs {names}; a fastnst ONNX model has one input, {ONNX_INPUT!r}")
@@ -203,7 +259,10 @@ def _onnx_model(path: Path, device: torch.device, precision: str) -> Model:
 
     def run(x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        (y,) = session.run(None, {names[0]: arr})
+        try:
+            (y,) = session.run(None, {names[0]: arr})
+        except Exception as exc:  # noqa: BLE001 - translated: see _ort_failure
+            raise _ort_failure(exc) from exc
         return torch.from_numpy(y).to(device=x.device, dtype=torch.float32)
 
     return Model(path, "onnx", device, precision, run, meta)
@@ -270,18 +329,24 @@ def _pt2_model(path: Path, device: torch.device, precision: str) -> Model:
     return Model(path, "pt2", device, precision, run, meta)
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32") -> Model:
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
+               channels_last: bool = False, compile: bool = False, threads: int | None = None) -> Model:
     """Rebuild a stylizer from a .ckpt, .onnx or .pt2 file alone (safely: a model file is data, never code).
 
-    Returns a :class:`Model`: call it with [N, 3, H, W] float32 in [0, 1]; any H, W >= 5.
+    Returns a :class:`Model`: call it with [N, 3, H, W] float32 in [0, 1]; any H, W >= 5. ``channels_last``
+    and ``compile`` apply to .ckpt models (see :func:`network_runner`); ``threads`` to .onnx models.
     """
     p = Path(path).expanduser()
     fmt = detect_model_format(p)
+    if fmt != "ckpt" and (channels_last or compile):
+        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
+        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
+                        f"so drop {flags} or pass the .ckpt")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if fmt == "ckpt":
-        return _ckpt_model(p, dev, precision)
+        return _ckpt_model(p, dev, precision, channels_last, compile)
     if fmt == "onnx":
-        return _onnx_model(p, dev, precision)
+        return _onnx_model(p, dev, precision, threads)
     return _pt2_model(p, dev, precision)
 
 
@@ -491,17 +556,6 @@ def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def _images_under(root: Path, exclude: Path | None) -> list[Path]:
-    """Image files below ``root``, recursively, sorted; hidden files/folders and ``exclude`` skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".")
-                             and (exclude is None or (d / n).resolve() != exclude))
-        found.extend(d / n for n in sorted(filenames) if not n.startswith(".") and is_image_path(n))
-    return found
-
-
 def _glob_base(pattern: str) -> Path:
     parts = Path(pattern).expanduser().parts
     base: list[str] = []
@@ -523,7 +577,7 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
         p = Path(arg).expanduser()
         prefix = Path(p.resolve().name) if len(inputs) > 1 else Path()
         if p.is_dir():
-            files = _images_under(p, exclude)
+            files = image_files(p, exclude)
             if not files:
                 raise UserError(f"input folder {p} contains no images (looked for "
                                 f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -536,7 +590,7 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
             n = len(pairs)
             for m in matches:
                 if m.is_dir():
-                    pairs.extend((f, f.relative_to(base)) for f in _images_under(m, exclude))
+                    pairs.extend((f, f.relative_to(base)) for f in image_files(m, exclude))
                 elif m.is_file() and is_image_path(m) and not m.name.startswith("."):
                     pairs.append((m, m.relative_to(base)))
             if len(pairs) == n:
@@ -629,17 +683,12 @@ def _check_writable(folder: Path) -> None:
 
 
 def save_atomic(t: torch.Tensor, path: Path) -> None:
-    """Save via a hidden temporary file and rename: an interrupted run never leaves a truncated image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    # uint8 in place: a 50-megapixel float image is 600 MB, so no full-size float temporaries here
+    """Save [3, H, W] in [0, 1] atomically (:func:`fastnst.fileio.atomic_write`): an interrupted run never
+    leaves a truncated image. ``t`` is clamped and scaled in place (no full-size float temporaries: a
+    50-megapixel float image is 600 MB)."""
     arr = t.detach().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    try:
-        save_image(Image.fromarray(arr, "RGB"), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    img = Image.fromarray(arr, "RGB")
+    atomic_write(path, lambda tmp: save_image(img, tmp))
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -720,6 +769,10 @@ def stylize_files(model: Model, jobs: Sequence[Job], options: StylizeOptions | N
         try:
             y = stylize(model, x, opts).cpu()
         except UserError as exc:
+            for job, _ in batch:
+                fail(job, f"{job.src}: {exc}")
+            return
+        except InferenceError as exc:
             for job, _ in batch:
                 fail(job, f"{job.src}: {exc}")
             return
@@ -825,7 +878,8 @@ def run_cli(args: Any) -> int:
         raise UserError(f"--max-size must be at least 5 px, got {args.max_size}")
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pass one of them")
-    model = load_model(args.model, args.device, args.precision)
+    model = load_model(args.model, args.device, args.precision, channels_last=getattr(args, "channels_last", False),
+                       compile=getattr(args, "compile", False))
     if opts.tile is not None and model.net is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts.tile, opts.overlap, opts.tile_stats_size)  # raises
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
 from fastnst.image import load_image, load_style_image, pil_to_tensor
 from fastnst.inference import resolve_device
@@ -268,7 +269,7 @@ def side_path(out: Path, tag: str, suffix: str | None = None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fastnst-optimize", description="Style transfer by optimisation (Gatys et al. 2016): the quality "
         "reference for the feed-forward networks, under the same loss code and presets as training.")
     p.add_argument("--content", required=True, help="content photo")
@@ -370,12 +371,7 @@ def format_history(result: OptimizeResult, rows: int = 6) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself
-    try:
-        run(args)
-    except UserError as exc:
-        print(f"fastnst: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    return 0
+    return run_main(lambda: run(args) and None)
 
 
 if __name__ == "__main__":

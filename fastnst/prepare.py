@@ -32,7 +32,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.image import find_images
 
 FORMAT = "fastnst-prepared"
 VERSION = 1
@@ -184,13 +187,13 @@ def _decode(job: tuple[str, int]) -> tuple[bytes, int, int] | str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _stray_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary file left by an interrupted atomic write of one of our files."""
+    for ours in (MANIFEST, INDEX, SOURCES):
+        stem, suffix = os.path.splitext(ours)
+        if name == ours + ".tmp" or (name.startswith(f".{stem}.") and name.endswith(f".tmp{suffix}")):
+            return True
+    return False
 
 
 class _Writer:
@@ -201,6 +204,10 @@ class _Writer:
         manifest_path = dst / MANIFEST
         if dst.exists() and not dst.is_dir():
             raise UserError(f"DST {dst} is a file; give a folder for the prepared dataset")
+        if dst.is_dir():  # temporary files of a write cut short (atomic_write's, and older versions' NAME.tmp)
+            for f in dst.iterdir():
+                if f.is_file() and _stray_temp(f.name):
+                    f.unlink(missing_ok=True)
         if overwrite:
             for name in (MANIFEST, INDEX, DATA, SOURCES):
                 (dst / name).unlink(missing_ok=True)
@@ -225,7 +232,7 @@ class _Writer:
             dst.mkdir(parents=True, exist_ok=True)
             self.done, self.skipped, self.rows = 0, [], []
         self.resumed_at = self.done
-        _atomic_write(dst / SOURCES, lambda f: f.write(("\n".join(sources) + "\n").encode()))
+        atomic_write(dst / SOURCES, lambda p: p.write_text("\n".join(sources) + "\n"))
         end = self.end
         mode = "r+b" if (dst / DATA).exists() else "w+b"
         self.file = open(dst / DATA, mode)
@@ -256,12 +263,12 @@ class _Writer:
         self.file.flush()
         os.fsync(self.file.fileno())
         rows = np.asarray(self.rows, dtype=np.int64).reshape(-1, 4)
-        _atomic_write(self.dst / INDEX, lambda f: np.save(f, rows))
+        atomic_write(self.dst / INDEX, lambda p: np.save(p, rows))
         manifest = {"format": FORMAT, "version": VERSION, "size": self.size, "source": str(self.src),
                     "sources": len(self.sources), "done": self.done, "count": len(self.rows),
                     "complete": self.done >= len(self.sources), "bytes": self.end,
                     "index_columns": list(INDEX_COLUMNS), "skipped": self.skipped}
-        _atomic_write(self.dst / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        atomic_write(self.dst / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1)))
 
     def close(self) -> None:
         self.file.close()
@@ -275,8 +282,6 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
     ``limit`` stops after the first N source files (sorted order); a later call without it continues.
     Raises :class:`UserError` for bad paths; KeyboardInterrupt commits the work done, then propagates.
     """
-    from fastnst.data import find_images
-
     if size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
     if limit is not None and limit < 1:
@@ -321,7 +326,7 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fastnst-prepare", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="fastnst-prepare", description=__doc__.split("\n\n")[0],
                                 epilog="Resumable: run the same command again after an interruption.")
     p.add_argument("src", help="folder of photos (searched recursively), e.g. COCO train2014")
     p.add_argument("dst", help="output folder (created); train with data.root=DST")
@@ -331,22 +336,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="start DST again from scratch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    try:
-        stats = prepare(args.src, args.dst, size=args.size, workers=args.workers, limit=args.limit,
-                        overwrite=args.overwrite, progress=not args.no_progress)
-    except UserError as exc:
-        print(f"fastnst-prepare: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nfastnst-prepare: interrupted; the work so far is saved in {args.dst}. "
-              f"Run the same command again to continue.", file=sys.stderr)
-        return 130
+    return run_main(lambda: _run(args), interrupted=f"the work so far is saved in {args.dst}; run the same "
+                                                      f"command again to continue")
+
+
+def _run(args: argparse.Namespace) -> None:
+    stats = prepare(args.src, args.dst, size=args.size, workers=args.workers, limit=args.limit,
+                    overwrite=args.overwrite, progress=not args.no_progress)
     where = "resumed at file %d, " % stats.resumed_at if stats.resumed_at else ""
     state = "complete" if stats.complete else "incomplete (run again without --limit to continue)"
     print(f"{args.dst}: {stats.total} images at {args.size}px ({stats.bytes / 2**30:.2f} GiB), {where}"
           f"{stats.written} written now, {stats.skipped} unreadable file(s) skipped; {state}. "
           f"Train with data.root={args.dst}")
-    return 0
 
 
 if __name__ == "__main__":

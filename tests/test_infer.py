@@ -313,3 +313,91 @@ def test_malicious_pt2_is_refused(trained_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="refused|corrupt"):
         load_model(evil, "cpu")
     assert not marker.exists()
+
+
+class _FakeInput:
+    name = "image"
+
+
+class _FakeMeta:
+    custom_metadata_map: dict[str, str] = {}
+
+
+class _FakeOrtSession:
+    """An onnxruntime session that runs out of memory on images wider than 70 px, as ORT does: its own
+    exception types derive from Exception, not RuntimeError."""
+
+    def get_inputs(self) -> list[_FakeInput]:
+        return [_FakeInput()]
+
+    def get_modelmeta(self) -> _FakeMeta:
+        return _FakeMeta()
+
+    def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
+
+        x = feeds["image"]
+        if x.shape[-1] > 90:
+            raise Fail("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node")
+        if x.shape[-1] > 70:
+            raise RuntimeException("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for "
+                                   "requested buffer of size 123456789")
+        return [1.0 - x]
+
+
+def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import fastnst.inference as inference
+
+    monkeypatch.setattr(inference, "ort_session", lambda *a, **k: _FakeOrtSession())
+    onnx_path = tmp_path / "fake.onnx"
+    onnx_path.write_bytes(b"never parsed: the session is faked")
+    src = tmp_path / "in"
+    src.mkdir()
+    make_photo(1, (48, 40)).save(src / "a.png")
+    make_photo(2, (80, 40)).save(src / "big.png")  # "out of memory"
+    make_photo(3, (96, 40)).save(src / "fail.png")  # another runtime failure
+    make_photo(4, (56, 32)).save(src / "c.png")
+    code = infer_main("--ckpt", onnx_path, src, "-o", tmp_path / "out", "-q")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert "ran out of memory stylizing" in err and "big.png" in err
+    assert "fail.png: onnxruntime failed (Fail:" in err
+    assert "2 of 4 image(s) failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    a = pixels(tmp_path / "out" / "a.png")
+    assert np.abs(a - (255 - pixels(src / "a.png"))).max() <= 1  # the fake model's output was written
+
+
+def test_channels_last_matches_plain(trained_ckpt: Path, model) -> None:
+    x = torch.rand(2, 3, 37, 45)
+    cl = load_model(trained_ckpt, "cpu", channels_last=True)
+    assert next(cl.net.parameters()).is_contiguous(memory_format=torch.channels_last)
+    y = cl(x)
+    assert y.is_contiguous() and y.dtype == torch.float32
+    assert float((y - model(x)).abs().max()) < 1e-4
+
+
+def test_fast_path_flags_refused_for_exported_models(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    code = infer_main("--ckpt", tmp_path / "m.onnx", photo_dir / "img_00.jpg", "--compile", "-o", tmp_path / "o.png")
+    err = capsys.readouterr().err
+    assert code == 2 and "--compile apply to a training checkpoint (.ckpt)" in err, err
+
+
+@pytest.mark.slow
+def test_compile_matches_plain_and_does_not_recompile_per_size(trained_ckpt: Path, model, photo_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    fast = load_model(trained_ckpt, "cpu", channels_last=True, compile=True)
+    for shape in ((1, 3, 40, 48), (1, 3, 44, 52), (2, 3, 36, 60), (1, 3, 52, 40)):
+        x = torch.rand(shape)
+        assert float((fast(x) - model(x)).abs().max()) < 1e-4
+    from torch._dynamo.utils import counters
+
+    assert counters["stats"]["unique_graphs"] <= 2  # one specialised graph, then one shape-generic one
+    out = tmp_path / "out"
+    assert infer_main("--ckpt", trained_ckpt, photo_dir, "-o", out, "--compile", "--channels-last", "-q") == 0
+    assert len(list(out.iterdir())) == len(list(photo_dir.iterdir()))

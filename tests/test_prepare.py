@@ -75,6 +75,7 @@ def test_prepare_resumes_without_redoing_or_corrupting(photos: Path, tmp_path: P
     assert dm.train_files == [0, 1, 2, 3]
     rest = prepare(photos, dst, size=32, workers=1, progress=False)
     assert (rest.resumed_at, rest.written, rest.total, rest.complete) == (4, 6, 10, True)
+    assert not (dst / "manifest.json.tmp").exists()  # the stray temp file was cleaned up
     assert (dst / "images.u8").read_bytes() == (whole / "images.u8").read_bytes()
     assert np.array_equal(read_index(dst), read_index(whole))
     again = prepare(photos, dst, size=32, workers=1, progress=False)  # nothing left: nothing redone
