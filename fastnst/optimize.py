@@ -35,7 +35,23 @@ from fastnst.image import load_image, load_style_image, pil_to_tensor
 from fastnst.inference import resolve_device
 from fastnst.losses import PerceptualLoss
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "conf" / "loss"  # the repository's conf/loss
+
+
+def _preset_dir(module_file: str | Path = __file__) -> Path:
+    """conf/loss of the source checkout (what train.py's Hydra reads), else the copy a regular install ships
+    as the package data ``fastnst.conf`` (pyproject.toml). Found through the package's ``__path__``, not
+    ``importlib.resources.files``: on Python 3.11 that fails for namespace packages of editable installs."""
+    repo = Path(module_file).resolve().parents[1] / "conf" / "loss"
+    if repo.is_dir():
+        return repo
+    try:
+        import fastnst.conf
+    except ImportError:
+        return repo  # nothing installed either: load_preset says where it looked
+    return next((Path(d) / "loss" for d in fastnst.conf.__path__ if (Path(d) / "loss").is_dir()), repo)
+
+
+PRESET_DIR = _preset_dir()
 LOSS_KEYS = tuple(p for p in inspect.signature(PerceptualLoss).parameters if p != "style_image")
 DEFAULT_LR = {"adam": 0.02, "lbfgs": 1.0}
 MIN_SIZE = 16  # VGG19's deepest blocks need a few pixels left after four poolings

@@ -157,3 +157,20 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert report["steps"] == 6 and report["history"][-1]["step"] == 6
     assert report["final"]["total"] < report["history"][0]["total"]
     assert set(report["final"]) >= {"total", "content", "style", "tv", *(f"style/{n}" for n in SEED_STYLE_LAYERS)}
+
+
+def test_presets_are_installed_as_package_data(tmp_path: Path) -> None:
+    """A regular install has no conf/ next to the package: presets come from the fastnst.conf package data,
+    which setuptools installs only for config groups listed in pyproject.toml."""
+    import tomllib
+
+    from fastnst.optimize import _preset_dir
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    groups = {f"fastnst.conf.{d.name}" for d in (ROOT / "conf").iterdir() if any(d.glob("*.yaml"))}
+    assert config["package-dir"]["fastnst.conf"] == "conf"
+    assert groups | {"fastnst.conf"} <= set(config["packages"]), "list every conf/ group in pyproject.toml"
+    assert all(config["package-data"][g] == ["*.yaml"] for g in groups | {"fastnst.conf"})
+    # Outside a checkout (no ../conf next to the module), the installed package data is used.
+    installed = _preset_dir(tmp_path / "site-packages" / "fastnst" / "optimize.py")
+    assert (installed / "gatys.yaml").is_file() and (installed / "johnson.yaml").is_file()
