@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true",
                    help="run a .ckpt model in channels-last memory format (faster convolutions on most CPUs and GPUs)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile a .ckpt model: slower first image (compilation), faster after; the first "
-                        "image size compiles a specialised graph, a second size one shape-generic graph for all "
-                        "later sizes (needs a C++ compiler on CPU; --tile runs uncompiled)")
+                   help="torch.compile a .ckpt model: slower first image (compilation), faster after; a new "
+                        "image size or batch size recompiles once into a shape-generic graph, not once per size "
+                        "(needs a C++ compiler on CPU; --tile runs uncompiled)")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size run together (default: 1)")
     p.add_argument("--max-size", type=int, metavar="N",
                    help="downscale so that the longer side is at most N px before stylizing (the output has "

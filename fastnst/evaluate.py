@@ -33,6 +33,7 @@ from PIL import Image
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
+from fastnst.fileio import check_output_file
 from fastnst.image import find_images, load_image, load_style_image, pil_to_tensor, save_image
 from fastnst.losses import PerceptualLoss, total_variation
 from fastnst.inference import resolve_device
@@ -295,7 +296,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fastnst-evaluate", description="Stylize a folder of images with a model and report content/style/TV "
         "losses, luminance SSIM and latency (mean, median, worst), optionally side by side with another set of outputs.")
     p.add_argument("--ckpt", required=True, metavar="MODEL",
@@ -327,12 +328,7 @@ def run(args: argparse.Namespace) -> None:
     """Evaluate as ``args`` say, print the report and write ``--json``."""
     json_path = Path(args.json).expanduser() if args.json else None
     if json_path is not None:  # fail before the evaluation, not after it
-        if json_path.is_dir():
-            raise UserError(f"--json {json_path} is a folder; pass a file name such as {json_path / 'report.json'}")
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create the folder of --json {json_path} ({exc.strerror}); choose another path") from None
+        check_output_file(json_path, "--json", "report.json")
     report = evaluate(args.ckpt, args.style, args.images, size=args.size, style_size=args.style_size,
                       compare=args.compare, preset=args.preset, vgg_weights=args.vgg_weights, device=args.device,
                       save_outputs=args.save_outputs, progress=sys.stderr.isatty() and not args.quiet)

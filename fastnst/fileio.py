@@ -35,3 +35,16 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
         finally:
             os.close(fd)
     return path
+
+
+def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
+    """Fail before long work if ``path`` (an output file named by option ``what``) is a folder or its folder
+    cannot be created; raises a :class:`fastnst.errors.UserError` naming the option."""
+    from fastnst.errors import UserError
+
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; pass a file name such as {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder of {what} {path} ({exc.strerror or exc}); choose another path") from None

@@ -175,8 +175,10 @@ def network_runner(net: TransformerNet, device: torch.device, precision: str = "
     [N, 3, H, W] float32 on any device -> float32 NCHW on the same device.
 
     ``channels_last`` stores weights and activations NHWC (faster convolutions on most CPUs and GPUs);
-    ``compile`` wraps the network in ``torch.compile``: the first input size compiles a specialised graph,
-    a second size one shape-generic graph (PyTorch's automatic dynamic shapes) that serves all later ones.
+    ``compile`` wraps the network in ``torch.compile`` with PyTorch's automatic dynamic shapes: the first
+    input compiles a graph specialised to its shape (the fastest, and what the benchmark times); the first
+    change of height/width, and the first change of batch size, each recompile once into a graph generic in
+    that dimension, which then serves all later sizes (at most three compilations for a mixed folder).
     The benchmark (``fastnst.bench``) builds its eager variants through this function, so it times what
     ``infer.py`` runs.
     """
@@ -431,9 +433,10 @@ def stylize_tiled(net: TransformerNet, tiler: TransformerNet, x: torch.Tensor, *
 
     Instance norm would normalise each tile by its own statistics, so tiles would differ in colour and
     contrast. Instead every norm layer uses the statistics of the whole image, measured once on a copy whose
-    longer side is at most ``stats_size`` (exact when the image is no larger). Peak memory is that of one
-    tile (plus the stats pass), besides the input and output images. ``post(stylized, content)`` is applied
-    per tile (it must be pixel-wise). Returns [1, 3, H, W] float32 on the CPU.
+    longer side is at most ``stats_size`` (exact when the image is no larger). The network's memory is that
+    of one tile (plus the stats pass); the full-size images are the float32 input and output, 24 bytes per
+    pixel (the blending weights are separable: two vectors). ``post(stylized, content)`` is applied per tile
+    (it must be pixel-wise). Returns [1, 3, H, W] float32 on the CPU.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError("stylize_tiled takes one image, [1, 3, H, W]")
@@ -447,21 +450,25 @@ def stylize_tiled(net: TransformerNet, tiler: TransformerNet, x: torch.Tensor, *
     set_norm_stats(tiler, norm_stats(net, small.to(device=device, dtype=dtype)))
     del small
     out = torch.zeros(1, 3, h, w)
-    weight = torch.zeros(1, 1, h, w)
+    # A tile's weight is ramp_y (x) ramp_x and the tiles form a grid, so the sum of the weights at a pixel is
+    # (sum of row ramps) * (sum of column ramps): two vectors instead of a full-size weight image.
+    rows, cols = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
+    row_sum, col_sum = torch.zeros(h), torch.zeros(w)
+    for y0, y1 in rows:
+        row_sum[y0:y1] += _ramp(y1 - y0, y0, h, overlap)
+    for x0, x1 in cols:
+        col_sum[x0:x1] += _ramp(x1 - x0, x0, w, overlap)
     with torch.inference_mode():
-        for y0, y1 in tile_spans(h, tile, overlap):
-            th = y1 - y0
-            wy = _ramp(th, y0, h, overlap)
-            for x0, x1 in tile_spans(w, tile, overlap):
-                tw = x1 - x0
+        for y0, y1 in rows:
+            wy = _ramp(y1 - y0, y0, h, overlap) / row_sum[y0:y1]
+            for x0, x1 in cols:
                 patch = x[:, :, y0:y1, x0:x1]
                 y = tiler(patch.to(device=device, dtype=dtype)).to("cpu", torch.float32)
                 if post is not None:
                     y = post(y, patch)
-                wt = (wy[:, None] * _ramp(tw, x0, w, overlap)[None, :])[None, None]
+                wt = wy[:, None] * (_ramp(x1 - x0, x0, w, overlap) / col_sum[x0:x1])[None, :]
                 out[:, :, y0:y1, x0:x1] += y * wt
-                weight[:, :, y0:y1, x0:x1] += wt
-    return out.div_(weight)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- colour
@@ -540,7 +547,8 @@ def stylize(model: Model, x: torch.Tensor, options: StylizeOptions | None = None
     if opts.tile is not None and max(x.shape[-2:]) > opts.tile:
         outs = [model.tiled(x[i:i + 1].cpu(), opts.tile, opts.overlap, opts.tile_stats_size, opts.post)
                 for i in range(x.shape[0])]
-        return torch.cat(outs).to(x.device)
+        # no concatenation for one image: a copy of a full-size float image is what tiling avoids
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(x.device)
     return opts.post(model(x), x)
 
 
@@ -765,7 +773,7 @@ def stylize_files(model: Model, jobs: Sequence[Job], options: StylizeOptions | N
         bar.update(1)
 
     def run(batch: list[tuple[Job, torch.Tensor]]) -> None:
-        x = torch.cat([t for _, t in batch])
+        x = batch[0][1] if len(batch) == 1 else torch.cat([t for _, t in batch])  # no full-size copy of one image
         try:
             y = stylize(model, x, opts).cpu()
         except UserError as exc:

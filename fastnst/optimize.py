@@ -31,6 +31,7 @@ from PIL import Image
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
+from fastnst.fileio import check_output_file
 from fastnst.image import load_image, load_style_image, pil_to_tensor
 from fastnst.inference import resolve_device
 from fastnst.losses import PerceptualLoss
@@ -271,12 +272,7 @@ def check_output(path: Path) -> None:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise UserError(f"output {path} has no image extension Pillow can write; use .png or .jpg")
-    if path.is_dir():
-        raise UserError(f"output {path} is a folder; pass a file name such as {path / 'stylized.png'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {path.parent} ({exc.strerror}); choose another -o") from None
+    check_output_file(path, "output", "stylized.png")
 
 
 def side_path(out: Path, tag: str, suffix: str | None = None) -> Path:

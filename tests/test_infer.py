@@ -397,7 +397,25 @@ def test_compile_matches_plain_and_does_not_recompile_per_size(trained_ckpt: Pat
         assert float((fast(x) - model(x)).abs().max()) < 1e-4
     from torch._dynamo.utils import counters
 
-    assert counters["stats"]["unique_graphs"] <= 2  # one specialised graph, then one shape-generic one
+    # one specialised graph; then one recompile when H, W change and one when the batch does, no more
+    assert counters["stats"]["unique_graphs"] <= 3
     out = tmp_path / "out"
     assert infer_main("--ckpt", trained_ckpt, photo_dir, "-o", out, "--compile", "--channels-last", "-q") == 0
     assert len(list(out.iterdir())) == len(list(photo_dir.iterdir()))
+
+
+def test_every_command_reports_interrupts_and_user_errors_alike(capsys) -> None:
+    from fastnst.cli import run_main
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    def bad() -> int:
+        raise UserError("model x.ckpt does not exist")
+
+    assert run_main(interrupted, interrupted="files written so far are complete") == 130
+    assert run_main(bad) == 2
+    assert run_main(lambda: None) == 0 and run_main(lambda: 1) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fastnst: interrupted; files written so far are complete",
+                   "fastnst: error: model x.ckpt does not exist"]
