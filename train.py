@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import shlex
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Optional
 
 import hydra
@@ -53,6 +55,35 @@ def lightning_trainer_schema() -> type:
 ConfigStore.instance().store(group="trainer", name="lightning_trainer", node=lightning_trainer_schema())
 
 
+def _run_dir_override(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def precheck(argv: list[str]) -> str | None:
+    """What Hydra itself would fail on with a traceback, as one sentence: an unwritable run folder, and
+    a multi-process launch (srun, torchrun) where every process would pick its own timestamped folder."""
+    run_dir = _run_dir_override(argv)
+    launched = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "SLURM_NTASKS"))
+    if run_dir is None and launched > 1:
+        return ("this is one of several launched processes; pass the same hydra.run.dir=... to all of them, "
+                "so that they share one run folder")
+    folder = Path(run_dir or "runs").expanduser()
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        return f"the run folder {folder} cannot be created or written; choose another with hydra.run.dir=..."
+    return None
+
+
+def one_line(message: str) -> str:
+    """A UserError raised in a DataLoader worker comes back wrapped with the worker's traceback."""
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
 def resume_hint(run_dir: str) -> str:
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
     return shlex.join(["python", "train.py", *overrides, "ckpt_path=last", f"hydra.run.dir={run_dir}"])
@@ -73,7 +104,7 @@ def main(cfg: DictConfig) -> None:
     try:
         result = fit(plain, run_dir)
     except UserError as exc:
-        print(f"fastnst: error: {exc}", file=sys.stderr)
+        print(f"fastnst: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     if result.stopped_by_signal is not None:
         import signal
@@ -85,4 +116,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    problem = precheck(sys.argv[1:])
+    if problem:
+        print(f"fastnst: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -71,11 +71,11 @@ class RunReport(pl.Callback):
         self.checkpoint_dir = checkpoint_dir
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        skipped = int(getattr(pl_module, "skipped_images", 0))
-        if skipped:
-            total = torch.tensor(float(skipped), device=pl_module.device)
-            skipped = int(trainer.strategy.reduce(total, reduce_op="sum").item())
-        rank_zero_info(f"fastnst: {trainer.global_step} steps done; {skipped} unreadable image file(s) skipped"
+        # A collective: every rank reduces, whatever its own count (a rank that skipped it would hang the rest).
+        total = torch.tensor(float(getattr(pl_module, "skipped_images", 0)), device=pl_module.device)
+        skipped = int(trainer.strategy.reduce(total, reduce_op="sum").item())
+        rank_zero_info(f"fastnst: {trainer.global_step} steps done; {skipped} unreadable image read(s) skipped "
+                       f"(a bad file counts once per epoch)"
                        + (f"; checkpoints in {self.checkpoint_dir}" if self.checkpoint_dir else ""))
 
 

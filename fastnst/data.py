@@ -8,6 +8,7 @@ an uninterrupted run would have seen.
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -79,6 +80,13 @@ class ImageFolderDataset(Dataset):
                 warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=1)
         raise UserError(f"{MAX_RETRIES} consecutive images from {self.files[index]} on are unreadable; "
                         f"check the data folder")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGINT/SIGTERM sent to the whole process group (Ctrl-C, scancel): the main
+    process finishes its step and checkpoints, then shuts the workers down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
@@ -187,7 +195,8 @@ class StyleDataModule(pl.LightningDataModule):
 
     def _loader_kwargs(self) -> dict[str, Any]:
         on_gpu = self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        kw: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": on_gpu, "collate_fn": collate}
+        kw: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": on_gpu, "collate_fn": collate,
+                              "worker_init_fn": _ignore_stop_signals if self.num_workers > 0 else None}
         if self.num_workers > 0:
             kw.update(persistent_workers=True, prefetch_factor=self.prefetch_factor)
         return kw
@@ -202,9 +211,13 @@ class StyleDataModule(pl.LightningDataModule):
                             f"{self.batch_size} x {world} device(s); add images or lower data.batch_size")
         self.sampler = ResumableSampler(n, self.batch_size, self.seed, True, rank, world)
         if self.trainer is not None and self.trainer.global_step > 0:
-            # Restored from a checkpoint: continue mid-epoch where it stopped.
-            consumed = self.trainer.global_step * self.trainer.accumulate_grad_batches
-            self.sampler.resume(consumed // self.sampler.batches, consumed % self.sampler.batches)
+            # Restored from a checkpoint (always written right after an optimizer step): continue mid-epoch
+            # where it stopped. Lightning also steps on an epoch's last batch, so an epoch of B batches
+            # has ceil(B / accumulate) steps.
+            acc = self.trainer.accumulate_grad_batches
+            steps_per_epoch = -(-self.sampler.batches // acc)
+            epoch, step_in_epoch = divmod(self.trainer.global_step, steps_per_epoch)
+            self.sampler.resume(epoch, step_in_epoch * acc)
         ds = self._dataset(self.train_files, True, self.root)
         return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                           **self._loader_kwargs())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print("fastnst demo: no ImageNet VGG19 weights in the torch cache, so the loss network is random: the run shows "
               "the pipeline, not a real style (see README, 'VGG19 weights').")
     run = out / "run"
+    if run.exists():  # the demo's own run folder: start afresh (training refuses to overwrite checkpoints)
+        shutil.rmtree(run)
     train = [sys.executable, str(ROOT / "train.py"), f"data.root={out / 'photos'}", f"style.image={style}",
              f"loss.vgg_weights={weights}", "model=small", f"data.image_size={args.size}", "data.batch_size=2",
              "data.val_count=2", "data.num_workers=1", f"trainer.max_steps={args.steps}",

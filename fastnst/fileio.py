@@ -9,15 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object], keep_suffix: bool = True) -> Path:
     """Call ``write_fn(tmp)`` to write a temporary file next to ``path``, fsync it, rename it over ``path``
     and fsync the folder (so the rename survives a power cut). The temporary name is unique (several
     processes may write the same target), hidden, and keeps ``path``'s extension, so writers that pick the
-    format from the suffix (Pillow, ``np.save``) work; it is removed if anything fails.
+    format from the suffix (Pillow, ``np.save``) work; it is removed if anything fails. ``keep_suffix=False``
+    ends it in ``.tmp`` instead, so that globs for finished files (``*.ckpt``) never see one (a SIGKILL can
+    leave it behind).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}" if keep_suffix else ".tmp")
     os.close(fd)
     tmp = Path(name)
     try:

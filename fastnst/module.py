@@ -7,11 +7,14 @@ clean and checkpoints load without Hydra. The loss network has no parameters and
 
 from __future__ import annotations
 
+import ast
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -99,7 +102,11 @@ class StyleTransferModule(pl.LightningModule):
         y = self._net_fn(x)
         terms = self._loss_call(y, x)
         total = terms["total"]
-        if not torch.isfinite(total):
+        bad = ~torch.isfinite(total.detach())
+        trainer = self._trainer  # None when a benchmark drives the step without a Trainer
+        if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
+            bad = trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
+        if bad:
             if self.hparams.on_nonfinite == "stop":
                 raise NonFiniteLossError(
                     f"the training loss became {total.item()} at step {self.global_step}; the run stopped and the "
@@ -125,7 +132,8 @@ class StyleTransferModule(pl.LightningModule):
         opt = torch.optim.Adam(self.network.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         if hp.scheduler in (None, "none") and not hp.warmup_steps:
             return opt
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 0
+        # max_steps, or the number of steps that max_epochs amounts to
+        total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 0
         warmup, floor = int(hp.warmup_steps), float(hp.min_lr_ratio)
 
         def factor(step: int) -> float:
@@ -154,7 +162,7 @@ class StyleTransferModule(pl.LightningModule):
             "loss": {"content_layers": loss.content_layers, "style_layers": loss.style_layers,
                      "content_weight": loss.content_weight, "style_weight": loss.style_weight,
                      "tv_weight": loss.tv_weight, "gram_norm": loss.gram_norm,
-                     "vgg_weights": loss.vgg.weights_name},
+                     "vgg_weights": loss.vgg.weights_name, "vgg_pooling": loss.vgg.pooling},
             "global_step": int(self.global_step),
             "skipped_images": int(self.skipped_images),
             "skipped_batches": int(self.skipped_batches),
@@ -166,11 +174,31 @@ class StyleTransferModule(pl.LightningModule):
         if dm is not None and hasattr(dm, "image_size"):
             meta["image_size"] = int(dm.image_size)
         checkpoint[META_KEY] = meta
+        # Lightning does not save RNG states; nothing in a step draws from them today (crops are seeded
+        # per sample), but anything added later (augmentations, noise) must resume exactly too.
+        np_state = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [[int(v) for v in np_state[1]], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": repr(random.getstate()),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(META_KEY, {})
-        self.skipped_images = int(meta.get("skipped_images", 0))
-        self.skipped_batches = int(meta.get("skipped_batches", 0))
+        # Counts are rank 0's; other ranks start from 0 so that the summed report is not multiplied.
+        trainer = getattr(self, "_trainer", None)
+        first = trainer is None or trainer.global_rank == 0
+        self.skipped_images = int(meta.get("skipped_images", 0)) if first else 0
+        self.skipped_batches = int(meta.get("skipped_batches", 0)) if first else 0
+        rng = checkpoint.get("rng_states")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            random.setstate(ast.literal_eval(rng["python"]))
         # Checkpoints written by a compiled module carry "_orig_mod." in their keys.
         sd = checkpoint.get("state_dict", {})
         for k in [k for k in sd if "_orig_mod." in k]:

@@ -16,31 +16,19 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from fastnst.checkpoint import read_checkpoint
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``: a crash
-    at any moment leaves either the old file or the new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    """``torch.save`` through :func:`fastnst.fileio.atomic_write`: a crash at any moment leaves either the
+    old file or the new one, never a half-written one."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), keep_suffix=False)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary checkpoint files a SIGKILL left behind mid-save (they never replaced a finished file)."""
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,6 +50,7 @@ class GracefulStop(pl.Callback):
         self.signal_received: int | None = None
         self.saved_path: Path | None = None
         self._previous: dict[int, Any] = {}
+        self._last_step = -1
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.signal_received is not None:  # second signal: the user really means it
@@ -76,6 +65,7 @@ class GracefulStop(pl.Callback):
         self._previous.clear()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_step = trainer.global_step
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.getsignal(sig)
@@ -83,6 +73,11 @@ class GracefulStop(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        # Only right after an optimizer step: mid-accumulation, the partial gradients would be lost and the
+        # data position would not match the step count.
+        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if not stepped:
+            return
         flag = self.signal_received is not None
         if trainer.world_size > 1:  # any rank's signal stops every rank at the same step
             t = torch.tensor(float(flag), device=pl_module.device)

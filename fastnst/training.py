@@ -18,11 +18,12 @@ import pydantic
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from fastnst.callbacks import ImagePreview, RunReport, StepProgressBar
 from fastnst.errors import UserError
 from fastnst.module import NonFiniteLossError, StyleTransferModule
-from fastnst.safety import AtomicCheckpointIO, GracefulStop, check_writable
+from fastnst.safety import AtomicCheckpointIO, GracefulStop, check_writable, remove_stale_temporaries
 
 MODULE_OPTIM_KEYS = ("lr", "betas", "weight_decay", "scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
 CHECKPOINT_BYTES = 60_000_000  # network + Adam state + style Grams is ~25 MB; keep a margin
@@ -123,6 +124,26 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
     return str(path)
 
 
+def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
+    """The checkpoint loads (one sentence if corrupt) and fits the configured network and loss layers."""
+    from fastnst.checkpoint import META_KEY, read_checkpoint
+
+    meta = read_checkpoint(ckpt_path).get(META_KEY) or {}
+    if not meta:
+        raise UserError(f"ckpt_path {ckpt_path} was not written by fastnst training; it cannot be resumed")
+    now = module.metadata()
+    if meta.get("network") != now["network"]:
+        raise UserError(f"ckpt_path {ckpt_path} holds a network {meta.get('network')} but the config builds "
+                        f"{now['network']}; resume with the run's own model settings")
+    for key in ("content_layers", "style_layers"):
+        if sorted(meta.get("loss", {}).get(key, {})) != sorted(now["loss"][key]):
+            raise UserError(f"ckpt_path {ckpt_path} was trained with loss.{key}={sorted(meta['loss'][key])}, the config "
+                            f"says {sorted(now['loss'][key])}; resume with the run's own loss settings")
+    if Path(meta.get("style_image", "")).name != Path(now["style_image"]).name:
+        warnings.warn(f"resuming with style.image={now['style_image']}, but the checkpoint's style targets come from "
+                      f"{meta.get('style_image')} and are the ones kept", stacklevel=1)
+
+
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     style = cfg["style"]
     optim = dict(cfg.get("optim") or {})
@@ -152,6 +173,7 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     ckpt_cfg = cfg.get("checkpoint") or {}
     checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
     check_writable(checkpoint_dir, CHECKPOINT_BYTES)
+    remove_stale_temporaries(checkpoint_dir)
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
 
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
@@ -160,16 +182,18 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     module = build_module(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)
     if ckpt_path:
-        from fastnst.checkpoint import read_checkpoint
-
-        read_checkpoint(ckpt_path)  # a corrupt file fails here in one sentence, not deep in Lightning
+        check_resumable(ckpt_path, module)
+    elif any(checkpoint_dir.glob("*.ckpt")):
+        raise UserError(f"{checkpoint_dir} already holds checkpoints of an earlier run; resume it with ckpt_path=last, "
+                        f"or start a new run in another folder (hydra.run.dir=...)")
 
     every = int(ckpt_cfg.get("every_n_steps", 500))
     stopper = GracefulStop(str(checkpoint_dir))
+    periodic = ModelCheckpoint(dirpath=str(checkpoint_dir), filename="step{step:07d}", auto_insert_metric_name=False,
+                               every_n_train_steps=every if every > 0 else None, save_top_k=-1, save_last=True,
+                               save_on_train_epoch_end=False, enable_version_counter=False)
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=str(checkpoint_dir), filename="step{step:07d}", auto_insert_metric_name=False,
-                        every_n_train_steps=every if every > 0 else None, save_top_k=-1, save_last=True,
-                        save_on_train_epoch_end=False),
+        periodic,
         ImagePreview(**(cfg.get("preview") or {}), dirpath=str(run_dir)),
         RunReport(str(checkpoint_dir)),
         stopper,
@@ -184,14 +208,19 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
     logger = build_logger(cfg, run_dir)
     if logger:
-        logger.log_hyperparams(cfg)  # the resolved config, as composed
+        try:
+            logger.log_hyperparams(cfg)  # the resolved config, as composed
+        except Exception as exc:  # a logger problem never stops training
+            warnings.warn(f"could not log the config to {type(logger).__name__}: {exc}", stacklevel=1)
     try:
         trainer = pl.Trainer(**trainer_cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
                              default_root_dir=str(run_dir),
                              # our sampler shards across ranks itself (and resumes mid-epoch)
                              use_distributed_sampler=False)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, MisconfigurationException) as exc:
         raise UserError(f"the trainer settings are invalid: {str(exc).splitlines()[0]}") from None
+    if trainer.world_size > 1 and module.hparams.on_nonfinite == "skip":
+        raise UserError("on_nonfinite=skip works on one device only (DDP cannot skip a step on one rank); use on_nonfinite=stop")
     try:
         with warnings.catch_warnings():
             # Our sampler resumes mid-epoch from the global step, which Lightning cannot see.
@@ -204,11 +233,10 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
         raise UserError("training was interrupted; the last periodic checkpoint is in "
                         f"{checkpoint_dir} (resume with ckpt_path=last)")
     last = checkpoint_dir / "last.ckpt"
-    if stopper.signal_received is None:
-        final = checkpoint_dir / f"step{trainer.global_step:07d}.ckpt"
-        if not final.exists():  # the end of training is always checkpointed, not only every N steps
-            trainer.save_checkpoint(final, weights_only=False)
-            trainer.save_checkpoint(last, weights_only=False)
+    if stopper.signal_received is None and getattr(periodic, "_last_global_step_saved", -1) != trainer.global_step:
+        # the end of training is always checkpointed, not only every N steps
+        trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
+        trainer.save_checkpoint(last, weights_only=False)
     return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step,
                      stopper.signal_received)
 

@@ -69,7 +69,17 @@ def load_vgg19_state(weights: str) -> dict[str, torch.Tensor] | None:
             state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"VGG19 weights {weights} are not a state dict")
-    feats = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    # Accept torchvision's keys ("features.0.weight"), features-only ones ("0.weight"), and either under a
+    # wrapper prefix ("module.", "vgg.", ...).
+    feats = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        for i in range(len(parts) - 1):
+            if parts[i].isdigit() and parts[i + 1] in ("weight", "bias") and "classifier" not in parts[:i]:
+                feats[f"{parts[i]}.{parts[i + 1]}"] = value
+                break
+    if not feats:
+        raise UserError(f"VGG19 weights {weights} hold no convolution weights (keys like features.0.weight)")
     return feats
 
 
@@ -91,7 +101,7 @@ class VGGFeatures(nn.Module):
         if pooling not in ("max", "avg"):
             raise UserError(f"loss.vgg_pooling must be 'max' or 'avg', got {pooling!r}")
         depth = max(VGG19_LAYERS.index(n) for n in self.layers) + 1
-        self.weights_name = weights
+        self.weights_name, self.pooling = weights, pooling
         state = load_vgg19_state(weights)
         if state is None:
             warnings.warn("VGG19 is RANDOMLY INITIALISED (loss.vgg_weights=random): fine for tests and smoke "

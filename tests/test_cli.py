@@ -119,6 +119,19 @@ def test_missing_values_and_bad_paths_are_one_sentence(photo_dir, style_path, tm
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
 
 
+def test_launch_problems_are_one_sentence(photo_dir, style_path, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_train([*tiny_args(photo_dir, style_path, blocker / "run"), "logger=none"], timeout=120)
+    assert proc.returncode == 2 and "the run folder" in proc.stderr and "cannot be created" in proc.stderr
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "x") if not a.startswith("hydra.run.dir")]
+    proc = run_train([*args, "logger=none"], env={"WORLD_SIZE": "2"}, timeout=120)
+    assert proc.returncode == 2 and "pass the same hydra.run.dir" in proc.stderr
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "gpu") if a != "trainer.accelerator=cpu"]
+    proc = run_train([*args, "trainer=gpu", "trainer.max_steps=1", "logger=none"], timeout=120)
+    assert proc.returncode == 2 and "the trainer settings are invalid" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_smoke_run_with_wandb_offline_leaves_last_ckpt_and_previews(photo_dir, style_path, tmp_path) -> None:
     run = tmp_path / "smoke"
     proc = run_train([*tiny_args(photo_dir, style_path, run), "trainer.max_steps=3", "preview.every_n_steps=2",

@@ -102,3 +102,6 @@ def test_vgg_loads_a_local_weights_file(tmp_path) -> None:
     torch.save(full.state_dict(), path)
     vgg = VGGFeatures(["relu1_2"], str(path))
     assert torch.equal(vgg.features[0].weight, full.features[0].weight)
+    wrapped = tmp_path / "wrapped.pth"  # a features-only state dict under a wrapper prefix
+    torch.save({"state_dict": {f"module.vgg.{k}": v for k, v in full.features.state_dict().items()}}, wrapped)
+    assert torch.equal(VGGFeatures(["relu1_2"], str(wrapped)).features[2].weight, full.features[2].weight)

@@ -31,6 +31,7 @@ def test_training_loss_falls_and_checkpoint_rebuilds_network(tmp_path: Path, pho
     rec = LossRecorder()
     result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 20, "checkpoint.every_n_steps": 10}),
                  tmp_path, callbacks=[rec])
+    assert result.global_step == 20 and result.last_checkpoint == tmp_path / "checkpoints" / "last.ckpt"
     losses = [rec.losses[s] for s in sorted(rec.losses)]
     assert len(losses) == 20
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -199,3 +200,68 @@ def test_channels_last_gives_the_same_loss(photo_dir: Path, style_path: Path) ->
     x = torch.rand(2, 3, 32, 32)
     ta, tb = a.loss_fn(a(x), x), b.loss_fn(b(x), x)
     assert torch.allclose(ta["total"], tb["total"], rtol=1e-4)
+
+
+class BatchLossRecorder(pl.Callback):
+    """(global step, loss) of every batch, for runs with gradient accumulation."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append((trainer.global_step, float(outputs["loss"])))
+
+
+def test_resume_with_gradient_accumulation_across_epochs(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    # 5 batches per epoch, 2 per step: steps end at batches 2, 4, 5 (Lightning steps on the epoch's last batch).
+    acc = {"trainer.accumulate_grad_batches": 2, "checkpoint.every_n_steps": 4}
+    straight = BatchLossRecorder()
+    fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 7, **acc}), tmp_path / "a", callbacks=[straight])
+    fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 4, **acc}), tmp_path / "b")
+    resumed = BatchLossRecorder()
+    fit(tiny_config(photo_dir, style_path, ckpt_path="last", **{"trainer.max_steps": 7, **acc}), tmp_path / "b",
+        callbacks=[resumed])
+    # the batch whose optimizer step made global_step 4 ended mid-epoch 2; the resumed run starts after it
+    first_after = next(i for i, (step, _) in enumerate(straight.losses) if step == 4) + 1
+    tail = [loss for _, loss in straight.losses[first_after:]]
+    assert len(resumed.losses) == len(tail) == 5
+    assert [step for step, _ in resumed.losses] == [step for step, _ in straight.losses[first_after:]]
+    for (_, a), b in zip(resumed.losses, tail):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (resumed.losses, tail)
+
+
+def test_refuses_to_overwrite_an_earlier_run_and_mismatched_resume(tmp_path: Path, photo_dir: Path,
+                                                                   style_path: Path) -> None:
+    fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2}), tmp_path)
+    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(UserError, match="already holds checkpoints of an earlier run; resume it with ckpt_path=last"):
+        fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2}), tmp_path)
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+    wider = tiny_config(photo_dir, style_path, ckpt_path="last", model={"channels": [8, 16, 32], "num_residual": 1})
+    with pytest.raises(UserError, match="holds a network .* but the config builds"):
+        fit(wider, tmp_path)
+    other_layers = tiny_config(photo_dir, style_path, ckpt_path="last")
+    other_layers["loss"]["style_layers"] = ["relu1_1"]
+    with pytest.raises(UserError, match="loss.style_layers"):
+        fit(other_layers, tmp_path)
+
+
+def test_checkpoint_restores_rng_states_and_records_pooling(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from fastnst.training import build_module
+
+    result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2}), tmp_path)
+    ckpt = read_checkpoint(result.last_checkpoint)
+    assert ckpt["fastnst"]["loss"]["vgg_pooling"] == "max"
+    module = build_module(tiny_config(photo_dir, style_path))
+    torch.manual_seed(999), np.random.seed(999), random.seed(999)
+    module.on_load_checkpoint(ckpt)
+    after = (torch.rand(3), np.random.rand(3), random.random())
+    torch.set_rng_state(ckpt["rng_states"]["torch"])
+    assert torch.equal(after[0], torch.rand(3))
+    module.on_load_checkpoint(ckpt)
+    torch.rand(3)
+    assert np.array_equal(after[1], np.random.rand(3)) and after[2] == random.random()
