@@ -233,8 +233,9 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
         raise UserError("training was interrupted; the last periodic checkpoint is in "
                         f"{checkpoint_dir} (resume with ckpt_path=last)")
     last = checkpoint_dir / "last.ckpt"
-    if stopper.signal_received is None and getattr(periodic, "_last_global_step_saved", -1) != trainer.global_step:
-        # the end of training is always checkpointed, not only every N steps
+    if stopper.signal_received is None and not (every > 0 and trainer.global_step % every == 0):
+        # The end of training gets a step-numbered checkpoint too, not only every N steps (a multiple of N
+        # was just saved by the periodic checkpoint).
         trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
         trainer.save_checkpoint(last, weights_only=False)
     return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step,

@@ -76,6 +76,10 @@ def test_same_seed_same_losses(tmp_path: Path, photo_dir: Path, style_path: Path
         fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 5}), tmp_path / name, callbacks=[rec])
         runs.append(rec.losses)
     assert runs[0] == runs[1]
+    # every 2 steps, and the end (step 5) gets its own numbered checkpoint as well as last.ckpt
+    names = sorted(p.name for p in (tmp_path / "x" / "checkpoints").glob("*.ckpt"))
+    assert names == ["last.ckpt", "step0000002.ckpt", "step0000004.ckpt", "step0000005.ckpt"]
+    assert read_checkpoint(tmp_path / "x" / "checkpoints" / "last.ckpt")["global_step"] == 5
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(
