@@ -101,6 +101,17 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path, styl
     return result.last_checkpoint
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests (restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -25,12 +25,8 @@ TEST_WEIGHTS = {"content_weight": 1.0, "style_weight": 1.0e3, "tv_weight": 0.0, 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def _single_thread(one_thread: None) -> None:
     """Two threads on two busy cores are several times slower than one for these small images."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
