@@ -97,13 +97,14 @@ def test_bad_files_are_skipped_and_counted(tmp_path: Path) -> None:
 
 def test_datamodule_reports_skips_through_batches(tmp_path: Path) -> None:
     _zoo(tmp_path)
-    dm = StyleDataModule(str(tmp_path), image_size=32, batch_size=3, num_workers=0, val_count=2)
+    dm = StyleDataModule(str(tmp_path), image_size=32, batch_size=1, num_workers=0, val_count=2)
     dm.setup("fit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         batches = list(dm.train_dataloader())
-    assert all(b[0].shape == (3, 3, 32, 32) for b in batches)
-    assert sum(b[1] for b in batches) >= 1
+    assert len(batches) == len(dm.train_files) and all(b[0].shape == (1, 3, 32, 32) for b in batches)
+    bad_in_train = [p for p in dm.train_files if p.name in {"zero.jpg", "text.jpg", "truncated.jpg"}]
+    assert bad_in_train and sum(b[1] for b in batches) == len(bad_in_train)
     assert not set(dm.train_files) & set(dm.val_files)  # validation is held out
 
 
