@@ -229,9 +229,6 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as exc:
         raise UserError(str(exc)) from None
-    if trainer.interrupted and stopper.signal_received is None:
-        raise UserError("training was interrupted; the last periodic checkpoint is in "
-                        f"{checkpoint_dir} (resume with ckpt_path=last)")
     last = checkpoint_dir / "last.ckpt"
     if stopper.signal_received is None and not (every > 0 and trainer.global_step % every == 0):
         # The end of training gets a step-numbered checkpoint too, not only every N steps (a multiple of N
