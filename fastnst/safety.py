@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,24 @@ class GracefulStop(pl.Callback):
         self.signal_received = signum
         rank_zero_info(f"fastnst: {signal.Signals(signum).name} received; saving a checkpoint after this step ...")
 
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Defer SIGTERM/SIGINT around work done after training ended (the final checkpoint write):
+        the signal is recorded, the work finishes, and the previous handlers come back afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._install()
+        try:
+            yield
+        finally:
+            self._restore()
+
+    def _install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handler)
+
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -67,9 +87,7 @@ class GracefulStop(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_step = trainer.global_step
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handler)
+            self._install()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

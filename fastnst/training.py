@@ -230,11 +230,13 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     except NonFiniteLossError as exc:
         raise UserError(str(exc)) from None
     last = checkpoint_dir / "last.ckpt"
-    if stopper.signal_received is None and not (every > 0 and trainer.global_step % every == 0):
+    if stopper.saved_path is None and not (every > 0 and trainer.global_step % every == 0):
         # The end of training gets a step-numbered checkpoint too, not only every N steps (a multiple of N
-        # was just saved by the periodic checkpoint).
-        trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
-        trainer.save_checkpoint(last, weights_only=False)
-    return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step,
-                     stopper.signal_received)
+        # was just saved by the periodic checkpoint). A signal arriving now waits until both are written.
+        with stopper.guard():
+            trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
+            trainer.save_checkpoint(last, weights_only=False)
+    # A signal after the last step (during the final save) does not make a finished run a stopped one.
+    stopped = stopper.signal_received if stopper.saved_path is not None else None
+    return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step, stopped)
 

@@ -3,7 +3,6 @@ the onnxruntime-only README snippet, and the CLI's errors."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
