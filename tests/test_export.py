@@ -56,7 +56,7 @@ def test_pt2_matches_eager(tmp_path: Path) -> None:
     net = _net("nearest")
     model = load_model(export_pt2(net, tmp_path / "m.pt2", metadata={"style_name": "s"}), "cpu")
     assert model.meta["style_name"] == "s"
-    for shape in [(2, 3, 37, 53), (1, 3, 64, 96)]:
+    for shape in [(2, 3, 37, 53), (1, 3, 64, 96), (1, 3, 5, 6), (1, 3, 66, 71)]:  # odd and even crops at both levels
         x = torch.rand(*shape)
         with torch.no_grad():
             assert torch.allclose(model(x), net(x), atol=1e-5)
