@@ -72,16 +72,16 @@ for file in ("train_eager", "train_compiled", "infer_eager", "infer_compiled", "
     if part == "train":  # one reference row is enough: the compiled file's ratios are against its own reference
         rows = [row for row in rows if row["variant"] != "reference"]
         report[part]["results"] += rows
-    else:  # inference: place the compiled rows after each size's eager rows (its own fp32 baseline is dropped)
+    else:  # inference: place the compiled rows after each size's eager rows (its own baseline rows are dropped)
         seen = {(row["size"], row["path"]) for row in report[part]["results"]}
         rows = [row for row in rows if (row["size"], row["path"]) not in seen]
         merged = []
         for size in dict.fromkeys(row["size"] for row in report[part]["results"] + rows):
             merged += [row for row in report[part]["results"] + rows if row["size"] == size]
-        base = {row["size"]: row for row in merged if row["path"] == "fp32" and "images_per_s" in row}
+        base = {row["size"]: row for row in merged if row["path"].startswith("reference") and "images_per_s" in row}
         for row in rows:
             if row["size"] in base and "images_per_s" in row:
-                row["vs_eager"] = row["images_per_s"] / base[row["size"]]["images_per_s"]
+                row["vs_reference"] = row["images_per_s"] / base[row["size"]]["images_per_s"]
         report[part]["results"] = merged
 if not report:
     sys.exit("gpu_bench: no part produced results")

@@ -54,15 +54,16 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
     assert data["prepare"]["images"] == 8 and data["prepare"]["skipped"] == 0 and data["median_size"] == "640x480"
 
     infer = report["infer"]["results"]
-    # The eager fp32 baseline is always measured first, at every size.
+    # The reference (pytorch/examples' formulation) and fastnst's eager fp32 are always measured, at every size.
     assert [(r["size"], r["path"]) for r in infer] == [(s, p) for s in ("48x32", "64x64")
-                                                      for p in ("fp32", "onnxruntime")]
+                                                      for p in ("reference (pytorch/examples)", "fp32", "onnxruntime")]
+    assert all(r["vs_reference"] == 1.0 for r in infer if r["path"].startswith("reference"))
     for r in infer:
         assert "error" not in r, r
-        assert _positive(r["images_per_s"]) and _positive(r["ms"]) and _positive(r["vs_eager"])
+        assert _positive(r["images_per_s"]) and _positive(r["ms"]) and _positive(r["vs_reference"])
         assert r["max_abs_err"] < 1e-4  # every fp32 path computes the same image
     assert set(report["seconds"]) == {"train", "data", "infer"}
-    for header in ("TRAINING", "vs reference", "DATA", "per worker", "INFERENCE", "vs eager", "onnxruntime"):
+    for header in ("TRAINING", "vs reference", "DATA", "per worker", "INFERENCE", "vs reference", "onnxruntime"):
         assert header in printed
 
 
