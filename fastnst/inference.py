@@ -179,7 +179,6 @@ def network_runner(net: TransformerNet, device: torch.device, precision: str = "
     input compiles a graph specialised to its shape (the fastest, and what the benchmark times); the first
     change of height/width, and the first change of batch size, each recompile once into a graph generic in
     that dimension, which then serves all later sizes (at most three compilations for a mixed folder).
-    Weights are frozen into the compiled graph: change them and build a new runner.
     The benchmark (``fastnst.bench``) builds its eager variants through this function, so it times what
     ``infer.py`` runs.
     """
@@ -190,9 +189,7 @@ def network_runner(net: TransformerNet, device: torch.device, precision: str = "
         net = net.to(memory_format=torch.channels_last)
     fn: Callable[[torch.Tensor], torch.Tensor] = net
     if compile:
-        # Freezing folds the (fixed) weights into the graph as constants, which lets Inductor pre-pack them
-        # for oneDNN on CPUs; it applies to inference graphs only.
-        fn = torch.compile(net, dynamic=None, options={"freezing": True})
+        fn = torch.compile(net, dynamic=None)
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:
