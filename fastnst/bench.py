@@ -135,18 +135,31 @@ def default_infer_variants(device: torch.device) -> list[str]:
 
 
 # --- timing helpers ------------------------------------------------------------------------------
-def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return times
+def time_in_turn(calls: dict[Any, Callable[[int], Any]], device: torch.device, warmup: int, repeats: int,
+                 after_round: Callable[[int], None] | None = None) -> tuple[dict[Any, list[float]], dict[Any, str]]:
+    """Run every call once per round (``call(round)``), the order rotating every round, so that load from
+    elsewhere on a shared machine hits them alike; return the seconds of the rounds after ``warmup`` per key,
+    and the error of each call that failed (it is not called again: one failing path never ends the run)."""
+    times: dict[Any, list[float]] = {k: [] for k in calls}
+    errors: dict[Any, str] = {}
+    keys = list(calls)
+    for r in range(warmup + repeats):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            if k in errors:
+                continue
+            synchronize(device)
+            t0 = time.perf_counter()
+            try:
+                calls[k](r)
+                synchronize(device)
+            except Exception as exc:
+                errors[k] = _error(exc)
+                continue
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+        if after_round:
+            after_round(r)
+    return times, errors
 
 
 def _release_freed_memory() -> None:
@@ -439,30 +452,22 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 steppers[variant.name] = _ModuleStepper(cfg, variant, style_path).step
             except Exception as exc:
                 results[variant.name] = {"variant": variant.name, "error": _error(exc)}
-        times: dict[str, list[float]] = {name: [] for name in steppers}
         names = list(steppers)
-        for r in range(rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
-            for name in order:
-                if name in results:  # failed earlier
-                    continue
-                x = batches[r % len(batches)]
-                synchronize(dev)
-                t0 = time.perf_counter()
-                try:
-                    steppers[name](x)
-                    synchronize(dev)
-                except Exception as exc:  # one failing fast path (e.g. no C++ compiler for inductor) must not end the run
-                    results[name] = {"variant": name, "error": _error(exc)}
-                    continue
-                if r >= cfg.train_warmup:
-                    times[name].append(time.perf_counter() - t0)
+
+        def after_round(r: int) -> None:
             if r == 0:
                 log(f"train: first round done (compilation included); {rounds - 1} more ...")
+
+        # bind each stepper now; a batch per round, so every step sees new pixels as it would from a data loader
+        calls = {name: (lambda r, step=steppers[name]: step(batches[r % len(batches)])) for name in names
+                 if name not in results}
+        times, errors = time_in_turn(calls, dev, cfg.train_warmup, cfg.train_steps, after_round)
+        for name, error in errors.items():  # one failing fast path (e.g. no C++ compiler for inductor)
+            results[name] = {"variant": name, "error": error}
         for name in names:
             if name not in results:
                 results[name] = {"variant": name, **_summary(times[name], cfg.batch)}
-        del steppers, ref
+        del steppers, ref, calls
         ordered = [results[n] for n in names] + [r for n, r in results.items() if n not in names]
         best = max((r for r in ordered[1:] if "images_per_s" in r), key=lambda r: r["images_per_s"], default=None)
         if cfg.train_in_trainer and best is not None:
@@ -670,21 +675,11 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     row["error"] = _error(exc)
             if built:
                 log(f"infer: timing {len(built)} paths in turn at {w}x{h}, {repeats} rounds ...")
-            times: dict[int, list[float]] = {id(r): [] for r, _, _ in built}
-            try:
-                for _, runner, inp in built:
-                    for _ in range(max(0, warmup - 1)):
-                        runner(inp)
-                synchronize(dev)
-                for k in range(repeats):
-                    for row, runner, inp in built[k % len(built):] + built[: k % len(built)]:
-                        t0 = time.perf_counter()
-                        runner(inp)
-                        synchronize(dev)
-                        times[id(row)].append(time.perf_counter() - t0)
-            except Exception as exc:
-                for row, _, _ in built:
-                    row.setdefault("error", _error(exc))
+            calls = {id(row): (lambda r, runner=runner, inp=inp: runner(inp)) for row, runner, inp in built}
+            times, errors = time_in_turn(calls, dev, max(0, warmup - 1), repeats)
+            for row, _, _ in built:
+                if id(row) in errors:
+                    row["error"] = errors[id(row)]
             baseline_ips = float("nan")
             for row, _, _ in built:
                 if times[id(row)] and "error" not in row:
@@ -698,7 +693,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                 results.append(row)
             if on_row:
                 on_row(live)
-            del built
+            del built, calls
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return live
