@@ -1,7 +1,7 @@
 """Stylize images: ``python infer.py --ckpt MODEL INPUT... [-o OUT]``.
 
-MODEL is a training checkpoint (.ckpt) or an exported model (.onnx, .pt2); INPUT is image files, folders
-(searched recursively) or glob patterns. fastnst.inference does the work. Exit status: 0 all written,
+MODEL is a training checkpoint (.ckpt), an exported model (.onnx, .pt2) or a pytorch/examples model (.pth);
+INPUT is image files, folders (searched recursively) or glob patterns. fastnst.inference does the work. Exit status: 0 all written,
 1 some images failed (the others were written), 2 nothing done (bad model, options or paths).
 """
 
@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
-                   help="training checkpoint (.ckpt) or exported model (.onnx, .pt2)")
+                   help="training checkpoint (.ckpt), exported model (.onnx, .pt2) or pytorch/examples model (.pth)")
+    p.add_argument("--style", metavar="STYLE",
+                   help="for a multi-style model: a style name or index, or a blend such as a=0.7,b=0.3 "
+                        "(weights >= 0, normalised to sum 1)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (default: NAME_stylized.EXT, or ./stylized/)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from fastnst.inference import run_cli
+    from fastnst.inference.cli import run_cli
 
     return run_main(lambda: run_cli(args), interrupted="files written so far are complete")
 

@@ -66,7 +66,7 @@ def style_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(photo_dir: Path, style_path: Path, **overrides: Any) -> dict[str, Any]:
     """A plain config for fastnst.training.fit: 32 px crops, batch 2, the tiny network, no logger."""
     cfg: dict[str, Any] = {
-        "data": {"_target_": "fastnst.data.StyleDataModule", "root": str(photo_dir), "image_size": 32,
+        "data": {"_target_": "fastnst.training.data.StyleDataModule", "root": str(photo_dir), "image_size": 32,
                  "batch_size": 2, "num_workers": 0, "val_count": 2, "seed": 0},
         "model": dict(TINY_MODEL),
         "loss": copy.deepcopy(TINY_LOSS),

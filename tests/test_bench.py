@@ -10,13 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from fastnst import bench
-from fastnst.bench import GATYS_LOSS, PeakMemory, ReferenceTrainer, Variant, make_jpegs, parse_sizes
 from fastnst.errors import UserError
 from fastnst.losses import PerceptualLoss
-from fastnst.network import TransformerNet
+from fastnst.models import TransformerNet
+from fastnst.tools.bench.cli import main
+from fastnst.tools.bench.common import PeakMemory, Variant, default_loss, parse_sizes
+from fastnst.tools.bench.data import make_jpegs
+from fastnst.tools.bench.reference import ReferenceTrainer
 
 from .conftest import TINY_MODEL
+
+GATYS_LOSS = default_loss()
 
 
 def _positive(v: object) -> bool:
@@ -31,7 +35,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = bench.main(["--quick", "--device", "cpu", "--json", str(out), "--data-workers", "0",
+        rc = main(["--quick", "--device", "cpu", "--json", str(out), "--data-workers", "0",
                          "--train-variants", "fp32", "--infer-variants", "ort"])
     assert rc == 0
     return json.loads(out.read_text()), buf.getvalue()
@@ -78,11 +82,11 @@ def test_variant_names_parse_and_bad_ones_fail_in_one_sentence(capsys: pytest.Ca
     assert parse_sizes("256, 1920x1080") == [(256, 256), (1920, 1080)]
     with pytest.raises(UserError, match="WIDTHxHEIGHT"):
         parse_sizes("big")
-    assert bench.main(["--quick", "--train-variants", "fp32+warp"]) == 2
+    assert main(["--quick", "--train-variants", "fp32+warp"]) == 2
     assert "unknown variant part 'warp'" in capsys.readouterr().err
-    assert bench.main(["--parts", "train,everything"]) == 2
+    assert main(["--parts", "train,everything"]) == 2
     assert "--parts" in capsys.readouterr().err
-    assert bench.main(["--quick", "--train-variants", "ort"]) == 2
+    assert main(["--quick", "--train-variants", "ort"]) == 2
     assert "inference path only" in capsys.readouterr().err
 
 
@@ -96,7 +100,7 @@ def test_reference_loop_computes_the_projects_loss() -> None:
     ref = ReferenceTrainer(TINY_MODEL, GATYS_LOSS, style, 2, torch.device("cpu"))
     net = TransformerNet(**TINY_MODEL)
     net.load_state_dict(ref.transformer.state_dict())
-    ours = PerceptualLoss(**GATYS_LOSS, style_image=style)
+    ours = PerceptualLoss(**GATYS_LOSS, style_images=[style])
     expected = float(ours(net(x), x)["total"].detach())
     before = [p.detach().clone() for p in ref.transformer.parameters()]
     got = ref.step(x * 255)
@@ -122,7 +126,7 @@ def test_synthetic_jpegs_are_coco_sized(tmp_path: Path) -> None:
 
 def test_content_targets_stop_at_the_deepest_content_layer() -> None:
     """The training fast path: content features come from VGG19 cut at relu4_2 (not relu5_1), unchanged."""
-    loss = PerceptualLoss(**GATYS_LOSS, style_image=torch.rand(1, 3, 32, 32))
+    loss = PerceptualLoss(**GATYS_LOSS, style_images=[torch.rand(1, 3, 32, 32)])
     x = torch.rand(2, 3, 48, 48)
     seen: list[int] = []
     hooks = [m.register_forward_hook(lambda m, i, o, k=k: seen.append(k)) for k, m in enumerate(loss.vgg.features)]

@@ -12,7 +12,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from fastnst.training import build_module, instantiate
+from fastnst.training.config import build_module, instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -42,13 +42,14 @@ def tiny_args(photo_dir: Path, style_path: Path, run_dir: Path) -> list[str]:
             "preview.every_n_steps=0", f"hydra.run.dir={run_dir}"]
 
 
-GROUPS = ["data", "model", "loss", "optim", "trainer", "logger"]
+GROUPS = ["data", "model", "loss", "optim", "trainer", "logger", "callbacks"]
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_preset_composes_and_instantiates(group, option, photo_dir, style_path, tmp_path) -> None:
-    from fastnst.training import check_arguments
     import pytorch_lightning as pl
+
+    from fastnst.training.config import check_arguments
 
     cfg = _compose([f"{group}={option}", f"data.root={photo_dir}", f"style.image={style_path}",
                     "loss.vgg_weights=random"])
@@ -149,8 +150,29 @@ def test_ddp_two_cpu_processes(photo_dir, style_path, tmp_path) -> None:
     proc = run_train([*tiny_args(photo_dir, style_path, run), "trainer.max_steps=3", "trainer.devices=2",
                       "trainer.strategy=ddp", "logger=csv", "checkpoint.every_n_steps=3"], timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from fastnst.checkpoint import read_checkpoint
+    from fastnst.formats.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 3
     assert "world_size=2" in proc.stderr or "distributed_backend=gloo" in proc.stderr or "GLOBAL_RANK: 1" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_path, tmp_path) -> None:
+    """hydra-submitit-launcher's local executor: two jobs in their own processes and folders, each trained."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "unused") if not a.startswith("hydra.run.dir")]
+    proc = run_train(["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", *args, "trainer.max_steps=2",
+                      "logger=csv", "loss.style_weight=1e3,2e3"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from fastnst.formats.checkpoint import read_info, read_checkpoint
+
+    weights = set()
+    for job in ("0", "1"):
+        ckpt = sweep / job / "checkpoints" / "last.ckpt"
+        info = read_info(read_checkpoint(ckpt))
+        assert info.training.global_step == 2
+        weights.add(info.training.loss["style_weight"])
+        assert (sweep / job / ".hydra" / "overrides.yaml").is_file()
+    assert weights == {1e3, 2e3}
+    assert list((sweep / ".submitit").rglob("*_result.pkl"))  # the jobs really went through submitit

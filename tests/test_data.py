@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastnst.data import ImageFolderDataset, ResumableSampler, Sample, StyleDataModule, collate, find_images
 from fastnst.errors import UserError
-from fastnst.image import open_image, to_rgb
+from fastnst.media.image import open_image, to_rgb
+from fastnst.training.data import ImageFolderDataset, ResumableSampler, Sample, StyleDataModule, collate, find_images
 
 from .conftest import make_photo
 

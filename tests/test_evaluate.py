@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from fastnst.errors import UserError
-from fastnst.evaluate import evaluate, format_report, luminance_ssim, main, measure, summarise
-from fastnst.image import load_image, pil_to_tensor
 from fastnst.losses import PerceptualLoss
-from fastnst.optimize import load_preset, stylize
+from fastnst.losses.presets import load_preset
+from fastnst.media.image import load_image, pil_to_tensor
+from fastnst.tools.evaluate import evaluate, format_report, luminance_ssim, main, measure, summarise
+from fastnst.tools.optimize import optimize_image
 
 from .conftest import ROOT, TINY_LOSS, make_painting, make_photo
 
@@ -35,7 +36,7 @@ def style() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def gatys_loss(style: torch.Tensor) -> PerceptualLoss:
     settings = {**load_preset("gatys"), "content_weight": 1.0, "style_weight": 1.0e3, "vgg_weights": "random"}
-    return PerceptualLoss(**settings, style_image=style)
+    return PerceptualLoss(**settings, style_images=[style])
 
 
 def test_style_image_against_itself_is_zero(gatys_loss: PerceptualLoss, style: torch.Tensor) -> None:
@@ -48,7 +49,7 @@ def test_style_image_against_itself_is_zero(gatys_loss: PerceptualLoss, style: t
 
 def test_optimised_output_beats_the_content_image_on_style(gatys_loss: PerceptualLoss) -> None:
     content = pil_to_tensor(make_photo(2, (64, 56))).unsqueeze(0)
-    result = stylize(content, gatys_loss, steps=15, optimizer="lbfgs")
+    result = optimize_image(content, gatys_loss, steps=15, optimizer="lbfgs")
     plain = measure(content, content, gatys_loss)
     styled = measure(result.image, content, gatys_loss)
     assert styled["style"] < plain["style"] / 5
@@ -90,14 +91,15 @@ def test_report_of_a_checkpoint(trained_ckpt: Path, style_path: Path, photo_dir:
             assert stats["worst"] >= stats["median"] and stats["worst"] >= stats["mean"] > 0, key
     assert all(max(r["size"]) == 64 for r in report["per_image"])  # every image measured at --size
     # The per-image numbers are measure() of the network's (8-bit) output under the checkpoint's loss.
-    from fastnst.checkpoint import load_network
-    from fastnst.image import load_style_image
-    from fastnst.optimize import resize_to
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.losses.presets import loss_settings
+    from fastnst.media.image import load_style_image, resize_longer_to
 
-    net, meta = load_network(trained_ckpt)
-    loss = PerceptualLoss(**meta["loss"], style_image=load_style_image(style_path, meta["style_size"]))
+    net, info = load_network(trained_ckpt)
+    loss = PerceptualLoss(**loss_settings(info.training.loss),
+                          style_images=[load_style_image(style_path, info.training.style_size)])
     row = report["per_image"][3]
-    x = pil_to_tensor(resize_to(load_image(photo_dir / row["image"]), 64)).unsqueeze(0)
+    x = pil_to_tensor(resize_longer_to(load_image(photo_dir / row["image"]), 64)).unsqueeze(0)
     with torch.no_grad():
         y = net(x).clamp(0, 1).mul(255).round().div(255)
     again = measure(y, x, loss)

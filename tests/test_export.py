@@ -3,6 +3,7 @@ the onnxruntime-only README snippet, and the CLI's errors."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,13 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.export import (ExportCheckError, check_onnx, export_onnx, export_pt2, main)
-from fastnst.inference import load_model
-from fastnst.network import TransformerNet
+from fastnst.formats import ModelInfo
+from fastnst.formats.deploy import ExportCheckError
+from fastnst.formats.onnx import check_onnx, export_onnx
+from fastnst.formats.pt2 import export_pt2
+from fastnst.inference import load
+from fastnst.models import TransformerNet
+from fastnst.tools.export import main
 
 from .conftest import ROOT, TINY_MODEL, make_photo
 
@@ -27,10 +32,14 @@ def _net(upsample: str, seed: int = 0) -> TransformerNet:
     return TransformerNet(**{**TINY_MODEL, "upsample": upsample}).eval()
 
 
+def _info(net: TransformerNet, style: str = "test") -> ModelInfo:
+    return ModelInfo(architecture="johnson", config=net.config(), styles=[style])
+
+
 @pytest.mark.parametrize("upsample", ["nearest", "transpose"])
 def test_onnx_matches_eager_with_dynamic_shapes(upsample: str, tmp_path: Path) -> None:
     net = _net(upsample)
-    path = export_onnx(net, tmp_path / "m.onnx", metadata={"style_name": "test"})
+    path = export_onnx(net, tmp_path / "m.onnx", _info(net))
     results = check_onnx(path, net)  # checker + two sizes, one not a multiple of 4
     assert len(results) == 2 and all(d <= 1e-3 for _, d in results)
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -47,21 +56,21 @@ def test_onnx_matches_eager_with_dynamic_shapes(upsample: str, tmp_path: Path) -
 
 
 def test_check_onnx_catches_a_wrong_model(tmp_path: Path) -> None:
-    path = export_onnx(_net("nearest", 0), tmp_path / "m.onnx")
+    path = export_onnx(_net("nearest", 0), tmp_path / "m.onnx", _info(_net("nearest", 0)))
     with pytest.raises(ExportCheckError, match="differs from PyTorch eager"):
         check_onnx(path, _net("nearest", 1))
 
 
 def test_pt2_matches_eager(tmp_path: Path) -> None:
     net = _net("nearest")
-    model = load_model(export_pt2(net, tmp_path / "m.pt2", metadata={"style_name": "s"}), "cpu")
-    assert model.meta["style_name"] == "s"
+    model = load(export_pt2(net, tmp_path / "m.pt2", _info(net, "s")), "cpu")
+    assert model.styles == ["s"] and model.info.config == net.config()
     for shape in [(2, 3, 37, 53), (1, 3, 64, 96), (1, 3, 5, 6), (1, 3, 66, 71)]:  # odd and even crops at both levels
         x = torch.rand(*shape)
         with torch.no_grad():
             assert torch.allclose(model(x), net(x), atol=1e-5)
     with pytest.raises(UserError, match="upsample=nearest"):
-        export_pt2(_net("transpose"), tmp_path / "t.pt2")
+        export_pt2(_net("transpose"), tmp_path / "t.pt2", _info(_net("transpose")))
 
 
 @pytest.mark.slow
@@ -76,8 +85,9 @@ def test_export_cli_variants_and_same_picture(trained_ckpt: Path, tmp_path: Path
         assert (tmp_path / variant).stat().st_size < onnx_path.stat().st_size
     meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
     custom = meta.custom_metadata_map
-    assert custom["style_name"] == "stripes" and "image_size" in custom["training"]
+    assert json.loads(custom["styles"]) == ["stripes"] and "image_size" in custom["training"]
     assert '"channels": [8, 16, 16]' in custom["network"]
+    assert ModelInfo.from_json(custom["fastnst"]).exported_from == trained_ckpt.name
 
     photo = tmp_path / "photo.png"
     make_photo(5, (83, 61)).save(photo)

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from fastnst.checkpoint import read_checkpoint
 from fastnst.errors import UserError
-from fastnst.safety import atomic_torch_save
+from fastnst.formats.checkpoint import read_checkpoint
+from fastnst.training.faults import atomic_torch_save
 
 from .test_cli import ROOT, tiny_args
-
 
 # Bitwise-reproducible CPU math in every training process. Two processes on the same machine may
 # otherwise differ in the last bits of a multi-threaded MKL/oneDNN reduction (CI once saw an uninterrupted

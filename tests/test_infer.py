@@ -14,9 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import ROOT, make_photo
 from fastnst.errors import UserError
-from fastnst.inference import (StylizeOptions, load_model, plan_jobs, rgb_to_yiq, stylize, tile_spans)
+from fastnst.inference import StylizeOptions, load
+from fastnst.inference.color import rgb_to_yiq
+from fastnst.inference.jobs import plan_jobs
+from fastnst.inference.tiling import tile_spans
+
+from .conftest import ROOT, make_photo
 
 INFER = str(ROOT / "infer.py")
 
@@ -36,13 +40,17 @@ def infer_main(*args: object) -> int:
     return module.main([str(a) for a in args])
 
 
+def stylize(model, x: torch.Tensor, options: StylizeOptions | None = None) -> torch.Tensor:
+    return model.stylize_tensor(x, None, options)
+
+
 def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
 @pytest.fixture(scope="module")
 def model(trained_ckpt: Path):
-    return load_model(trained_ckpt, "cpu")
+    return load(trained_ckpt, "cpu")
 
 
 @pytest.mark.slow
@@ -100,7 +108,7 @@ def test_output_inside_input_folder_is_not_read_back(photo_dir: Path, tmp_path: 
 
 
 def test_batched_equals_single(model) -> None:
-    from fastnst.image import pil_to_tensor
+    from fastnst.media.image import pil_to_tensor
 
     x = torch.stack([pil_to_tensor(make_photo(i, (72, 64))) for i in (0, 3, 6)])
     batched = stylize(model, x)
@@ -163,7 +171,7 @@ def test_tiling_large_image_uses_downscaled_stats(model) -> None:
 
 
 def test_preserve_color_keeps_chroma(model, photo_dir: Path) -> None:
-    from fastnst.image import load_image, pil_to_tensor
+    from fastnst.media.image import load_image, pil_to_tensor
 
     x = pil_to_tensor(load_image(photo_dir / "img_04.jpg"))[None]
     plain = stylize(model, x)
@@ -197,7 +205,7 @@ def test_max_size_and_precision(trained_ckpt: Path, model, photo_dir: Path, tmp_
     assert infer_main("--ckpt", trained_ckpt, photo_dir / "img_02.jpg", "-o", out, "--max-size", "40", "-q") == 0
     assert max(Image.open(out).size) == 40
     x = torch.rand(1, 3, 33, 41)
-    bf16 = load_model(trained_ckpt, "cpu", "bf16")
+    bf16 = load(trained_ckpt, "cpu", "bf16")
     y = bf16(x)
     assert y.dtype == torch.float32 and float((y - model(x)).abs().max()) < 0.1
 
@@ -253,10 +261,11 @@ def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_
         extra, expect = ["--strength", "1.5"], "--strength must be between 0 and 1"
     elif case == "tile_onnx":
         model_arg = tmp_path / "m.onnx"
-        from fastnst.checkpoint import load_network
-        from fastnst.export import export_onnx
+        from fastnst.formats.checkpoint import load_network
+        from fastnst.formats.onnx import export_onnx
 
-        export_onnx(load_network(trained_ckpt)[0], model_arg)
+        net, info = load_network(trained_ckpt)
+        export_onnx(net, model_arg, info)
         extra, expect = ["--tile", "64"], "--tile needs the network's weights"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
@@ -296,11 +305,12 @@ def test_malicious_checkpoint_is_refused(tmp_path: Path, photo_dir: Path) -> Non
 
 
 def test_malicious_pt2_is_refused(trained_ckpt: Path, tmp_path: Path) -> None:
-    from fastnst.checkpoint import load_network
-    from fastnst.export import export_pt2
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.formats.pt2 import export_pt2
 
-    good = export_pt2(load_network(trained_ckpt)[0], tmp_path / "good.pt2")
-    assert load_model(good, "cpu")(torch.rand(1, 3, 21, 30)).shape == (1, 3, 21, 30)
+    net, info = load_network(trained_ckpt)
+    good = export_pt2(net, tmp_path / "good.pt2", info)
+    assert load(good, "cpu")(torch.rand(1, 3, 21, 30)).shape == (1, 3, 21, 30)
     marker = tmp_path / "pwned.txt"
     evil = tmp_path / "evil.pt2"
     payload = io.BytesIO()
@@ -311,7 +321,7 @@ def test_malicious_pt2_is_refused(trained_ckpt: Path, tmp_path: Path) -> None:
         for n in names:
             zout.writestr(n, payload.getvalue() if n == target else zin.read(n))
     with pytest.raises(UserError, match="refused|corrupt"):
-        load_model(evil, "cpu")
+        load(evil, "cpu")
     assert not marker.exists()
 
 
@@ -346,9 +356,12 @@ class _FakeOrtSession:
 
 
 def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import fastnst.inference as inference
+    import onnx
 
-    monkeypatch.setattr(inference, "ort_session", lambda *a, **k: _FakeOrtSession())
+    import fastnst.formats.onnx as onnx_format
+
+    monkeypatch.setattr(onnx_format, "ort_session", lambda *a, **k: _FakeOrtSession())
+    monkeypatch.setattr(onnx_format, "read_onnx", lambda *a, **k: onnx.ModelProto())
     onnx_path = tmp_path / "fake.onnx"
     onnx_path.write_bytes(b"never parsed: the session is faked")
     src = tmp_path / "in"
@@ -371,8 +384,8 @@ def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest
 
 def test_channels_last_matches_plain(trained_ckpt: Path, model) -> None:
     x = torch.rand(2, 3, 37, 45)
-    cl = load_model(trained_ckpt, "cpu", channels_last=True)
-    assert next(cl.net.parameters()).is_contiguous(memory_format=torch.channels_last)
+    cl = load(trained_ckpt, "cpu", channels_last=True)
+    assert next(cl.network.parameters()).is_contiguous(memory_format=torch.channels_last)
     y = cl(x)
     assert y.is_contiguous() and y.dtype == torch.float32
     assert float((y - model(x)).abs().max()) < 1e-4
@@ -391,7 +404,7 @@ def test_compile_matches_plain_and_does_not_recompile_per_size(trained_ckpt: Pat
     import torch._dynamo
 
     torch._dynamo.reset()
-    fast = load_model(trained_ckpt, "cpu", channels_last=True, compile=True)
+    fast = load(trained_ckpt, "cpu", channels_last=True, compile=True)
     for shape in ((1, 3, 40, 48), (1, 3, 44, 52), (2, 3, 36, 60), (1, 3, 52, 40)):
         x = torch.rand(shape)
         assert float((fast(x) - model(x)).abs().max()) < 1e-4

@@ -2,8 +2,16 @@ import pytest
 import torch
 
 from fastnst.errors import UserError
-from fastnst.losses import PerceptualLoss, content_loss, gram_matrix, style_loss, total_variation
-from fastnst.vgg import VGG19_LAYERS, VGGFeatures
+from fastnst.losses import (
+    LossInputs,
+    LossTerm,
+    PerceptualLoss,
+    content_loss,
+    gram_distance,
+    gram_matrix,
+    total_variation,
+)
+from fastnst.losses.vgg import VGG19_LAYERS, VGGFeatures
 
 
 def test_gram_matrix_by_hand_both_normalisations() -> None:
@@ -26,7 +34,7 @@ def test_gram_is_fp32_under_autocast() -> None:
 
 def test_style_loss_zero_on_style_image_and_positive_elsewhere() -> None:
     style = torch.rand(1, 3, 48, 48)
-    loss = PerceptualLoss(["relu2_1"], ["relu1_1", "relu2_1", "relu3_1"], vgg_weights="random", style_image=style)
+    loss = PerceptualLoss(["relu2_1"], ["relu1_1", "relu2_1", "relu3_1"], vgg_weights="random", style_images=[style])
     terms = loss(style, style)
     assert terms["style"].item() == pytest.approx(0.0, abs=1e-7)
     assert terms["content"].item() == pytest.approx(0.0, abs=1e-7)
@@ -35,12 +43,59 @@ def test_style_loss_zero_on_style_image_and_positive_elsewhere() -> None:
     assert set(other) >= {"total", "content", "style", "tv", "style/relu1_1", "style/relu3_1"}
 
 
-def test_style_target_broadcasts_over_batch() -> None:
-    targets = {"a": torch.ones(1, 2, 2)}
-    grams = {"a": torch.stack([torch.ones(2, 2), torch.zeros(2, 2)])}
-    total, per = style_loss(grams, targets, {"a": 2.0})
-    assert per["a"].item() == pytest.approx(0.5)
-    assert total.item() == pytest.approx(1.0)
+def test_gram_distance_broadcasts_one_target_over_the_batch() -> None:
+    d = gram_distance(torch.stack([torch.ones(2, 2), torch.zeros(2, 2)]), torch.ones(1, 2, 2))
+    assert d.tolist() == [0.0, 1.0]
+
+
+def test_each_image_is_measured_against_its_own_style() -> None:
+    """Several styles: targets are [S, C, C]; an image drawn with style i is at zero style loss on style i's
+    image and positive on the others; the per-image values come back for per-style reports."""
+    a, b = torch.rand(1, 3, 40, 40), torch.rand(1, 3, 40, 40) * 0.5
+    loss = PerceptualLoss(["relu2_1"], ["relu1_1", "relu2_1"], vgg_weights="random", style_images=[a, b])
+    assert loss.num_styles == 2 and loss.style_term.gram_relu1_1.shape == (2, 64, 64)
+    x = torch.cat([a, b])
+    same = loss(x, x, styles=torch.tensor([0, 1]))
+    assert same["style"].item() == pytest.approx(0.0, abs=1e-7)
+    swapped = loss(x, x, styles=torch.tensor([1, 0]), per_image=True)
+    assert swapped["style_per_image"].shape == (2,) and (swapped["style_per_image"] > 1e-6).all()
+    # style None means style 0 for every image
+    assert loss(a, a)["style"].item() == pytest.approx(0.0, abs=1e-7)
+
+
+class ConstantTerm(LossTerm):
+    """An added term for the test: the mean of the output, times a factor."""
+
+    vgg_layers = ("relu1_2",)
+
+    def __init__(self, factor: float = 1.0) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        assert "relu1_2" in inputs.features  # the composer computed the layer the term asked for
+        return inputs.output.mean() * self.factor
+
+
+def test_an_added_term_is_weighted_summed_named_and_in_the_settings() -> None:
+    style = torch.rand(1, 3, 32, 32)
+    terms = {"brightness": {"_target_": f"{__name__}.ConstantTerm", "weight": 3.0, "factor": 2.0}}
+    loss = PerceptualLoss(["relu2_1"], ["relu1_1"], tv_weight=0.5, vgg_weights="random", terms=terms,
+                          style_images=[style])
+    assert loss.term_names == ["content", "style", "tv", "brightness"]
+    x = torch.rand(2, 3, 32, 32)
+    out = loss(x, x)
+    assert out["brightness"].item() == pytest.approx(3.0 * 2.0 * x.mean().item(), rel=1e-5)
+    assert out["total"].item() == pytest.approx(sum(out[k].item() for k in loss.term_names), rel=1e-5)
+    assert loss.settings()["terms"] == terms
+    rebuilt = PerceptualLoss(**loss.settings(), style_images=[style])
+    assert rebuilt.term_names == loss.term_names
+    with pytest.raises(UserError, match="loss.terms.tv is a built-in term"):
+        PerceptualLoss(["relu2_1"], ["relu1_1"], vgg_weights="random", terms={"tv": terms["brightness"]})
+    with pytest.raises(UserError, match="loss.terms.x needs a _target_"):
+        PerceptualLoss(["relu2_1"], ["relu1_1"], vgg_weights="random", terms={"x": {"weight": 1.0}})
+    with pytest.raises(UserError, match="is not a fastnst.losses.LossTerm"):
+        PerceptualLoss(["relu2_1"], ["relu1_1"], vgg_weights="random", terms={"x": {"_target_": "torch.nn.ReLU"}})
 
 
 def test_tv_zero_on_constant_and_positive_on_noise() -> None:

@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.image import pil_to_tensor
 from fastnst.losses import PerceptualLoss
-from fastnst.optimize import load_preset, main, preset_names, stylize
+from fastnst.losses.presets import load_preset, preset_names
+from fastnst.media.image import pil_to_tensor
+from fastnst.tools.optimize import main, optimize_image
+
 from .conftest import ROOT, make_painting, make_photo
 
 SEED_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -33,7 +35,7 @@ def _single_thread(one_thread: None) -> None:
 def gatys_loss() -> PerceptualLoss:
     """The seed text's loss (gatys preset: relu4_2; relu1_1 ... relu5_1; Gram / HW) under a random VGG."""
     style = pil_to_tensor(make_painting(64)).unsqueeze(0)
-    return PerceptualLoss(**{**load_preset("gatys"), **TEST_WEIGHTS}, style_image=style)
+    return PerceptualLoss(**{**load_preset("gatys"), **TEST_WEIGHTS}, style_images=[style])
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_preset_errors_name_the_fix(tmp_path: Path) -> None:
 @pytest.mark.parametrize("optimizer, init, steps, lr", [("adam", "content", 30, 0.05), ("lbfgs", "noise", 20, None)])
 def test_optimisation_lowers_style_loss_by_a_large_factor(gatys_loss: PerceptualLoss, content: torch.Tensor,
                                                           optimizer: str, init: str, steps: int, lr: float | None) -> None:
-    result = stylize(content, gatys_loss, steps=steps, optimizer=optimizer, init=init, lr=lr)
+    result = optimize_image(content, gatys_loss, steps=steps, optimizer=optimizer, init=init, lr=lr)
     first, last = result.history[0]["style"], result.final["style"]
     assert result.steps == steps and not result.converged
     assert last < first / 10, f"{optimizer}: style loss {first:.4g} -> {last:.4g}"
@@ -83,7 +85,7 @@ def test_optimisation_lowers_style_loss_by_a_large_factor(gatys_loss: Perceptual
 
 def test_intermediate_images_every_k_steps(gatys_loss: PerceptualLoss, content: torch.Tensor) -> None:
     seen: list[tuple[int, float, float]] = []
-    result = stylize(content, gatys_loss, steps=4, optimizer="lbfgs", save_every=2,
+    result = optimize_image(content, gatys_loss, steps=4, optimizer="lbfgs", save_every=2,
                      on_save=lambda step, x: seen.append((step, x.min().item(), x.max().item())))
     assert [s for s, _, _ in seen] == [2] and result.saved == [2]  # step 4 is the output itself
     assert all(0 <= lo and hi <= 1 for _, lo, hi in seen)
@@ -92,9 +94,9 @@ def test_intermediate_images_every_k_steps(gatys_loss: PerceptualLoss, content: 
 
 def test_bad_arguments_are_user_errors(gatys_loss: PerceptualLoss, content: torch.Tensor) -> None:
     with pytest.raises(UserError, match="--optimizer"):
-        stylize(content, gatys_loss, steps=2, optimizer="sgd")
+        optimize_image(content, gatys_loss, steps=2, optimizer="sgd")
     with pytest.raises(UserError, match="--steps"):
-        stylize(content, gatys_loss, steps=0)
+        optimize_image(content, gatys_loss, steps=0)
 
 
 def _images(tmp_path: Path) -> tuple[Path, Path]:
@@ -160,7 +162,7 @@ def test_presets_are_installed_as_package_data(tmp_path: Path) -> None:
     which setuptools installs only for config groups listed in pyproject.toml."""
     import tomllib
 
-    from fastnst.optimize import _preset_dir
+    from fastnst.presets import conf_dir
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     groups = {f"fastnst.conf.{d.name}" for d in (ROOT / "conf").iterdir() if any(d.glob("*.yaml"))}
@@ -168,5 +170,5 @@ def test_presets_are_installed_as_package_data(tmp_path: Path) -> None:
     assert groups | {"fastnst.conf"} <= set(config["packages"]), "list every conf/ group in pyproject.toml"
     assert all(config["package-data"][g] == ["*.yaml"] for g in groups | {"fastnst.conf"})
     # Outside a checkout (no ../conf next to the module), the installed package data is used.
-    installed = _preset_dir(tmp_path / "site-packages" / "fastnst" / "optimize.py")
-    assert (installed / "gatys.yaml").is_file() and (installed / "johnson.yaml").is_file()
+    installed = conf_dir(tmp_path / "site-packages" / "fastnst" / "presets.py")
+    assert (installed / "loss" / "gatys.yaml").is_file() and (installed / "model" / "johnson.yaml").is_file()

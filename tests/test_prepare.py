@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastnst.data import ImageFolderDataset, ResumableSampler, StyleDataModule, find_images
 from fastnst.errors import UserError
-from fastnst.prepare import MANIFEST, PreparedDataset, is_prepared, main, prepare, read_index, read_manifest
+from fastnst.tools.prepare import main
+from fastnst.training.data import ImageFolderDataset, ResumableSampler, StyleDataModule, find_images
+from fastnst.training.prepared import MANIFEST, PreparedDataset, is_prepared, prepare, read_index, read_manifest
 
 from .conftest import make_photo, tiny_config
 
@@ -128,7 +129,7 @@ def test_data_module_reads_a_prepared_dataset(photos: Path, tmp_path: Path) -> N
 
 
 def test_training_runs_on_a_prepared_dataset(photo_dir: Path, style_path: Path, tmp_path: Path) -> None:
-    from fastnst.checkpoint import read_checkpoint
+    from fastnst.formats.checkpoint import read_checkpoint
     from fastnst.training import fit
 
     dst = tmp_path / "prepared"
@@ -137,7 +138,7 @@ def test_training_runs_on_a_prepared_dataset(photo_dir: Path, style_path: Path, 
     cfg["trainer"]["max_steps"] = 2
     result = fit(cfg, tmp_path / "run")
     assert result.global_step == 2 and result.last_checkpoint is not None
-    assert read_checkpoint(result.last_checkpoint)["fastnst"]["image_size"] == 32
+    assert read_checkpoint(result.last_checkpoint)["fastnst"]["training"]["image_size"] == 32
     shutil.rmtree(dst)
 
 

@@ -22,5 +22,5 @@ def test_commands_in_readme_exist() -> None:
         assert importlib.util.find_spec(module) is not None, module
     for target in ("demo:", "test:", "test-slow:"):
         assert target in (ROOT / "Makefile").read_text()
-    for group, option in re.findall(r"`(model|loss|logger|trainer)=(\w+)`", README):
+    for group, option in re.findall(r"`(model|loss|logger|trainer|optim|callbacks|hydra/launcher)=(\w+)`", README):
         assert (ROOT / "conf" / group / f"{option}.yaml").is_file(), (group, option)

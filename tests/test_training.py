@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from fastnst.checkpoint import load_network, read_checkpoint
 from fastnst.errors import UserError
+from fastnst.formats.checkpoint import load_network, read_checkpoint
 from fastnst.training import fit
 
 from .conftest import tiny_config
@@ -41,10 +41,14 @@ def test_training_loss_falls_and_checkpoint_rebuilds_network(tmp_path: Path, pho
     raw = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert raw["global_step"] == 20
     assert not any(k.startswith("loss_fn.vgg") for k in raw["state_dict"])  # the loss network is never saved
-    assert any(k.startswith("loss_fn.style_gram_") for k in raw["state_dict"])
-    net, meta = load_network(tmp_path / "checkpoints" / "last.ckpt")
-    assert meta["network"] == {"channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest"}
-    assert meta["style_name"] == "stripes" and meta["loss"]["gram_norm"] == "hw" and meta["image_size"] == 32
+    assert any(k.startswith("loss_fn.terms.style.gram_") for k in raw["state_dict"])
+    # the network and the style targets once each (fastnst 0.1 also saved its aliases _net_fn and _loss_call)
+    assert all(k.startswith(("network.", "loss_fn.terms.style.")) for k in raw["state_dict"]), list(raw["state_dict"])
+    net, info = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    assert info.architecture == "johnson" and info.format_version == 2
+    assert info.config == {"channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest", "num_styles": 1}
+    assert info.styles == ["stripes"] and info.training.loss["gram_norm"] == "hw" and info.training.image_size == 32
+    assert info.training.global_step == 20
     y = net(torch.rand(1, 3, 37, 41))
     assert y.shape == (1, 3, 37, 41) and y.std() > 0
 
@@ -88,7 +92,7 @@ def test_same_seed_same_losses(tmp_path: Path, photo_dir: Path, style_path: Path
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(
         tmp_path: Path, photo_dir: Path, style_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fastnst.losses as losses
+    import fastnst.losses.perceptual as losses
 
     real_tv, calls = losses.total_variation, {"n": 0}
 
@@ -108,7 +112,7 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(
     calls["n"] = 0
     result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 6, "on_nonfinite": "skip"}), tmp_path / "skip")
     meta = read_checkpoint(result.last_checkpoint)["fastnst"]
-    assert meta["skipped_batches"] == 1
+    assert meta["training"]["skipped_batches"] == 1
 
 
 def test_upfront_checks_are_one_sentence(tmp_path: Path, photo_dir: Path, style_path: Path,
@@ -198,7 +202,7 @@ def test_bf16_mixed_channels_last_and_cosine_schedule(tmp_path: Path, photo_dir:
 
 
 def test_channels_last_gives_the_same_loss(photo_dir: Path, style_path: Path) -> None:
-    from fastnst.training import build_module
+    from fastnst.training.config import build_module
 
     torch.manual_seed(0)
     a = build_module(tiny_config(photo_dir, style_path))
@@ -247,7 +251,7 @@ def test_refuses_to_overwrite_an_earlier_run_and_mismatched_resume(tmp_path: Pat
         fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2}), tmp_path)
     assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
     wider = tiny_config(photo_dir, style_path, ckpt_path="last", model={"channels": [8, 16, 32], "num_residual": 1})
-    with pytest.raises(UserError, match="holds a network .* but the config builds"):
+    with pytest.raises(UserError, match="holds a johnson network .* but the config builds"):
         fit(wider, tmp_path)
     other_layers = tiny_config(photo_dir, style_path, ckpt_path="last")
     other_layers["loss"]["style_layers"] = ["relu1_1"]
@@ -260,11 +264,11 @@ def test_checkpoint_restores_rng_states_and_records_pooling(tmp_path: Path, phot
 
     import numpy as np
 
-    from fastnst.training import build_module
+    from fastnst.training.config import build_module
 
     result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2}), tmp_path)
     ckpt = read_checkpoint(result.last_checkpoint)
-    assert ckpt["fastnst"]["loss"]["vgg_pooling"] == "max"
+    assert ckpt["fastnst"]["training"]["loss"]["vgg_pooling"] == "max"
     module = build_module(tiny_config(photo_dir, style_path))
     torch.manual_seed(999), np.random.seed(999), random.seed(999)
     module.on_load_checkpoint(ckpt)

@@ -16,9 +16,9 @@ import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_info
 
-from fastnst.checkpoint import read_checkpoint
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
+from fastnst.formats.checkpoint import read_checkpoint
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:

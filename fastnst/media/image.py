@@ -115,6 +115,15 @@ def resize_longer(img: Image.Image, size: int) -> Image.Image:
     return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
 
 
+def resize_longer_to(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the longer side is exactly ``size`` (up or down), as the style image is."""
+    w, h = img.size
+    if max(w, h) == size:
+        return img
+    scale = size / max(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 [3, H, W] in [0, 1]."""
     arr = np.asarray(img, dtype=np.uint8)
@@ -143,8 +152,4 @@ def save_image(t: torch.Tensor | Image.Image, path: str | os.PathLike[str], qual
 def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Tensor:
     """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it)."""
     img = load_image(path, "style image")
-    if size:
-        w, h = img.size
-        scale = size / max(w, h)
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC, reducing_gap=3.0)
-    return pil_to_tensor(img).unsqueeze(0)
+    return pil_to_tensor(resize_longer_to(img, size) if size else img).unsqueeze(0)

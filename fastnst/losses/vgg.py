@@ -21,6 +21,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 _BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block in VGG19
+MIN_SIZE = 16  # VGG19's deepest blocks need a few pixels left after four poolings
+RANDOM_VGG_NOTE = ("VGG19 weights are RANDOM: these numbers and images are only for tests and smoke runs, "
+                   "not a measure of style transfer quality")
 
 
 def _layer_names() -> list[str]:

@@ -12,7 +12,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torchvision.utils import make_grid
 
-from fastnst.image import save_image
+from fastnst.media.image import save_image
 
 
 class ImagePreview(pl.Callback):

@@ -1,0 +1,107 @@
+"""Training checkpoints (``.ckpt``): read safely, metadata in and out, the network rebuilt from the file alone.
+
+A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which refuses any
+pickle that would construct arbitrary objects or run code. Lightning writes the file (through
+``fastnst.training.faults.AtomicCheckpointIO``); the fastnst entry is put in by :func:`write_info`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastnst.errors import UserError
+from fastnst.formats.metadata import META_KEY, ModelInfo
+
+NETWORK_PREFIX = "network."  # the LightningModule's attribute holding the transformation network
+
+
+def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` of a file; every failure is a one-sentence :class:`UserError`."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} {p} does not exist")
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a folder, expected a .ckpt file")
+    if p.stat().st_size == 0:
+        raise UserError(f"{what} {p} is empty (0 bytes); it was probably cut off while being written")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.I) or "Unsupported operand" in text
+        if unsafe:
+            found = unsafe.group(1) if isinstance(unsafe, re.Match) else "a pickle instruction"
+            raise UserError(f"{what} {p} was refused: it would run code or build objects ({found}) instead of "
+                            f"holding plain data; only load files that hold weights") from None
+        raise UserError(f"{what} {p} is corrupt or not a PyTorch file") from None
+    except Exception as exc:  # zip, EOF, key and runtime errors all mean a damaged or foreign file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() and not isinstance(exc, KeyError) else ""
+        raise UserError(f"{what} {p} is corrupt or truncated" + (f" ({msg[:160]})" if msg else "")) from None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint's dict, read safely (see :func:`read_torch_file`)."""
+    ckpt = read_torch_file(path)
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} does not hold a dict of tensors")
+    return ckpt
+
+
+def write_info(checkpoint: dict[str, Any], info: ModelInfo) -> None:
+    """Put ``info`` into a checkpoint dict about to be saved."""
+    checkpoint[META_KEY] = info.to_dict()
+
+
+def read_info(checkpoint: dict[str, Any], where: str = "checkpoint") -> ModelInfo:
+    """The :class:`ModelInfo` of a fastnst checkpoint dict (any format version)."""
+    meta = checkpoint.get(META_KEY)
+    if meta is None:
+        raise UserError(f"{where} was not written by fastnst training (no '{META_KEY}' metadata)")
+    return ModelInfo.from_dict(meta, where)
+
+
+def network_state(state_dict: dict[str, torch.Tensor], prefix: str = NETWORK_PREFIX) -> dict[str, torch.Tensor]:
+    """The network's entries of a module state dict, wrapper prefixes (torch.compile) stripped."""
+    out = {}
+    for k, v in state_dict.items():
+        k = k.replace("_orig_mod.", "")
+        if k.startswith(prefix):
+            out[k[len(prefix):]] = v
+    return out
+
+
+def build_network(info: ModelInfo, state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """``info``'s network with ``state`` loaded (strictly), in eval mode on the CPU."""
+    net = info.build()
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{where} does not match the network it describes "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    return net.eval()
+
+
+def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the network of a fastnst checkpoint (``.ckpt``) or a pytorch/examples ``.pth`` state dict,
+    in eval mode on the CPU, with its :class:`ModelInfo`."""
+    from fastnst.formats import pytorch_examples
+
+    obj = read_torch_file(path)
+    where = f"checkpoint {path}"
+    if pytorch_examples.is_examples_state(obj):
+        return pytorch_examples.load(obj, path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{where} does not hold a dict of tensors")
+    if META_KEY not in obj:
+        if "state_dict" not in obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise UserError(f"{where} is a bare state dict of an unknown network (neither a fastnst checkpoint nor a "
+                            f"pytorch/examples fast_neural_style model)")
+    info = read_info(obj, where)
+    return build_network(info, network_state(obj.get("state_dict", {})), where), info

@@ -1,0 +1,222 @@
+"""ONNX models (``.onnx``): export, metadata, the onnxruntime session fastnst runs them with, the parity
+check against eager, and the fp16 / int8 variants, side by side.
+
+Export contract: dynamic batch, height and width; input ``image`` float32 RGB NCHW in [0, 1] (and
+``style_weights`` float32 [S] for a multi-style network); output ``stylized`` of the input's shape,
+clamped to [0, 1]; :class:`ModelInfo` as JSON in ``metadata_props["fastnst"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastnst.errors import UserError
+from fastnst.formats.deploy import (
+    CHECK_SHAPES,
+    IMAGE_INPUT,
+    OUTPUT,
+    STYLE_INPUT,
+    TOLERANCE,
+    Deployable,
+    ExportCheckError,
+    case_name,
+    check_inputs,
+    check_styles,
+    diff,
+    dynamic_shapes,
+    raise_if_above,
+)
+from fastnst.formats.metadata import META_KEY, ModelInfo
+
+
+def metadata_props(info: ModelInfo) -> dict[str, str]:
+    """The strings stored in an exported model: the whole :class:`ModelInfo` under ``fastnst``, plus a few
+    keys readable by any ONNX tool."""
+    props = {META_KEY: info.to_json(), "architecture": info.architecture,
+             "network": json.dumps(info.config, sort_keys=True), "styles": json.dumps(info.styles),
+             "pixel_contract": f"input '{IMAGE_INPUT}' float32 RGB NCHW in [0, 1]"
+                               + (f" and '{STYLE_INPUT}' float32 [{info.num_styles}] (style order: 'styles')"
+                                  if info.num_styles > 1 else "")
+                               + f"; output '{OUTPUT}' same shape, clamped"}
+    if info.training is not None:
+        props["training"] = json.dumps(dict(info.to_dict()["training"]), sort_keys=True)
+    return props
+
+
+def export_onnx(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, *, opset: int | None = None) -> Path:
+    """Write ``net`` as a single-file ONNX model with dynamic batch, height and width."""
+    import onnx
+
+    path = Path(path)
+    model = Deployable(net, info.num_styles).eval().to("cpu", torch.float32)
+    example = model.example_inputs(torch.rand(2, 3, 64, 80))
+    names = [IMAGE_INPUT] + ([STYLE_INPUT] if info.num_styles > 1 else [])
+    kwargs: dict[str, Any] = {"opset_version": opset} if opset is not None else {}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, example, dynamo=True, input_names=names, output_names=[OUTPUT],
+                                    dynamic_shapes=dynamic_shapes(info.num_styles), verbose=False, **kwargs)
+    proto = program.model_proto
+    # The output has the input's shape by construction; say so instead of the exporter's symbolic
+    # expressions (e.g. Min(height, 2*...) from the transposed-conv crop), which runtimes warn about.
+    out_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim, name in zip(out_dims, ("batch", None, "height", "width")):
+        if name is not None:
+            dim.ClearField("dim_value")
+            dim.dim_param = name
+    del proto.metadata_props[:]
+    for key, value in metadata_props(info).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "fastnst"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def read_onnx(path: str | os.PathLike[str]) -> Any:
+    """The ONNX ModelProto of ``path`` (protobuf only: no code runs), or a UserError naming the file."""
+    import onnx
+
+    p = Path(path)
+    try:
+        return onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - DecodeError and friends: a damaged or foreign file
+        raise UserError(f"model {p} is not a valid ONNX model ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+
+
+def onnx_info(proto: Any, path: str | os.PathLike[str]) -> ModelInfo | None:
+    """The :class:`ModelInfo` stored in an ONNX model, None for an ONNX file fastnst did not write."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in props:
+        return None
+    return ModelInfo.from_json(props[META_KEY], f"model {path}")
+
+
+def onnx_precision(proto: Any) -> str:
+    """``fp16`` if the weights are half precision, ``int8`` if quantised, else ``fp32``."""
+    import onnx
+
+    ops = {n.op_type for n in proto.graph.node}
+    if ops & {"QLinearConv", "ConvInteger", "DequantizeLinear", "DynamicQuantizeLinear"}:
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def ort_error_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int | None = None) -> Any:
+    """The onnxruntime session fastnst runs an .onnx model with (inference, export checks, the benchmark):
+    all graph optimisations, errors-only logging, CUDA provider on ``cuda`` devices (then CPU), ``threads``
+    intra-op threads (None: onnxruntime's default, one per physical core)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise UserError("--device cuda needs onnxruntime-gpu for .onnx models (CUDAExecutionProvider is missing); "
+                            "use --device cpu")
+        providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    elif device.type == "mps":
+        raise UserError("onnxruntime has no MPS backend; run .onnx models with --device cpu, or use the .ckpt on mps")
+    else:
+        providers = ["CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no shape-inference chatter in the user's terminal
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise UserError(f"model {path} is not a valid ONNX model ({ort_error_message(exc)[:160]})") from None
+
+
+def run_session(session: Any, image: Any, style_weights: Any = None) -> Any:
+    """One onnxruntime run: [N, 3, H, W] float32 numpy (and [S] style weights) -> the stylized array."""
+    feeds = {IMAGE_INPUT: image}
+    if style_weights is not None:
+        feeds[STYLE_INPUT] = style_weights
+    (y,) = session.run(None, feeds)
+    return y
+
+
+def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1, *, tolerance: float = TOLERANCE,
+               shapes: Any = CHECK_SHAPES) -> list[tuple[str, float]]:
+    """onnx checker, then onnxruntime vs eager on ``shapes`` (and, for a multi-style network, pure styles and
+    a blend); returns (case, max abs diff) per case and raises :class:`ExportCheckError` above ``tolerance``."""
+    import onnx
+
+    path = Path(path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
+    session = ort_session(path, torch.device("cpu"))
+    model = Deployable(net, num_styles).eval().to("cpu", torch.float32)
+    results = []
+    for x in check_inputs(shapes):
+        for style in check_styles(num_styles):
+            with torch.no_grad():
+                ref = model(x, style).numpy()
+            y = run_session(session, x.numpy(), None if style is None else style.numpy())
+            if y.shape != ref.shape:
+                raise ExportCheckError(f"{path} returned shape {y.shape} for input {tuple(x.shape)}; expected {ref.shape}")
+            results.append((case_name(x, style), diff(y, ref)["max_abs"]))
+    raise_if_above(path, results, tolerance)
+    return results
+
+
+def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """An ONNX variant with fp16 weights and compute; inputs and outputs stay float32 [0, 1]."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save_model(model, str(dst))
+    return Path(dst)
+
+
+def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """An ONNX variant with int8 weights (onnxruntime dynamic quantisation; activations quantised on the fly)."""
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantise the original instead
+            pre = Path(src)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QUInt8)
+    return Path(dst)
+
+
+def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[str], num_styles: int = 1,
+                 shapes: Any = CHECK_SHAPES) -> dict[str, float]:
+    """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` over ``shapes``."""
+    ref_s, var_s = (ort_session(p, torch.device("cpu")) for p in (reference, variant))
+    worst = {"max_abs": 0.0, "mean_abs": 0.0, "psnr_db": float("inf")}
+    for x in check_inputs(shapes, seed=1):
+        for style in check_styles(num_styles):
+            s = None if style is None else style.numpy()
+            d = diff(run_session(var_s, x.numpy(), s), run_session(ref_s, x.numpy(), s))
+            worst = {"max_abs": max(worst["max_abs"], d["max_abs"]), "mean_abs": max(worst["mean_abs"], d["mean_abs"]),
+                     "psnr_db": min(worst["psnr_db"], d["psnr_db"])}
+    return worst
+
+
+__all__ = ["ExportCheckError", "check_onnx", "compare_onnx", "convert_fp16", "export_onnx", "onnx_info",
+           "onnx_precision", "ort_session", "quantize_int8", "read_onnx", "run_session"]

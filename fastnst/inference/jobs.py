@@ -1,0 +1,309 @@
+"""Jobs over files: INPUTs (files, folders, globs) mapped to outputs, stylized in batches with decoding in
+background threads, written atomically; a bad image is reported and skipped, never fatal."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.inference.devices import out_of_memory
+from fastnst.inference.runners import InferenceError
+from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.media.image import (
+    IMAGE_EXTENSIONS,
+    image_files,
+    is_image_path,
+    load_image,
+    pil_to_tensor,
+    resize_longer,
+    save_image,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _glob_base(pattern: str) -> Path:
+    parts = Path(pattern).expanduser().parts
+    base: list[str] = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(image file, path relative to the output folder) for every INPUT: files, folders searched
+    recursively (hidden entries and the folder ``exclude`` skipped) and glob patterns. Several inputs
+    keep each folder's name as a prefix so their files cannot collide."""
+    if not inputs:
+        raise UserError("no inputs given; pass image files, folders or glob patterns")
+    pairs: list[tuple[Path, Path]] = []
+    for arg in inputs:
+        p = Path(arg).expanduser()
+        prefix = Path(p.resolve().name) if len(inputs) > 1 else Path()
+        if p.is_dir():
+            files = image_files(p, exclude)
+            if not files:
+                raise UserError(f"input folder {p} contains no images (looked for "
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+            pairs.extend((f, prefix / f.relative_to(p)) for f in files)
+        elif p.is_file():
+            pairs.append((p, Path(p.name)))
+        elif _has_magic(arg):
+            base = _glob_base(arg)
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(arg), recursive=True))
+            n = len(pairs)
+            for m in matches:
+                if m.is_dir():
+                    pairs.extend((f, f.relative_to(base)) for f in image_files(m, exclude))
+                elif m.is_file() and is_image_path(m) and not m.name.startswith("."):
+                    pairs.append((m, m.relative_to(base)))
+            if len(pairs) == n:
+                raise UserError(f"no images match {arg!r}")
+        else:
+            raise UserError(f"input {p} does not exist")
+    return pairs
+
+
+def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bool = False,
+              skip_existing: bool = False, ext: str | None = None) -> tuple[list[Job], int]:
+    """Map INPUTs (files, folders searched recursively, glob patterns) to output files.
+
+    One input file: ``output`` is a file (its extension picks the format) or a folder; default
+    ``<stem>_stylized<ext>`` in the current folder. Otherwise ``output`` is a folder (default ``stylized``)
+    and each folder input keeps its structure. Inputs are never overwritten; existing outputs only with
+    ``overwrite`` (or are skipped with ``skip_existing``). Returns the jobs and the number skipped.
+    """
+    if not inputs:
+        raise UserError("no inputs given; pass image files, folders or glob patterns")
+    if ext is not None:
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(f"--ext {ext} is not an image format; use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    paths = [Path(a).expanduser() for a in inputs]
+    single = len(inputs) == 1 and paths[0].is_file()
+    out_file: Path | None = None
+    out_dir: Path
+    if single:
+        src = paths[0]
+        if output is None:
+            out_file = Path(f"{src.stem}_stylized{ext or src.suffix}")
+        else:
+            o = Path(output).expanduser()
+            if o.is_dir() or output.endswith(("/", os.sep)) or not o.suffix:
+                out_file = o / (src.stem + (ext or src.suffix))
+            elif is_image_path(o):
+                out_file = o
+            else:
+                raise UserError(f"output {o} has an unknown image extension '{o.suffix}'; use one of "
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))}, or a folder")
+        out_dir = out_file.parent
+    else:
+        out_dir = Path(output).expanduser() if output is not None else Path("stylized")
+    pairs = find_inputs(inputs, exclude=out_dir.resolve())
+    if out_file is None and (out_dir.is_file() or (not out_dir.exists() and is_image_path(out_dir))):
+        raise UserError(f"output {out_dir} is a file, but there are several inputs; give a folder with -o")
+
+    jobs: list[Job] = []
+    if out_file is not None:
+        jobs.append(Job(pairs[0][0], out_file))
+    else:
+        for src, rel in pairs:
+            jobs.append(Job(src, out_dir / (rel.with_suffix(ext) if ext else rel)))
+
+    sources = {j.src.resolve() for j in jobs}
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        d = j.dst.resolve()
+        if d in sources:
+            raise UserError(f"output {j.dst} would overwrite the input {j.src}; inputs are never overwritten, "
+                            f"choose another -o")
+        if d in seen:
+            raise UserError(f"inputs {seen[d]} and {j.src} would both be written to {j.dst}; "
+                            f"stylize them into different -o folders")
+        seen[d] = j.src
+    existing = [j for j in jobs if j.dst.exists()]
+    if existing and not overwrite:
+        if not skip_existing:
+            raise UserError(f"{len(existing)} output file(s) already exist, e.g. {existing[0].dst}; "
+                            f"pass --overwrite to replace them or --skip-existing to keep them")
+        jobs = [j for j in jobs if not j.dst.exists()]
+    _check_writable(out_dir)
+    return jobs, len(existing) if skip_existing and not overwrite else 0
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {folder} ({exc.strerror or exc}); "
+                        f"choose another -o") from None
+    probe = folder / f".fastnst-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"the output folder {folder} is not writable ({exc.strerror or exc}); "
+                        f"choose another -o") from None
+
+
+def save_atomic(t: torch.Tensor, path: Path) -> None:
+    """Save [3, H, W] in [0, 1] atomically (:func:`fastnst.fileio.atomic_write`): an interrupted run never
+    leaves a truncated image. ``t`` is clamped and scaled in place (no full-size float temporaries: a
+    50-megapixel float image is 600 MB)."""
+    arr = t.detach().clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    img = Image.fromarray(arr, "RGB")
+    atomic_write(path, lambda tmp: save_image(img, tmp))
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+@dataclass
+class JobsReport:
+    """What a :func:`stylize_files` call wrote, what failed (with why), how long it took."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped_existing: int = 0
+    seconds: float = 0.0
+
+
+def load_content(job: Job, max_size: int | None) -> torch.Tensor:
+    img = load_image(job.src, "image")
+    if max_size:
+        img = resize_longer(img, max_size)
+    if min(img.size) < 5:
+        raise UserError(f"image {job.src} is {img.size[0]}x{img.size[1]} px; both sides need at least 5 px")
+    return pil_to_tensor(img).unsqueeze(0)
+
+
+def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iterator[tuple[Job, Future]]:
+    """Decode the next ``depth`` images in background threads while the model runs (Pillow frees the GIL)."""
+    if depth <= 0:
+        for job in jobs:
+            fut: Future = Future()
+            try:
+                fut.set_result(fn(job))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, which reports it
+                fut.set_exception(exc)
+            yield job, fut
+        return
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        queue: deque[tuple[Job, Future]] = deque()
+        it = iter(jobs)
+        for job in it:
+            queue.append((job, pool.submit(fn, job)))
+            if len(queue) >= depth:
+                break
+        while queue:
+            item = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(fn, nxt)))
+            yield item
+
+
+def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions | None = None, *,
+                  weights: torch.Tensor | None = None,
+                  batch_size: int = 1, max_size: int | None = None, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> JobsReport:
+    """Stylize every job's image with the style ``weights`` ([S], None for a one-style model) and write it; a bad
+    image is reported through ``log`` and skipped."""
+    opts = options or StylizeOptions()
+    opts.validate()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_size is not None and max_size < 5:
+        raise UserError(f"--max-size must be at least 5 px, got {max_size}")
+    from tqdm import tqdm
+
+    report = JobsReport()
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    say = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+
+    def fail(job: Job, msg: str) -> None:
+        report.failed.append((job.src, msg))
+        say(f"fastnst: error: {msg}; skipped")
+        bar.update(1)
+
+    def run(batch: list[tuple[Job, torch.Tensor]]) -> None:
+        x = batch[0][1] if len(batch) == 1 else torch.cat([t for _, t in batch])  # no full-size copy of one image
+        try:
+            y = model.stylize_tensor(x, weights, opts).cpu()
+        except UserError as exc:
+            for job, _ in batch:
+                fail(job, f"{job.src}: {exc}")
+            return
+        except InferenceError as exc:
+            for job, _ in batch:
+                fail(job, f"{job.src}: {exc}")
+            return
+        except RuntimeError as exc:
+            if not out_of_memory(exc):
+                raise
+            h, w = x.shape[-2:]
+            for job, _ in batch:
+                fail(job, f"ran out of memory stylizing {job.src} ({w}x{h} px, batch of {len(batch)}); "
+                          f"use --tile 512, --max-size or a smaller --batch-size")
+            return
+        for i, (job, _) in enumerate(batch):
+            try:
+                save_atomic(y[i], job.dst)
+            except (OSError, ValueError) as exc:
+                fail(job, f"cannot write {job.dst} ({exc})")
+                continue
+            report.written.append(job.dst)
+            bar.update(1)
+
+    tiled = opts.tile is not None
+    per_batch = 1 if tiled else batch_size
+    buckets: dict[tuple[int, int], list[tuple[Job, torch.Tensor]]] = {}
+    pending = 0
+    try:
+        for job, fut in _prefetch(lambda j: load_content(j, max_size), jobs, 0 if tiled else 2 * per_batch):
+            try:
+                content = fut.result()
+            except UserError as exc:
+                fail(job, str(exc))
+                continue
+            key = (content.shape[-2], content.shape[-1])
+            buckets.setdefault(key, []).append((job, content))
+            pending += 1
+            if len(buckets[key]) >= per_batch:
+                pending -= len(buckets[key])
+                run(buckets.pop(key))
+            elif pending > 2 * per_batch:  # many sizes: bound the memory held in partial batches
+                fullest = max(buckets, key=lambda k: len(buckets[k]))
+                pending -= len(buckets[fullest])
+                run(buckets.pop(fullest))
+        for key in list(buckets):
+            run(buckets.pop(key))
+    finally:
+        bar.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+

@@ -1,0 +1,239 @@
+"""The Python API: ``fastnst.load(path)`` returns a :class:`Stylizer`; ``stylizer.stylize(image)`` stylizes a
+PIL image or a uint8 numpy array. infer.py, ``fastnst.evaluate`` and ``fastnst.export`` are built on it.
+
+Pixel contract inside: float32 RGB NCHW in [0, 1]; clamping happens only where pixels leave (the image
+returned by :meth:`Stylizer.stylize`, files written by the jobs). Imports torch, onnxruntime, Pillow and the
+network registry; never Hydra, the data module, VGG or Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fastnst.errors import UserError
+from fastnst.formats import ModelFormat, ModelInfo, detect_format
+from fastnst.inference.color import blend, preserve_color
+from fastnst.inference.devices import check_precision, resolve_device, synchronize
+from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
+from fastnst.inference.styles import StyleChoice, describe_style, style_weights
+from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+
+ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+MIN_SIDE = 5
+
+
+@dataclass
+class StylizeOptions:
+    """How to stylize: tiling, colour preservation and strength (all pixel-exact when off)."""
+
+    tile: int | None = None
+    tile_overlap: int | None = None  # None: min(96, tile // 3), enough for the paper network's receptive field
+    tile_stats_size: int = 1024
+    preserve_color: bool = False
+    strength: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise UserError(f"--strength must be between 0 and 1, got {self.strength}")
+        if self.tile is not None:
+            if self.tile < 32:
+                raise UserError(f"--tile must be at least 32 px, got {self.tile}")
+            if not 0 <= self.overlap <= self.tile // 2:
+                raise UserError(f"--tile-overlap must be between 0 and half the tile ({self.tile // 2}), "
+                                f"got {self.overlap}")
+        if self.tile_stats_size < 32:
+            raise UserError(f"--tile-stats-size must be at least 32 px, got {self.tile_stats_size}")
+
+    @property
+    def overlap(self) -> int:
+        if self.tile_overlap is not None:
+            return self.tile_overlap
+        return min(96, (self.tile or 0) // 3)
+
+    def post(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        if self.preserve_color:
+            stylized = preserve_color(stylized, content)
+        return blend(stylized, content, self.strength)
+
+
+class Stylizer:
+    """A model loaded from a file (:func:`load`).
+
+    ``stylizer(x, style)`` maps [N, 3, H, W] float32 in [0, 1] on any device to the stylized [N, 3, H, W]
+    float32 on the same device; :meth:`stylize` does the same for a PIL image or a uint8 array, with the
+    options of infer.py. ``info`` says what the file holds (architecture, styles, training settings);
+    ``network`` is the eager network of ``.ckpt`` / ``.pth`` files (tiling needs it), None for exported ones.
+    """
+
+    def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
+                 info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None) -> None:
+        self.path, self.format, self.device, self.precision = path, fmt, device, precision
+        self.info, self.network, self._run = info, network, run
+        self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
+        self._tiler: nn.Module | None = None
+
+    # --- what the model is ---------------------------------------------------------------------------
+    @property
+    def styles(self) -> list[str]:
+        """Style names, in the order of the network's style weights."""
+        return list(self.info.styles)
+
+    @property
+    def style_name(self) -> str:
+        return self.styles[0] if len(self.styles) == 1 else ",".join(self.styles)
+
+    def describe(self) -> str:
+        styles = f"style {self.styles[0]!r}" if len(self.styles) == 1 else f"{len(self.styles)} styles"
+        return (f"{self.path} ({self.format}, {self.info.architecture} {self.info.config}, {styles}, "
+                f"device {self.device}, {self.weights_precision})")
+
+    def style_weights(self, style: StyleChoice) -> torch.Tensor | None:
+        """[S] weights for a style choice (name, index, blend), None for a one-style model; see
+        :func:`fastnst.inference.styles.style_weights`."""
+        return style_weights(style, self.styles)
+
+    def describe_style(self, weights: torch.Tensor | None) -> str:
+        return describe_style(weights, self.styles)
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
+
+    # --- tensors -------------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, style: StyleChoice = None) -> torch.Tensor:
+        """Stylize [N, 3, H, W] float32 in [0, 1] with one style choice for the batch (or [N, S] weights)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an [N, 3, H, W] tensor, got shape {tuple(x.shape)}")
+        if min(x.shape[-2:]) < MIN_SIDE:
+            raise UserError(f"an image of {x.shape[-1]}x{x.shape[-2]} px is too small; both sides need >= {MIN_SIDE} px")
+        return self._run(x, self._batch_weights(style, x.shape[0]))
+
+    def _batch_weights(self, style: StyleChoice, n: int) -> torch.Tensor | None:
+        if isinstance(style, torch.Tensor) and style.dim() == 2:
+            if style.shape != (n, len(self.styles)):
+                raise ValueError(f"style weights of shape {tuple(style.shape)} for {n} image(s) and {len(self.styles)} styles")
+            return None if len(self.styles) == 1 else style
+        w = self.style_weights(style)
+        return None if w is None else w.expand(n, -1)
+
+    def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize one [1, 3, H, W] image tile by tile; see :func:`fastnst.inference.tiling.stylize_tiled`."""
+        if self.network is None:
+            raise UserError(f"--tile needs the network's weights to share instance-norm statistics between tiles; "
+                            f"a .{self.format} model cannot do that, so pass the training checkpoint (.ckpt) "
+                            f"or use --max-size")
+        if self._tiler is None:
+            self._tiler = fixed_norm_copy(self.network)
+        style = None if weights is None else weights.reshape(1, -1)
+        return stylize_tiled(self.network, self._tiler, x, tile=options.tile or 0, overlap=options.overlap,
+                             stats_size=options.tile_stats_size, style=style, post=options.post)
+
+    def stylize_tensor(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                       options: StylizeOptions | None = None) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> stylized [N, 3, H, W] float32 on x's device, with ``options`` applied;
+        ``weights``: [S] style weights for the whole batch (None for a one-style model)."""
+        opts = options or StylizeOptions()
+        if opts.tile is not None and max(x.shape[-2:]) > opts.tile:
+            outs = [self.tiled(x[i:i + 1].cpu(), opts, weights) for i in range(x.shape[0])]
+            # no concatenation for one image: a copy of a full-size float image is what tiling avoids
+            return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(x.device)
+        batch = None if weights is None else weights.reshape(1, -1).expand(x.shape[0], -1)
+        return opts.post(self(x, batch), x)
+
+    # --- images --------------------------------------------------------------------------------------
+    def stylize(self, image: ImageLike, style: StyleChoice = None, *, tile: int | None = None,
+                tile_overlap: int | None = None, tile_stats_size: int = 1024, preserve_color: bool = False,
+                strength: float = 1.0, max_size: int | None = None) -> ImageLike:
+        """Stylize a PIL image (any mode; RGB out) or a uint8 array (H, W, 3), (H, W) or (H, W, 4); the
+        result has the same type and size (or the longer side ``max_size``, if given and smaller), RGB.
+
+        ``style``: a name, an index or a blend (``{"a": 0.7, "b": 0.3}`` or ``"a=0.7,b=0.3"``, normalised to
+        sum 1) for a multi-style model; ``tile`` stylizes large images in tiles of that many pixels;
+        ``preserve_color`` keeps the photo's colours; ``strength`` in [0, 1] blends with the photo.
+        """
+        from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
+
+        opts = StylizeOptions(tile=tile, tile_overlap=tile_overlap, tile_stats_size=tile_stats_size,
+                              preserve_color=preserve_color, strength=strength)
+        opts.validate()
+        is_array = isinstance(image, np.ndarray)
+        if is_array:
+            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+                raise UserError(f"stylize takes a uint8 array of shape (H, W, 3), (H, W, 4) or (H, W); got "
+                                f"{image.dtype} {image.shape}")
+            pil = Image.fromarray(image)
+        elif isinstance(image, Image.Image):
+            pil = image
+        else:
+            raise UserError(f"stylize takes a PIL image or a uint8 numpy array, got {type(image).__name__}")
+        pil = to_rgb(pil)
+        if max_size is not None:
+            if max_size < MIN_SIDE:
+                raise UserError(f"max_size must be at least {MIN_SIDE} px, got {max_size}")
+            pil = resize_longer(pil, max_size)
+        x = pil_to_tensor(pil).unsqueeze(0)
+        y = self.stylize_tensor(x, self.style_weights(style), opts)
+        out = tensor_to_pil(y)
+        return np.asarray(out) if is_array else out  # type: ignore[return-value]
+
+
+def _unknown_info(path: Path) -> ModelInfo:
+    return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
+         channels_last: bool = False, compile: bool = False, threads: int | None = None) -> Stylizer:
+    """Load a model file for stylizing: a training checkpoint (``.ckpt``), a pytorch/examples model
+    (``.pth``), an ONNX model (``.onnx``, run with onnxruntime) or a torch.export program (``.pt2``).
+    Safely: a model file is data, never code.
+
+    ``device``: auto, cpu, cuda, cuda:N, mps. ``precision`` (fp32, bf16, fp16), ``channels_last`` and
+    ``compile`` apply to eager networks (``.ckpt``, ``.pth``); ``threads`` to ``.onnx`` models.
+    """
+    p = Path(path).expanduser()
+    fmt = detect_format(p)
+    if fmt != "ckpt" and (channels_last or compile):
+        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
+        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
+                        f"so drop {flags} or pass the .ckpt")
+    dev = resolve_device(device)
+    if fmt == "ckpt":
+        from fastnst.formats.checkpoint import load_network
+
+        check_precision(dev, precision)
+        net, info = load_network(p)
+        net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
+        return Stylizer(p, fmt, dev, precision, run, info, net)
+    if fmt == "onnx":
+        from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
+
+        if precision != "fp32":
+            raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
+                            f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+        proto = read_onnx(p)
+        info = onnx_info(proto, p) or _unknown_info(p)
+        file_precision = onnx_precision(proto)
+        del proto
+        session = ort_session(p, dev, threads)
+        names = [i.name for i in session.get_inputs()]
+        expected = 1 if info.num_styles == 1 else 2
+        if len(names) != expected:
+            raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
+                            f"{expected}")
+        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
+    from fastnst.formats.pt2 import read_pt2
+
+    if precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
+    program, info = read_pt2(p)
+    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info or _unknown_info(p))
+
+
+__all__ = ["StylizeOptions", "Stylizer", "load"]

@@ -1,0 +1,10 @@
+"""Perceptual losses: the frozen VGG19 trunk (:mod:`.vgg`), loss terms as pure functions (:mod:`.terms`),
+the composer returning named, weighted terms (:mod:`.perceptual`) and the presets of ``conf/loss``
+(:mod:`.presets`). Training and the tools use this package; inference and export never import it."""
+
+from fastnst.losses.perceptual import LossInputs, LossTerm, PerceptualLoss
+from fastnst.losses.terms import content_loss, gram_distance, gram_matrix, total_variation
+from fastnst.losses.vgg import VGG19_LAYERS, VGGFeatures
+
+__all__ = ["LossInputs", "LossTerm", "PerceptualLoss", "VGG19_LAYERS", "VGGFeatures", "content_loss", "gram_distance",
+           "gram_matrix", "total_variation"]

@@ -1,0 +1,240 @@
+"""One small module that composes the loss terms under a frozen VGG19 and returns them named and weighted.
+
+The built-in terms are content, style and total variation; more are added as weighted term modules
+(``terms={name: {"_target_": "pkg.module.Class", "weight": w, ...}}``, built with
+``hydra.utils.instantiate``): every report, log and checkpoint takes its list of terms from the loss
+(:attr:`PerceptualLoss.term_names`, :meth:`PerceptualLoss.settings`), not from a list of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastnst.errors import UserError
+from fastnst.losses.terms import GramNorm, content_loss, gram_distance, gram_matrix, total_variation
+from fastnst.losses.vgg import VGGFeatures
+
+STYLE_SAMPLES = "style_per_image"  # key of the [N] per-image style losses (unweighted) in forward's result
+
+
+@dataclass
+class LossInputs:
+    """What a term may look at. ``features``: VGG features of ``output`` for every layer any term asked for;
+    ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
+    (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
+    again, such as a stability term), None outside training."""
+
+    output: torch.Tensor
+    content: torch.Tensor | None
+    features: dict[str, torch.Tensor]
+    content_features: Mapping[str, torch.Tensor]
+    styles: torch.Tensor | None = None
+    stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
+    details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
+
+
+class LossTerm(nn.Module):
+    """A loss term: ``forward(inputs: LossInputs) -> scalar tensor`` (unweighted; the composer weighs it).
+
+    ``vgg_layers`` names the VGG19 layers of the output it reads from ``inputs.features``; ``needs_network``
+    says it calls ``inputs.stylize`` (training passes it only to losses that have such a term)."""
+
+    vgg_layers: tuple[str, ...] = ()
+    needs_network: bool = False
+
+
+class ContentTerm(LossTerm):
+    """Weighted sum over layers of the mean squared feature difference to the content image."""
+
+    def __init__(self, layers: Mapping[str, float]) -> None:
+        super().__init__()
+        self.layers = dict(layers)
+        self.vgg_layers = tuple(self.layers)
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return sum(w * content_loss(inputs.features[n], inputs.content_features[n]) for n, w in self.layers.items())
+
+
+class StyleTerm(LossTerm):
+    """Weighted sum over layers of the mean squared Gram difference to each image's style.
+
+    Targets are buffers ``gram_<layer>`` of shape [S, C, C], one row per style, computed once
+    (:meth:`set_targets`); a batch may mix styles (``inputs.styles``)."""
+
+    def __init__(self, layers: Mapping[str, float], gram_norm: GramNorm = "hw") -> None:
+        super().__init__()
+        self.layers, self.gram_norm = dict(layers), gram_norm
+        self.vgg_layers = tuple(self.layers)
+        for name in self.layers:
+            self.register_buffer(f"gram_{name}", torch.empty(0))
+
+    @torch.no_grad()
+    def set_targets(self, features: Sequence[Mapping[str, torch.Tensor]]) -> None:
+        """Targets from the VGG features of each style image, in style order."""
+        for name in self.layers:
+            setattr(self, f"gram_{name}", torch.cat([gram_matrix(f[name], self.gram_norm) for f in features]))
+
+    def targets(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"gram_{name}") for name in self.layers}
+
+    @property
+    def num_styles(self) -> int:
+        first = getattr(self, f"gram_{next(iter(self.layers))}")
+        return int(first.shape[0]) if first.numel() else 0
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        per_image = 0.0
+        for name, weight in self.layers.items():
+            target = getattr(self, f"gram_{name}")
+            target = target[:1] if inputs.styles is None else target[inputs.styles]
+            d = gram_distance(gram_matrix(inputs.features[name], self.gram_norm), target)
+            inputs.details[f"style/{name}"] = d.mean()
+            per_image = per_image + weight * d
+        inputs.details[STYLE_SAMPLES] = per_image.detach()
+        return per_image.mean()
+
+
+class TVTerm(LossTerm):
+    """Total variation of the output (smoothness)."""
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return total_variation(inputs.output)
+
+
+def _as_weights(layers: Mapping[str, float] | Sequence[str], what: str) -> dict[str, float]:
+    if isinstance(layers, Mapping):
+        out = {str(k): float(v) for k, v in layers.items()}
+    else:
+        out = {str(k): 1.0 for k in layers}
+    if not out:
+        raise UserError(f"{what} is empty; name at least one VGG19 layer such as relu4_2")
+    return out
+
+
+def _build_terms(terms: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, LossTerm], dict[str, float]]:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    built, weights = {}, {}
+    for name, node in terms.items():
+        node = dict(node)
+        if "_target_" not in node:
+            raise UserError(f"loss.terms.{name} needs a _target_ (the class of the term, e.g. mypkg.losses.MyTerm)")
+        weights[name] = float(node.pop("weight", 1.0))
+        try:
+            term = instantiate(node)
+        except InstantiationException as exc:
+            raise UserError(f"loss.terms.{name} could not be built ({str(exc).splitlines()[0][:200]})") from None
+        if not isinstance(term, LossTerm):
+            raise UserError(f"loss.terms.{name}: {node['_target_']} is not a fastnst.losses.LossTerm")
+        built[name] = term
+    return built, weights
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + total variation (+ any added terms) under a frozen VGG19.
+
+    Args:
+        content_layers, style_layers: layer names, or ``{name: weight}``.
+        content_weight, style_weight, tv_weight: term weights.
+        gram_norm: see :func:`fastnst.losses.terms.gram_matrix`.
+        vgg_weights, vgg_pooling: see :class:`fastnst.losses.vgg.VGGFeatures`.
+        terms: added terms, ``{name: {"_target_": class path, "weight": w, **arguments}}``.
+        style_images: [1, 3, H, W] images in [0, 1], one per style; their Gram targets become buffers.
+    """
+
+    def __init__(self, content_layers: Mapping[str, float] | list[str], style_layers: Mapping[str, float] | list[str],
+                 content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
+                 gram_norm: GramNorm = "hw", vgg_weights: str = "imagenet", vgg_pooling: str = "max",
+                 terms: Mapping[str, Mapping[str, Any]] | None = None,
+                 style_images: Sequence[torch.Tensor] | None = None) -> None:
+        super().__init__()
+        if gram_norm not in ("hw", "chw"):
+            raise UserError(f"loss.gram_norm must be 'hw' or 'chw', got {gram_norm!r}")
+        self.content_layers = _as_weights(content_layers, "loss.content_layers")
+        self.style_layers = _as_weights(style_layers, "loss.style_layers")
+        self.content_weight, self.style_weight, self.tv_weight = float(content_weight), float(style_weight), float(tv_weight)
+        self.gram_norm: GramNorm = gram_norm
+        self._extra = copy.deepcopy(dict(terms or {}))
+        reserved = {"content", "style", "tv", "total"} & set(self._extra)
+        if reserved:
+            raise UserError(f"loss.terms.{sorted(reserved)[0]} is a built-in term; give the added term another name")
+        extra, extra_weights = _build_terms(self._extra)
+        self.terms = nn.ModuleDict({"content": ContentTerm(self.content_layers),
+                                    "style": StyleTerm(self.style_layers, gram_norm), "tv": TVTerm(), **extra})
+        self.weights = {"content": self.content_weight, "style": self.style_weight, "tv": self.tv_weight, **extra_weights}
+        layers = [layer for term in self.terms.values() for layer in term.vgg_layers]
+        self.vgg = VGGFeatures(layers, vgg_weights, vgg_pooling)
+        if style_images is not None:
+            self.set_styles(style_images)
+
+    @property
+    def term_names(self) -> list[str]:
+        """The weighted terms, in the order they are summed (``total`` is their sum)."""
+        return list(self.terms)
+
+    @property
+    def needs_network(self) -> bool:
+        return any(term.needs_network for term in self.terms.values())
+
+    @property
+    def style_term(self) -> StyleTerm:
+        return self.terms["style"]  # type: ignore[return-value]
+
+    @property
+    def num_styles(self) -> int:
+        return self.style_term.num_styles
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments (plain data): stored in checkpoints, shown by reports."""
+        out: dict[str, Any] = {"content_layers": dict(self.content_layers), "style_layers": dict(self.style_layers),
+                               "content_weight": self.content_weight, "style_weight": self.style_weight,
+                               "tv_weight": self.tv_weight, "gram_norm": self.gram_norm,
+                               "vgg_weights": self.vgg.weights_name, "vgg_pooling": self.vgg.pooling}
+        if self._extra:
+            out["terms"] = copy.deepcopy(self._extra)
+        return out
+
+    @torch.no_grad()
+    def set_styles(self, style_images: Sequence[torch.Tensor]) -> None:
+        """Compute the style targets once from [1, 3, H, W] images in [0, 1], one per style."""
+        device = self.vgg.mean.device
+        self.style_term.set_targets([self.vgg(s.to(device, torch.float32), self.style_term.vgg_layers)
+                                     for s in style_images])
+
+    @torch.no_grad()
+    def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Content-layer features of [N, 3, H, W] images, without grad (VGG run only as deep as they need)."""
+        return self.vgg(content, self.content_layers)
+
+    def forward(self, output: torch.Tensor, content: torch.Tensor | None = None,
+                content_feats: Mapping[str, torch.Tensor] | None = None, styles: torch.Tensor | None = None,
+                stylize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                per_image: bool = False) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of ``output`` against ``content`` (or precomputed ``content_feats``) and the
+        styles ``styles`` ([N] indices; None: style 0).
+
+        Returns scalars: ``total``, each term weighted (``content``, ``style``, ``tv``, added terms) and
+        ``style/<layer>`` (unweighted); with ``per_image``, also ``style_per_image`` ([N], unweighted, for
+        per-style reports).
+        """
+        if content_feats is None:
+            if content is None:
+                raise ValueError("pass content or content_feats")
+            content_feats = self.content_targets(content)
+        if self.num_styles == 0:
+            raise ValueError("the loss has no style targets; call set_styles(style_images) first")
+        inputs = LossInputs(output=output, content=content, features=self.vgg(output),
+                            content_features=content_feats, styles=styles, stylize=stylize)
+        terms = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
+        terms["total"] = sum(terms.values())  # type: ignore[assignment]
+        terms.update(inputs.details)
+        if not per_image:
+            terms.pop(STYLE_SAMPLES, None)
+        return terms

@@ -1,0 +1,1 @@
+"""Media in and out: image files (:mod:`.image`: every mode to RGB, EXIF orientation, tensors)."""

@@ -1,0 +1,154 @@
+"""Building blocks shared by the architectures: the style-conditional instance norm and the conv layers
+of Johnson et al. 2016 that pass the style condition down to it.
+
+Every normalisation layer of a fastnst network is a :class:`StyleNorm`. That one choice is what makes
+a network multi-style (Dumoulin et al. 2017), lets tiled inference share whole-image statistics between
+tiles (``fastnst.inference.tiling``), and lets a new style be learned by training norm parameters only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class StyleNorm(nn.Module):
+    """Instance normalisation with a learned scale and shift per style: conditional instance norm
+    (Dumoulin, Shlens, Kudlur 2017, "A Learned Representation for Artistic Style").
+
+    ``weight`` and ``bias`` are [num_styles, C]. ``forward(x, style)``: ``style`` is None for a one-style
+    network or [N, num_styles] weights; the scale and shift are the style-weighted sums of the rows, so a
+    one-hot row is that style and a convex combination blends styles in parameter space.
+    """
+
+    def __init__(self, num_features: int, num_styles: int = 1, eps: float = 1e-5) -> None:
+        super().__init__()
+        if num_styles < 1:
+            raise ValueError(f"num_styles must be at least 1, got {num_styles}")
+        self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
+        self.weight = nn.Parameter(torch.ones(num_styles, num_features))
+        self.bias = nn.Parameter(torch.zeros(num_styles, num_features))
+
+    def scale_shift(self, style: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """[C] scale and shift (one style), or [N, C] for ``style`` [N, S]."""
+        if style is None:
+            if self.num_styles != 1:
+                raise ValueError(f"this network holds {self.num_styles} styles: pass style weights [N, {self.num_styles}]")
+            return self.weight[0], self.bias[0]
+        style = style.to(self.weight.dtype)
+        return style @ self.weight, style @ self.bias
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        scale, shift = self.scale_shift(style)
+        if scale.dim() == 1:
+            return F.instance_norm(x, weight=scale, bias=shift, eps=self.eps)
+        return torch.addcmul(shift[:, :, None, None], F.instance_norm(x, eps=self.eps), scale[:, :, None, None])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Files written before style conditioning (format 1, pytorch/examples) hold nn.InstanceNorm2d's [C]
+        # affine parameters, and pytorch/examples' older files running statistics that are never used.
+        for name in ("weight", "bias"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and value.dim() == 1 and self.num_styles == 1:
+                state_dict[prefix + name] = value.unsqueeze(0)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
+
+
+def run(layers: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+    """Apply a stack of layers, handing ``style`` to those that take it (norms, conditional blocks)."""
+    for layer in layers.children():
+        x = layer(x, style) if isinstance(layer, (StyleNorm, Conditional)) else layer(x)
+    return x
+
+
+class Conditional(nn.Module):
+    """Marker base: a block whose forward takes ``(x, style)``."""
+
+
+class ConvLayer(nn.Sequential, Conditional):
+    """Reflection padding, convolution, optional style norm and ReLU (children 0-3 as in format 1 files)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, norm: bool = True, relu: bool = True,
+                 num_styles: int = 1) -> None:
+        layers: list[nn.Module] = [nn.ReflectionPad2d(kernel // 2), nn.Conv2d(cin, cout, kernel, stride)]
+        if norm:
+            layers.append(StyleNorm(cout, num_styles))
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return run(self, x, style)
+
+
+class ResidualBlock(Conditional):
+    """Two 3x3 conv + norm layers with an identity shortcut (no ReLU after the sum; Gross & Wilber 2016)."""
+
+    def __init__(self, channels: int, num_styles: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvLayer(channels, channels, 3, num_styles=num_styles),
+                                  ConvLayer(channels, channels, 3, relu=False, num_styles=num_styles))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        return x + run(self.body, x, style)
+
+
+# Nearest x2 upsampling followed by a reflection-padded 3x3 convolution (pytorch/examples' UpsampleConvLayer)
+# equals a stride-2 transposed convolution with a 4x4 kernel on the replicate-padded low-resolution input:
+# each output pixel sees 2x2 low-resolution pixels, with taps that are sums of the 3x3 taps. Same result to
+# float rounding, 16/36 of the multiply-adds, and no upsampled or padded copy of the high-resolution tensor.
+# Row t of the 4-tap kernel sums these 3x3 taps: t=0 -> w2, t=1 -> w1+w2, t=2 -> w0+w1, t=3 -> w0.
+_TAPS_3_TO_4 = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def replicate_pad1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode="replicate")`` from slices and cat: Inductor (torch 2.14) mis-strides
+    ``replication_pad2d_backward`` after a transposed convolution, so training with ``compile=true`` failed."""
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+
+
+def upsample_conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv weight [Cout, Cin, 3, 3] as the equivalent stride-2 transposed-conv weight [Cin, Cout, 4, 4]."""
+    m = weight.new_tensor(_TAPS_3_TO_4)
+    return torch.einsum("ra,cb,oiab->iorc", m, m, weight)
+
+
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Nearest x2 upsampling, reflection padding 1 and the 3x3 ``conv``, computed as one transposed
+    convolution; the result has one extra row and column (cropped by the caller), so that the crop
+    always cuts something: a crop that may or may not be empty is a branch torch.export would bake in."""
+    return F.conv_transpose2d(replicate_pad1(x), upsample_conv_weight(conv.weight), conv.bias, stride=2,
+                              padding=3, output_padding=1)
+
+
+class UpLayer(Conditional):
+    """Upsample x2 and convolve, then crop to exactly ``like``'s size (odd sizes drop the extra row/column).
+
+    ``nearest`` (default) is nearest-neighbour upsampling, reflection padding and a 3x3 convolution, as in
+    pytorch/examples (no checkerboard artefacts, Odena et al. 2016), computed as the equivalent transposed
+    convolution (:func:`upsample_conv`); ``transpose`` is the paper's learned 3x3 transposed convolution."""
+
+    def __init__(self, cin: int, cout: int, mode: str, num_styles: int = 1) -> None:
+        super().__init__()
+        self.mode = mode
+        if mode == "nearest":
+            self.conv = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3))
+        elif mode == "transpose":
+            self.conv = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+        else:
+            raise ValueError(f"upsample must be 'nearest' or 'transpose', got {mode!r}")
+        self.post = nn.Sequential(StyleNorm(cout, num_styles), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        size = like.shape[-2:]
+        x = upsample_conv(x, self.conv[1]) if self.mode == "nearest" else self.conv(x)
+        return run(self.post, x[..., : size[0], : size[1]], style)

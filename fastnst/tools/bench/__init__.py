@@ -1,0 +1,23 @@
+"""Side-by-side speed benchmark on the current device: training, data loading and inference.
+
+    python -m fastnst.bench --device cpu                 # the full CPU run (a few minutes on 2 cores)
+    python -m fastnst.bench --device cuda --json gpu.json
+    python -m fastnst.bench --quick --json out.json      # seconds: tiny sizes, checks the wiring only
+
+* training: steady-state images/s of the project's real training step (StyleTransferModule's
+  training_step + Adam, driven by a Lightning Trainer as train.py does) for several fast-path
+  variants, against a naive reference loop written here the way pytorch/examples fast_neural_style
+  trains (fp32, eager, NCHW, pixels 0-255, style image repeated per batch, full VGG on the content
+  images), with the same network, VGG19 layers, size and batch;
+* data: images/s of the training data pipeline (StyleDataModule's loader) on a folder of JPEGs, per
+  worker, and of the same photos after ``python -m fastnst.prepare``;
+* inference: images/s, latency and peak memory of the eager fp32 network and each fast path.
+
+Warm-up iterations are excluded, figures are medians over repeats, CUDA is synchronised around every
+timed call. VGG weights are random (no download): the FLOPs are the same as with ImageNet weights.
+"""
+
+from fastnst.tools.bench.common import BenchConfig, Variant
+from fastnst.tools.bench.report import format_report, run
+
+__all__ = ["BenchConfig", "Variant", "format_report", "run"]

@@ -1,0 +1,138 @@
+"""``python -m fastnst.bench``: the command line of the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastnst.cli import Parser, run_main
+from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.tools.bench import __doc__ as DOC
+from fastnst.tools.bench.common import INFER_SIZES, TINY_NET, BenchConfig, Variant, default_model, parse_sizes
+from fastnst.tools.bench.report import format_report, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="fastnst-bench", description=(DOC or "").split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    p.add_argument("--parts", default="train,data,infer", help="comma-separated subset of train,data,infer")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and network, one or two repeats: checks the wiring in seconds")
+    p.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    g = p.add_argument_group("training")
+    g.add_argument("--train-size", type=int, help="crop size (default 128 on CPU, 256 on GPU)")
+    g.add_argument("--batch", type=int, help="batch size (default 2 on CPU, 16 on GPU)")
+    g.add_argument("--train-steps", type=int, help="timed steps per variant (default 10 CPU, 30 GPU)")
+    g.add_argument("--train-warmup", type=int, help="untimed warm-up steps per variant (default 3 CPU, 15 GPU)")
+    g.add_argument("--train-variants", help="comma-separated, e.g. fp32,fp32+cl,bf16+cl+compile (default: per device)")
+    g.add_argument("--no-trainer", action="store_true", help="skip the confirmation run of the fastest variant inside a Lightning Trainer")
+    g.add_argument("--model", choices=("johnson", "tiny"), default=None, help="network size (default johnson; tiny with --quick)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", help="folder of JPEGs (default: synthetic 640x480 JPEGs in a temp folder)")
+    g.add_argument("--data-images", type=int, help="number of synthetic JPEGs (default 128)")
+    g.add_argument("--data-size", type=int, help="crop size (default 256)")
+    g.add_argument("--data-workers", help="comma-separated worker counts (default 0,1,min(cpus,8))")
+    g.add_argument("--no-prepared", action="store_true", help="skip the prepared-dataset measurement")
+    g = p.add_argument_group("inference")
+    g.add_argument("--infer-sizes", help=f"comma-separated WIDTHxHEIGHT (default {INFER_SIZES})")
+    g.add_argument("--infer-variants", help="comma-separated paths, e.g. fp32,fp32+cl,fp32+cl+compile,ort,bf16+cl,fp16+cl")
+    g.add_argument("--infer-batch", type=int, default=1, help="images per call (default 1)")
+    g.add_argument("--infer-repeats", type=int, default=0, help="timed calls per path and size (default: by size)")
+    return p
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    parts = tuple(s.strip() for s in args.parts.split(",") if s.strip())
+    bad = [s for s in parts if s not in ("train", "data", "infer")]
+    if bad or not parts:
+        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer (comma-separated)")
+    device = args.device
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise UserError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    gpu = (torch.device("cuda") if device == "auto" and torch.cuda.is_available() else torch.device(device if device != "auto" else "cpu")).type == "cuda"
+    split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
+    kw: dict[str, Any] = {"device": device, "parts": parts, "threads": args.threads}
+    if args.quick:
+        kw.update(model=TINY_NET, train_size=32, batch=2, style_size=48, train_warmup=1, train_steps=2,
+                  data_images=8, data_size=32, data_batch=2, data_workers=[0, 1], data_epochs=1,
+                  infer_sizes=[(48, 32), (64, 64)], infer_batch=1, infer_repeats=2,
+                  train_variants=["fp32", "fp32+cl"], infer_variants=["fp32", "fp32+cl", "ort"])
+    elif gpu:
+        kw.update(train_size=256, batch=16, train_warmup=15, train_steps=30)
+    if args.model:
+        kw["model"] = TINY_NET if args.model == "tiny" else default_model()
+    for arg, key in (("train_size", "train_size"), ("batch", "batch"), ("train_steps", "train_steps"),
+                     ("train_warmup", "train_warmup"), ("data_images", "data_images"), ("data_size", "data_size")):
+        v = getattr(args, arg)
+        if v is not None:
+            if v < (0 if arg == "train_warmup" else 1):
+                raise UserError(f"--{arg.replace('_', '-')} must be positive, got {v}")
+            kw[key] = v
+    if args.train_variants:
+        kw["train_variants"] = split(args.train_variants)
+    if args.infer_variants:
+        kw["infer_variants"] = split(args.infer_variants)
+    for text in (kw.get("train_variants") or []) + (kw.get("infer_variants") or []):
+        Variant.parse(text)
+    if any(Variant.parse(t).ort for t in kw.get("train_variants") or []):
+        raise UserError("--train-variants: onnxruntime ('ort') is an inference path only")
+    if args.infer_sizes:
+        kw["infer_sizes"] = parse_sizes(args.infer_sizes)
+    if args.data_root:
+        kw["data_root"] = args.data_root
+    if args.data_workers:
+        try:
+            kw["data_workers"] = [int(v) for v in split(args.data_workers)]
+        except ValueError:
+            raise UserError(f"--data-workers {args.data_workers!r} is not a comma-separated list of numbers") from None
+    if args.no_trainer:
+        kw["train_in_trainer"] = False
+    if args.no_prepared:
+        kw["data_prepared"] = False
+    if args.infer_batch < 1:
+        raise UserError(f"--infer-batch must be at least 1, got {args.infer_batch}")
+    kw["infer_batch"] = args.infer_batch
+    if args.infer_repeats:
+        kw["infer_repeats"] = args.infer_repeats
+    return BenchConfig(**kw)
+
+def _write_json(report: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(report, indent=2, default=str)))
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_main(lambda: _main(args))
+
+def _main(args: argparse.Namespace) -> None:
+    cfg = config_from_args(args)
+    if cfg.torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    save = None
+    if args.json:
+        path = Path(args.json).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after minutes of measuring
+        save = lambda r: _write_json(r, path)  # noqa: E731
+    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), save=save)
+    print(format_report(report), flush=True)
+    if args.json:
+        path = Path(args.json).expanduser()
+        _write_json(report, path)
+        print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

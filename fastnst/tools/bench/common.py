@@ -1,0 +1,280 @@
+"""What every part of the benchmark shares: the fast-path variants, the configuration, round-robin timing,
+peak memory, and quiet logging."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fastnst.errors import UserError
+from fastnst.inference.devices import cpu_half_support, synchronize
+from fastnst.presets import read_preset
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+FLAGS = ("cl", "compile", "ort")
+INFER_SIZES = "256x256,512x512,1920x1080"
+# --quick's network: every stage of the default architecture, at a size that runs in seconds.
+TINY_NET: dict[str, Any] = {"architecture": "johnson", "channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest"}
+
+
+def default_model() -> dict[str, Any]:
+    """The default network, as train.py builds it (conf/model/johnson.yaml)."""
+    return {"architecture": "johnson", **read_preset("model", "johnson")}
+
+
+def default_loss() -> dict[str, Any]:
+    """The seed document's VGG19 layers (conf/loss/gatys.yaml) with random weights (same FLOPs, no download)."""
+    return {**read_preset("loss", "gatys"), "vgg_weights": "random"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A fast-path combination written as ``precision[+cl][+compile][+ort]``, e.g. ``bf16+cl+compile``."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    ort: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        tokens = [t for t in text.strip().lower().split("+") if t]
+        precision = "fp32"
+        flags: set[str] = set()
+        for t in tokens:
+            if t in PRECISIONS:
+                precision = t
+            elif t in FLAGS:
+                flags.add(t)
+            else:
+                raise UserError(f"unknown variant part {t!r} in {text!r}; use a precision ({', '.join(PRECISIONS)}) "
+                                f"joined by '+' with any of {', '.join(FLAGS)}, e.g. bf16+cl+compile")
+        if "ort" in flags and (flags - {"ort"} or precision != "fp32"):
+            raise UserError(f"variant {text!r}: onnxruntime ('ort') runs the fp32 ONNX export and takes no other option")
+        return cls(precision, "cl" in flags, "compile" in flags, "ort" in flags)
+
+    @property
+    def name(self) -> str:
+        if self.ort:
+            return "onnxruntime"
+        return "+".join([self.precision] + (["cl"] * self.channels_last) + (["compile"] * self.compile))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+
+def half_support(device: torch.device) -> dict[str, bool]:
+    """Whether the device runs bf16 / fp16 convolutions natively (CPU: AVX512-BF16/AMX, AVX512-FP16)."""
+    if device.type == "cuda":
+        return {"bf16": torch.cuda.is_bf16_supported(), "fp16": True}
+    return cpu_half_support()
+
+
+def default_train_variants(device: torch.device) -> list[str]:
+    half = half_support(device)
+    if device.type == "cuda":
+        return ["fp32", "fp32+cl", "bf16", "bf16+cl", "bf16+cl+compile"]
+    return ["fp32", "fp32+cl", "fp32+compile"] + (["bf16", "bf16+cl", "bf16+cl+compile"] if half["bf16"] else [])
+
+def default_infer_variants(device: torch.device) -> list[str]:
+    half = half_support(device)
+    out = ["fp32", "fp32+cl", "fp32+compile" if device.type == "cpu" else "fp32+cl+compile"]
+    if device.type == "cpu" or "CUDAExecutionProvider" in _ort_providers():
+        out.append("ort")
+    # fp16 on CPUs without AMX-FP16 runs slower than fp32 (0.8x measured on AVX512-FP16): GPU only by default
+    for p in ("bf16", "fp16") if device.type == "cuda" else ("bf16",):
+        if half[p]:
+            out.append(f"{p}+cl")
+    # one compiled half-precision path (each compiled path costs a compilation per image size)
+    fast = "fp16" if device.type == "cuda" and half["fp16"] else "bf16" if half["bf16"] else None
+    if fast:
+        out.append(f"{fast}+cl+compile")
+    return out
+
+def _ort_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+def time_in_turn(calls: dict[Any, Callable[[int], Any]], device: torch.device, warmup: int, repeats: int,
+                 after_round: Callable[[int], None] | None = None) -> tuple[dict[Any, list[float]], dict[Any, str]]:
+    """Run every call once per round (``call(round)``), the order rotating every round, so that load from
+    elsewhere on a shared machine hits them alike; return the seconds of the rounds after ``warmup`` per key,
+    and the error of each call that failed (it is not called again: one failing path never ends the run)."""
+    times: dict[Any, list[float]] = {k: [] for k in calls}
+    errors: dict[Any, str] = {}
+    keys = list(calls)
+    for r in range(warmup + repeats):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            if k in errors:
+                continue
+            synchronize(device)
+            t0 = time.perf_counter()
+            try:
+                calls[k](r)
+                synchronize(device)
+            except Exception as exc:
+                errors[k] = _error(exc)
+                continue
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+        if after_round:
+            after_round(r)
+    return times, errors
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+def _release_freed_memory() -> None:
+    """Give memory freed by earlier work back to the OS (glibc), so resident-set growth is this work's own."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+class PeakMemory:
+    """Peak memory used by the code inside the ``with`` block, in MiB above what was in use before.
+
+    CUDA: the allocator's peak (``max_memory_allocated``). CPU: growth of the process's resident set size,
+    sampled every 2 ms by a thread after freed memory is returned to the OS (an estimate: allocations
+    shorter than 2 ms can be missed).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_mib = device, float("nan")
+        self._stop = threading.Event()
+        self._base = self._peak = 0
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        if self.device.type == "cpu":
+            _release_freed_memory()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._peak = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._rss())
+            self.peak_mib = (self._peak - self._base) / 2**20 if self._base else float("nan")
+
+def _quiet_lightning() -> None:
+    import pytorch_lightning  # noqa: F401  (creates its loggers, so their levels can be set)
+
+    prefixes = ("pytorch_lightning", "lightning")
+    for name in [*logging.root.manager.loggerDict, *prefixes]:
+        if name.startswith(prefixes):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*self.log\\(\\)` but the `self.trainer` reference.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*VGG19 is RANDOMLY INITIALISED.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``256x256,1920x1080`` -> [(256, 256), (1920, 1080)] as (width, height)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        try:
+            w, h = (int(v) for v in part.split("x")) if "x" in part else (int(part), int(part))
+        except ValueError:
+            raise UserError(f"size {part!r} is not WIDTHxHEIGHT (e.g. 1920x1080) or one number") from None
+        if w < 8 or h < 8:
+            raise UserError(f"size {part!r} is too small; use at least 8x8 pixels")
+        out.append((w, h))
+    return out
+
+@dataclass
+class BenchConfig:
+    device: str = "auto"
+    parts: tuple[str, ...] = ("train", "data", "infer")
+    model: dict[str, Any] | None = None
+    loss: dict[str, Any] | None = None
+    train_size: int = 128
+    batch: int = 2
+    style_size: int = 256
+    train_warmup: int = 3
+    train_steps: int = 10
+    train_variants: list[str] | None = None
+    train_in_trainer: bool = True
+    data_root: str | None = None
+    data_images: int = 128
+    data_size: int = 256
+    data_batch: int = 4
+    data_workers: list[int] | None = None
+    data_epochs: int = 3
+    data_prepared: bool = True
+    infer_sizes: list[tuple[int, int]] | None = None
+    infer_variants: list[str] | None = None
+    infer_batch: int = 1
+    infer_repeats: int = 0  # 0: chosen by image size
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.model = dict(self.model or default_model())
+        self.loss = dict(self.loss or default_loss())
+        dev = self.torch_device
+        if self.train_variants is None:
+            self.train_variants = default_train_variants(dev)
+        if self.infer_variants is None:
+            self.infer_variants = default_infer_variants(dev)
+        if self.infer_sizes is None:
+            self.infer_sizes = parse_sizes(INFER_SIZES)
+        if self.data_workers is None:
+            n = os.cpu_count() or 1
+            self.data_workers = sorted({0, 1, min(n, 8)} if n > 1 else {0})
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def infer_plan(self, pixels: int) -> tuple[int, int]:
+        """(warm-up calls, timed calls): fewer repeats for frames that take seconds on a CPU."""
+        if self.infer_repeats:
+            return 2, self.infer_repeats
+        if self.torch_device.type == "cuda":
+            return 10, 30
+        return (2, 5) if pixels <= 512 * 512 else (1, 3)

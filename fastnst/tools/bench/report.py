@@ -1,0 +1,128 @@
+"""The benchmark's report: machine facts, the tables, and ``run`` (the parts in order, saved as they come)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from fastnst.errors import UserError
+from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
+from fastnst.tools.bench.data import run_data
+from fastnst.tools.bench.inference import run_infer
+from fastnst.tools.bench.training import run_train
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                            "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+                            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info["cpu"] = cpu
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    info["half_precision"] = half_support(device)
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+def format_report(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    out = [f"fastnst bench  {m['date']}  device={m['device']}  {m.get('gpu') or m.get('cpu', '')}  "
+           f"torch {m['torch']}  threads={m['threads']}  load={m.get('load_average', 'n/a')}"]
+    if "train" in report:
+        t = report["train"]
+        out += ["", f"TRAINING  {t['image_size']}px, batch {t['batch_size']}, VGG19 content {','.join(t['loss_layers']['content'])} "
+                f"style {','.join(t['loss_layers']['style'])}; median of {t['timed_steps']} steps after {t['warmup_steps']} warm-up"]
+        rows = []
+        for r in t["results"]:
+            name = "reference (pytorch/examples)" if r["variant"] == "reference" else f"fastnst {r['variant']}"
+            if "error" in r:
+                rows.append([name, "failed", "", r["error"][:60]])
+            else:
+                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x"])
+        out.append(_table(["variant", "step ms", "images/s", "vs reference"], rows))
+    if "data" in report:
+        d = report["data"]
+        out += ["", f"DATA  {d['source']} ({d['images']} images, median {d['median_size']}) -> {d['crop']}px crops, batch {d['batch_size']}"]
+        rows = [[r["pipeline"], str(r["workers"]), _fmt(r["images_per_s"]), _fmt(r["images_per_s_per_worker"])]
+                for r in d["results"]]
+        out.append(_table(["pipeline", "workers", "images/s", "per worker"], rows))
+        out.append("(0 workers: decoding in the main process, i.e. the rate of one worker)")
+        if d.get("prepare"):
+            p = d["prepare"]
+            out.append(f"prepare: {p['images']} images in {p['seconds']:.1f} s ({p['images_per_s']:.0f} images/s), "
+                       f"{p['bytes'] / 2**20:.1f} MiB, {p['skipped']} skipped")
+    if "infer" in report:
+        i = report["infer"]
+        out += ["", f"INFERENCE  batch {i['batch_size']}, median over repeats after warm-up; peak = memory above the model's"]
+        rows = []
+        for r in i["results"]:
+            if "error" in r:
+                rows.append([r["size"], r["path"], "failed", "", "", "", r["error"][:60]])
+            else:
+                rows.append([r["size"], r["path"], _fmt(r["images_per_s"], 2), _fmt(r["ms"]), _fmt(r["peak_mib"], 0),
+                             f"{r['vs_reference']:.2f}x", f"{r.get('max_abs_err', 0.0):.1e}"])
+        out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+    return "\n".join(out)
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
+        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the chosen parts; returns the report dict (what ``--json`` writes). ``save`` receives the report
+    after every part and every inference row, so a run cut short by a time limit keeps what it measured."""
+    dev = cfg.torch_device
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _quiet_lightning()
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    report: dict[str, Any] = {"machine": machine_info(dev), "config": {
+        "parts": list(cfg.parts), "train_variants": cfg.train_variants, "infer_variants": cfg.infer_variants,
+        "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model}}
+    report["seconds"] = {}
+    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer)):
+        if part in cfg.parts:
+            t0 = time.perf_counter()
+            if part == "infer":
+                def on_row(live: dict[str, Any]) -> None:
+                    report["infer"] = live
+                    if save:
+                        save(report)
+
+                report[part] = run_infer(cfg, log, on_row=on_row)
+            else:
+                report[part] = fn(cfg, log)
+            report["seconds"][part] = round(time.perf_counter() - t0, 1)
+            if save:
+                save(report)
+    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return report

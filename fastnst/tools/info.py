@@ -1,0 +1,166 @@
+"""What a model file is: ``python -m fastnst.info MODEL [--json]`` (also ``fastnst-info``).
+
+Format, architecture, styles, how it was trained (image size, steps, loss settings, VGG19 weights), size on
+disk and parameter count, and for exported files the opset, precision, inputs and outputs. Reads the file as
+data only (torch pickles with ``weights_only=True``, ONNX as protobuf, ``.pt2`` from its zip directory and
+with every pickle restricted to plain data): safe on hostile files, and nothing is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastnst.cli import Parser, run_main
+from fastnst.errors import UserError
+from fastnst.formats import ModelInfo, detect_format
+
+
+def _tensor_count(state: dict[str, Any]) -> int:
+    return sum(int(v.numel()) for k, v in state.items()
+               if isinstance(v, torch.Tensor) and not k.endswith((".running_mean", ".running_var", ".num_batches_tracked")))
+
+
+def _torch_file(path: Path) -> dict[str, Any]:
+    from fastnst.formats import pytorch_examples
+    from fastnst.formats.checkpoint import network_state, read_info, read_torch_file
+
+    obj = read_torch_file(path, "model")
+    if pytorch_examples.is_examples_state(obj):
+        info = pytorch_examples.info_for(path)
+        return {"format": "pth", "format_name": "pytorch/examples fast_neural_style state dict", "info": info,
+                "parameters": _tensor_count(obj)}
+    if not isinstance(obj, dict):
+        raise UserError(f"model {path} does not hold a dict of tensors")
+    info = read_info(obj, f"model {path}")
+    out: dict[str, Any] = {"format": "ckpt", "format_name": f"fastnst training checkpoint (model format "
+                                                            f"{info.format_version})", "info": info,
+                           "parameters": _tensor_count(network_state(obj.get("state_dict", {})))}
+    loops = obj.get("loops")
+    if isinstance(obj.get("epoch"), int):
+        out["epoch"] = obj["epoch"]
+    out["resumable"] = bool(obj.get("optimizer_states")) and loops is not None
+    return out
+
+
+def _dims(value_info: Any) -> list[Any]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def _onnx_file(path: Path) -> dict[str, Any]:
+    import onnx
+
+    from fastnst.formats.onnx import onnx_info, onnx_precision, read_onnx
+
+    proto = read_onnx(path)
+    names = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in names]
+    io = lambda vs: [{"name": v.name, "type": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),  # noqa: E731
+                      "shape": _dims(v)} for v in vs]
+    params = 0
+    for t in proto.graph.initializer:
+        n = 1
+        for d in t.dims:
+            n *= int(d)
+        params += n
+    return {"format": "onnx", "format_name": "ONNX model", "info": onnx_info(proto, path), "parameters": params,
+            "precision": onnx_precision(proto),
+            "opset": {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
+            "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+            "inputs": io(inputs), "outputs": io(proto.graph.output)}
+
+
+def _pt2_file(path: Path) -> dict[str, Any]:
+    from fastnst.formats.pt2 import read_pt2
+
+    program, info = read_pt2(path)
+    params = sum(int(v.numel()) for v in program.state_dict.values())
+    spec = program.graph_signature
+    inputs = [{"name": s.arg.name, "kind": s.kind.name.lower()} for s in spec.input_specs
+              if s.kind.name == "USER_INPUT"]
+    return {"format": "pt2", "format_name": "torch.export program", "info": info, "parameters": params,
+            "inputs": inputs, "precision": "fp32"}
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything :mod:`fastnst.tools.info` reports about a model file, as plain data (the ``--json`` output)."""
+    p = Path(path).expanduser()
+    fmt = detect_format(p)
+    facts = {"ckpt": _torch_file, "onnx": _onnx_file, "pt2": _pt2_file}[fmt](p)
+    info: ModelInfo | None = facts.pop("info")
+    out: dict[str, Any] = {"path": str(p), "bytes": p.stat().st_size, **facts}
+    if info is not None:
+        out["model"] = {**info.to_dict(), "format_version": info.format_version}  # as the file has it
+    return out
+
+
+def _settings(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def format_description(d: dict[str, Any]) -> str:
+    """The report of :func:`describe_model` as aligned lines."""
+    rows: list[tuple[str, str]] = [("file", f"{d['path']} ({d['bytes'] / 1e6:.2f} MB)"), ("format", d["format_name"])]
+    m = d.get("model")
+    if m is None:
+        rows.append(("fastnst", "no fastnst metadata: not written by fastnst (its inputs are listed below)"))
+    else:
+        rows.append(("architecture", f"{m['architecture']} ({_settings(m['config'])})"))
+        styles = m["styles"]
+        rows.append(("styles", f"{len(styles)}: {', '.join(styles)}"))
+        rows.append(("source", m["source"] + (f", exported from {m['exported_from']}" if m.get("exported_from") else "")))
+        t = m.get("training")
+        if t:
+            rows.append(("trained", f"{t['global_step']} steps" + (f" on {t['image_size']} px crops" if t.get("image_size") else "")
+                         + (f"; {t['skipped_images']} unreadable image reads skipped" if t.get("skipped_images") else "")))
+            if t.get("style_images"):
+                size = f" (longer side {t['style_size']} px)" if t.get("style_size") else ""
+                rows.append(("style images", ", ".join(t["style_images"]) + size))
+            loss = t.get("loss") or {}
+            if loss:
+                from fastnst.losses.presets import describe_loss
+
+                rows.append(("loss", describe_loss(loss)))
+                rows.append(("VGG19 weights", f"{loss.get('vgg_weights', 'imagenet')} ({loss.get('vgg_pooling', 'max')} pooling)"))
+    rows.append(("parameters", f"{d['parameters']:,}"))
+    if "precision" in d:
+        rows.append(("precision", d["precision"]))
+    if "resumable" in d:
+        rows.append(("resumable", "yes (optimizer and loop state)" if d["resumable"] else "no (weights only)"))
+    if "opset" in d:
+        rows.append(("opset", ", ".join(f"{k} {v}" for k, v in d["opset"].items())))
+    for key in ("inputs", "outputs"):
+        if key in d:
+            rows.append((key, "; ".join(f"{v['name']}" + (f" {v['type']} {v['shape']}" if "shape" in v else "")
+                                        for v in d[key])))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="fastnst-info", description="Say what a model file is: format, architecture, styles, training "
+               "settings, size and parameters, and for exported files the opset and inputs. Nothing in it is run.")
+    p.add_argument("model", metavar="MODEL", help=".ckpt, .onnx, .pt2 or pytorch/examples .pth file")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def run() -> None:
+        d = describe_model(args.model)
+        print(json.dumps(d, indent=2) if args.json else format_description(d))
+
+    return run_main(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

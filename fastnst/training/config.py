@@ -1,0 +1,186 @@
+"""From a plain config dict (what train.py composes with Hydra) to the objects of a run: the data module,
+the LightningModule, the logger and the callbacks. ``_target_`` nodes are built with
+``hydra.utils.instantiate``; every argument is checked against the target's signature first, so a
+misspelt key or a wrong type is one sentence naming it, not a traceback from deep inside a constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from fastnst.errors import UserError
+from fastnst.training.module import StyleTransferModule, split_optim
+
+
+def locate(target: Any, where: str) -> Any:
+    """The object a ``_target_`` names, or one sentence."""
+    from hydra.utils import get_object
+
+    if not isinstance(target, str) or not target:
+        raise UserError(f"{where}._target_ must name a class or function, got {target!r}")
+    try:
+        return get_object(target)
+    except Exception:  # ImportError, AttributeError, ValueError wrapped by Hydra
+        raise UserError(f"cannot import {target!r} named by {where}._target_") from None
+
+
+def check_arguments(fn: Any, kwargs: dict[str, Any], where: str) -> None:
+    """Every key is a parameter of ``fn`` and every value fits its annotation, else one sentence."""
+    sig = inspect.signature(fn)
+    params = sig.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) else fn)
+    except Exception:  # unresolvable annotations in a third-party signature: check names only
+        hints = {}
+    for key, value in kwargs.items():
+        if key.startswith("_") and key.endswith("_"):  # _target_, _partial_, _recursive_ ...
+            continue
+        if key not in params:
+            if takes_any:
+                continue
+            valid = ", ".join(k for k in params if k not in ("self", "args", "kwargs", "params"))
+            raise UserError(f"{where}.{key} is not a setting of {where} (valid: {valid})")
+        hint = hints.get(key)
+        if hint is None or hint is Any:
+            continue
+        try:
+            pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+        except pydantic.ValidationError as exc:
+            expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            detail = exc.errors()[0].get("msg", "")
+            raise UserError(f"{where}.{key}={value!r} has the wrong type: expected {expected} ({detail})") from None
+        except (pydantic.PydanticSchemaGenerationError, TypeError):
+            continue
+
+
+def instantiate(node: dict[str, Any], where: str, **extra: Any) -> Any:
+    """``hydra.utils.instantiate(node)`` after checking the target and its arguments (one-sentence errors)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    node = dict(node)
+    check_arguments(locate(node.get("_target_"), where), node, where)
+    try:
+        return hydra_instantiate(node, **extra)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"{where} could not be built: {str(cause or exc).splitlines()[0][:200]}") from None
+
+
+# --- styles --------------------------------------------------------------------------------------
+
+def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(paths, names) of the styles of the ``style`` group: ``image`` (one), or ``images`` (a list or a folder)."""
+    from fastnst.media.image import find_images
+
+    image, images = style.get("image"), style.get("images")
+    if image and images:
+        raise UserError("style.image and style.images are both set; pass one painting with style.image or several "
+                        "with style.images")
+    if not image and not images:
+        raise UserError("style.image is not set; pass style.image=/path/to/painting.jpg (or style.images=[a.jpg,b.jpg] "
+                        "or a folder, for one network holding several styles)")
+    if image:
+        name = style.get("name")
+        return [str(image)], [str(name) if name else Path(str(image)).stem]
+    if style.get("name"):
+        raise UserError("style.name names a single style; with style.images the names are the file names")
+    if isinstance(images, str):
+        folder = Path(images).expanduser()
+        paths = [str(p) for p in find_images(folder, "style.images")] if folder.is_dir() else [images]
+    else:
+        paths = [str(p) for p in images]
+    seen: dict[str, str] = {}
+    for p in paths:
+        stem = Path(p).stem
+        if stem in seen:
+            raise UserError(f"style images {seen[stem]} and {p} have the same name {stem!r}; styles are named after "
+                            f"their files, so rename one")
+        seen[stem] = p
+    return paths, [Path(p).stem for p in paths]
+
+
+# --- the module ----------------------------------------------------------------------------------
+
+def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
+    """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
+    from fastnst.losses import PerceptualLoss
+    from fastnst.models import model_class
+
+    paths, names = style_list(cfg.get("style") or {})
+    model = dict(cfg.get("model") or {})
+    arch = model.pop("architecture", "johnson")
+    model.pop("num_styles", None)
+    check_arguments(model_class(arch), model, "model")
+    check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
+    node, _ = split_optim(cfg.get("optim"))
+    check_arguments(locate(node["_target_"], "optim"), {k: v for k, v in node.items() if k != "_partial_"}, "optim")
+    kwargs = dict(style_images=paths, style_names=names, style_size=(cfg.get("style") or {}).get("size"),
+                  network={"architecture": arch, **model}, loss=cfg.get("loss") or {}, optim=cfg.get("optim") or {},
+                  channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
+                  on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)))
+    check_arguments(StyleTransferModule, kwargs, "config")
+    return StyleTransferModule(**kwargs)
+
+
+# --- logger and callbacks ------------------------------------------------------------------------
+
+def build_logger(cfg: dict[str, Any], run_dir: Path) -> Logger | bool:
+    """The logger of the ``logger`` group (``save_dir: null`` is the run folder); CSV if it cannot start."""
+    node = cfg.get("logger")
+    if not node:
+        return False
+    node = dict(node)
+    if "save_dir" in node and node["save_dir"] is None:
+        node["save_dir"] = str(run_dir)
+    target = node.get("_target_", "")
+    try:
+        logger = instantiate(node, "logger")
+        if str(target).endswith("WandbLogger"):
+            _ = logger.experiment  # start wandb now, so a failure falls back before training starts
+        return logger
+    except UserError:
+        raise
+    except Exception as exc:
+        warnings.warn(f"the logger {target} could not start ({type(exc).__name__}: {exc}); logging to CSV in "
+                      f"{run_dir} instead", stacklevel=1)
+        return CSVLogger(save_dir=str(run_dir), name="csv")
+
+
+def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
+    """The ``callbacks`` group: ``{name: {_target_: ..., **arguments}}``; a null entry is switched off.
+
+    The preview callback gets the run folder (its PNG files go to ``<run>/previews``). Progress bars are
+    left out when ``trainer.enable_progress_bar=false``.
+    """
+    from pytorch_lightning.callbacks import ProgressBar
+
+    out: list[pl.Callback] = []
+    bars = (cfg.get("trainer") or {}).get("enable_progress_bar") is not False
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        if not isinstance(node, dict) or "_target_" not in node:
+            raise UserError(f"callbacks.{name} must be a mapping with a _target_ (a Lightning callback class)")
+        target = locate(node["_target_"], f"callbacks.{name}")
+        extra = {"dirpath": str(run_dir)} if "dirpath" in inspect.signature(target).parameters \
+            and node.get("dirpath") is None else {}
+        callback = instantiate({k: v for k, v in node.items() if k != "dirpath" or v is not None},
+                               f"callbacks.{name}", **extra)
+        if not isinstance(callback, pl.Callback):
+            raise UserError(f"callbacks.{name}: {node['_target_']} is not a Lightning callback")
+        if isinstance(callback, ProgressBar) and not bars:
+            continue
+        out.append(callback)
+    return out

@@ -1,0 +1,294 @@
+"""The LightningModule: owns the transformation network and the perceptual loss; steps and optimizers.
+
+Constructor arguments are plain values (dicts, floats, strings), so ``save_hyperparameters()`` is
+clean and checkpoints load without Hydra. The loss network has no parameters and no persistent state
+(see :mod:`fastnst.losses.vgg`), so checkpoints hold the network, the style targets and the optimizer only.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from fastnst.errors import UserError
+from fastnst.formats.checkpoint import write_info
+from fastnst.formats.metadata import FORMAT_VERSION, META_KEY, ModelInfo, TrainingInfo
+from fastnst.losses import PerceptualLoss
+from fastnst.media.image import load_style_image
+from fastnst.models import create_model
+
+# Settings of the optim group that are fastnst's learning-rate schedule, not optimizer arguments.
+SCHEDULE_KEYS = ("scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+def split_optim(optim: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The optim group as (optimizer node for ``hydra.utils.instantiate``, schedule settings)."""
+    node = {**DEFAULT_OPTIMIZER, **(optim or {})}
+    schedule = {k: node.pop(k) for k in SCHEDULE_KEYS if k in node}
+    node["_partial_"] = True  # built later, with the parameters
+    return node, schedule
+
+
+def style_indices(step: int, batch: int, num_styles: int, seed: int, rank: int = 0) -> torch.Tensor:
+    """The style of each image of a batch: a pure function of (seed, step, rank), so resumed runs draw the same.
+
+    Per image (Dumoulin et al. 2017 train on batches of mixed styles): a random permutation of the styles
+    per step, repeated when the batch is larger, so a batch holds distinct styles where it can."""
+    if num_styles == 1:
+        return torch.zeros(batch, dtype=torch.long)
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+    perm = torch.randperm(num_styles, generator=g)
+    return perm.repeat(-(-batch // num_styles))[:batch]
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains a network of the registry for one style or several (a conditional network).
+
+    Args:
+        style_images: paths of the paintings, one per style.
+        style_names: names of the styles (default: the file names without extension).
+        style_size: longer side the style images are resized to before their Gram targets are taken
+            (None keeps their size).
+        network: ``{"architecture": name, **constructor arguments}`` (``num_styles`` is set from the styles).
+        loss: :class:`fastnst.losses.PerceptualLoss` arguments (layers, weights, gram norm, VGG weights).
+        optim: the optimizer (``_target_`` and its arguments, Adam by default) and the schedule: ``scheduler``
+            None, ``cosine`` (to ``min_lr_ratio`` at ``trainer.max_steps``) or ``step`` (x ``gamma`` every
+            ``step_size`` steps); ``warmup_steps`` of linear warm-up either way.
+        channels_last: NHWC memory layout for the network and VGG (faster convolutions on GPUs).
+        compile: ``torch.compile`` the network and the loss network.
+        on_nonfinite: ``stop`` (raise, keep the last good checkpoint) or ``skip`` (skip the batch, count it).
+        seed: seed of the per-step style draw.
+    """
+
+    def __init__(self, style_images: list[str], style_names: list[str] | None = None, style_size: int | None = 512,
+                 network: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
+                 optim: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False,
+                 on_nonfinite: str = "stop", seed: int = 0) -> None:
+        super().__init__()
+        _, schedule = split_optim(optim)
+        if schedule.get("scheduler") not in (None, "none", "cosine", "step"):
+            raise UserError(f"optim.scheduler must be null, cosine or step, got {schedule['scheduler']!r}")
+        if on_nonfinite not in ("stop", "skip"):
+            raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
+        if not style_images:
+            raise UserError("no style image given; pass style.image=/path/to/painting.jpg")
+        self.save_hyperparameters()
+        self.style_names = list(style_names or [Path(p).stem for p in style_images])
+        net_cfg = dict(network or {})
+        self.network = create_model(net_cfg.pop("architecture", "johnson"),
+                                    **{**net_cfg, "num_styles": len(style_images)})
+        self.loss_fn = PerceptualLoss(**(loss or {}),
+                                      style_images=[load_style_image(p, style_size) for p in style_images])
+        self.skipped_images = 0
+        self.skipped_batches = 0
+        self._last_batch_time: float | None = None
+        # What steps call: the network and the loss, or their torch.compile wrappers (setup). Set with
+        # object.__setattr__ so they stay out of the module tree: as registered submodules they would be
+        # saved a second time in every checkpoint (fastnst 0.1 did, under "_net_fn." and "_loss_call.").
+        object.__setattr__(self, "_net_fn", self.network)
+        object.__setattr__(self, "_loss_call", self.loss_fn)
+
+    @property
+    def num_styles(self) -> int:
+        return len(self.style_names)
+
+    # --- setup -----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            # Kept outside the module tree (see __init__): state-dict keys stay free of "_orig_mod.".
+            object.__setattr__(self, "_net_fn", torch.compile(self.network))
+            object.__setattr__(self, "_loss_call", torch.compile(self.loss_fn))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def style_weights(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """[N] style indices as the network's [N, S] one-hot style weights (None for a one-style network)."""
+        if self.num_styles == 1:
+            return None
+        return torch.nn.functional.one_hot(indices, self.num_styles).to(self.device, torch.float32)
+
+    def forward(self, x: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize [N, 3, H, W] images in [0, 1] with styles ``styles`` ([N] indices; None: style 0 for all)."""
+        if styles is None and self.num_styles > 1:
+            styles = torch.zeros(x.shape[0], dtype=torch.long)
+        weights = None if styles is None else self.style_weights(styles)
+        return self._net_fn(self._prepare(x), weights)
+
+    # --- steps -----------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_time is not None:
+            dt = now - self._last_batch_time
+            ips = batch[0].shape[0] * self.trainer.world_size / max(dt, 1e-9)
+            self.log("train/img_per_s", ips, prog_bar=True, on_step=True, on_epoch=False, batch_size=1, rank_zero_only=True)
+        self._last_batch_time = now
+
+    def _terms(self, x: torch.Tensor, styles: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        weights = None if styles is None else self.style_weights(styles)
+        y = self._net_fn(x, weights)
+        idx = None if styles is None else styles.to(x.device)
+        stylize = (lambda z: self._net_fn(z, weights)) if self.loss_fn.needs_network else None
+        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=styles is not None)
+
+    def training_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> torch.Tensor | None:
+        x, skipped = batch
+        self.skipped_images += int(skipped)
+        x = self._prepare(x)
+        trainer = self._trainer  # None when a benchmark drives the step without a Trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        styles = None if self.num_styles == 1 else style_indices(
+            self.global_step, x.shape[0], self.num_styles, self.hparams.seed, rank)
+        terms = self._terms(x, styles)
+        total = terms["total"]
+        bad = ~torch.isfinite(total.detach())
+        if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
+            bad = trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
+        if bad:
+            if self.hparams.on_nonfinite == "stop":
+                raise NonFiniteLossError(
+                    f"the training loss became {total.item()} at step {self.global_step}; the run stopped and the "
+                    f"last good checkpoint was kept (lower optim.lr, or set on_nonfinite=skip to skip such batches)")
+            self.skipped_batches += 1
+            self.log("train/nonfinite_skipped", float(self.skipped_batches), on_step=True, batch_size=1)
+            return None
+        n = x.shape[0]
+        per_image = terms.pop("style_per_image", None)
+        self.log("train/loss", total, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=n)
+        if per_image is not None and styles is not None:
+            self._log_per_style("train", per_image, styles)
+        self.log("data/skipped_images", float(self.skipped_images), batch_size=1)
+        if trainer is not None and trainer.optimizers:
+            self.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        return total
+
+    def _log_per_style(self, stage: str, per_image: torch.Tensor, styles: torch.Tensor) -> None:
+        """``<stage>/style/<name>``: the weighted style loss of each style present in the batch."""
+        styles = styles.to(per_image.device)
+        for s in styles.unique().tolist():
+            value = per_image[styles == s].mean() * self.loss_fn.style_weight
+            self.log(f"{stage}/style/{self.style_names[s]}", value, batch_size=int((styles == s).sum()),
+                     rank_zero_only=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> None:
+        x, _ = batch
+        x = self._prepare(x)
+        # Every style on the same images, so that validation losses are comparable from step to step.
+        for s in range(self.num_styles):
+            styles = None if self.num_styles == 1 else torch.full((x.shape[0],), s, dtype=torch.long)
+            terms = self._terms(x, styles)
+            terms.pop("style_per_image", None)
+            prefix = "val" if self.num_styles == 1 else f"val/{self.style_names[s]}"
+            self.log_dict({f"{prefix}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], sync_dist=True)
+
+    # --- optimizers ------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from hydra.utils import instantiate
+
+        node, schedule = split_optim(self.hparams.optim)
+        opt = instantiate(node)(self.network.parameters())
+        scheduler, warmup = schedule.get("scheduler"), int(schedule.get("warmup_steps") or 0)
+        if scheduler in (None, "none") and not warmup:
+            return opt
+        # max_steps, or the number of steps that max_epochs amounts to
+        total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 0
+        floor = float(schedule.get("min_lr_ratio", 0.01))
+        gamma, step_size = float(schedule.get("gamma", 0.5)), int(schedule.get("step_size", 10000))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if scheduler == "cosine" and total > warmup:
+                t = min(1.0, (step - warmup) / (total - warmup))
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+            if scheduler == "step":
+                return gamma ** ((step - warmup) // step_size)
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def model_info(self) -> ModelInfo:
+        """What inference, export and resume need, without Hydra or the training config."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        training = TrainingInfo(style_images=[str(p) for p in self.hparams.style_images],
+                                style_size=self.hparams.style_size,
+                                image_size=int(dm.image_size) if dm is not None and hasattr(dm, "image_size") else None,
+                                global_step=int(self.global_step), loss=self.loss_fn.settings(),
+                                skipped_images=int(self.skipped_images), skipped_batches=int(self.skipped_batches))
+        return ModelInfo(architecture=self.network.architecture, config=self.network.config(),
+                         styles=list(self.style_names), training=training)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        write_info(checkpoint, self.model_info())
+        # Lightning does not save RNG states; nothing in a step draws from them today (crops and styles are
+        # seeded per step), but anything added later (augmentations, noise) must resume exactly too.
+        np_state = np.random.get_state()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [[int(v) for v in np_state[1]], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": repr(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(META_KEY) or {}
+        info = ModelInfo.from_dict(meta, "the checkpoint") if meta else None
+        # Counts are rank 0's; other ranks start from 0 so that the summed report is not multiplied.
+        trainer = getattr(self, "_trainer", None)
+        first = trainer is None or trainer.global_rank == 0
+        training = info.training if info is not None else None
+        self.skipped_images = int(training.skipped_images) if first and training else 0
+        self.skipped_batches = int(training.skipped_batches) if first and training else 0
+        rng = checkpoint.get("rng_states")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            random.setstate(ast.literal_eval(rng["python"]))
+        sd = checkpoint.get("state_dict", {})
+        # Checkpoints written by a compiled module carry "_orig_mod." in their keys.
+        for k in [k for k in sd if "_orig_mod." in k]:
+            sd[k.replace("_orig_mod.", "")] = sd.pop(k)
+        if info is not None and info.format_version < FORMAT_VERSION:
+            self._upgrade_v1(checkpoint)
+
+    def _upgrade_v1(self, checkpoint: dict[str, Any]) -> None:
+        """Format 1 kept style targets as ``loss_fn.style_gram_<layer>``, norm parameters as [C], and a second
+        copy of the network and the targets under ``_net_fn.`` and ``_loss_call.``."""
+        sd = checkpoint.get("state_dict", {})
+        for k in [k for k in sd if k.startswith(("_net_fn.", "_loss_call."))]:
+            del sd[k]
+        for k in [k for k in sd if k.startswith("loss_fn.style_gram_")]:
+            sd["loss_fn.terms.style.gram_" + k[len("loss_fn.style_gram_"):]] = sd.pop(k)
+        own = dict(self.named_parameters())
+        for k, v in list(sd.items()):
+            if k in own and v.shape != own[k].shape and v.numel() == own[k].numel():
+                sd[k] = v.reshape(own[k].shape)
+        # Adam's moment estimates follow their parameters' shapes (state is keyed by parameter position).
+        params = list(self.network.parameters())
+        for opt_state in checkpoint.get("optimizer_states", []):
+            for i, state in opt_state.get("state", {}).items():
+                if i < len(params):
+                    for name, value in state.items():
+                        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == params[i].numel():
+                            state[name] = value.reshape(params[i].shape)
