@@ -139,9 +139,21 @@ def test_smoke_run_with_wandb_offline_leaves_last_ckpt_and_previews(photo_dir, s
                       "logger=wandb"], env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    media = list((run / "wandb").rglob("media/images/preview_*.png"))  # wandb lives in the run folder
+    media = sorted((run / "wandb").rglob("offline-run-*/files/media/images/preview_*.png"))  # in the run folder
     assert media, "no preview image in the offline wandb run"
     assert (run / ".hydra" / "config.yaml").is_file()
+    # The PNG wandb wrote has exactly the pixels of the preview file (it was all black when wandb got floats).
+    import numpy as np
+    from PIL import Image
+
+    ours_files = sorted((run / "previews").glob("step_*.png"))
+    media.sort(key=lambda p: int(p.name.split("_")[1]))  # wandb names them by its own history step
+    assert len(media) == len(ours_files) >= 2
+    for png, our_png in zip(media, ours_files):
+        ours = np.asarray(Image.open(our_png).convert("RGB"))
+        theirs = np.asarray(Image.open(png).convert("RGB"))
+        assert theirs.shape == ours.shape and np.array_equal(theirs, ours), png
+        assert theirs.max() > 1 and theirs.std() > 10  # a picture, not values 0 and 1
 
 
 @pytest.mark.slow
