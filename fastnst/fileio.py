@@ -69,3 +69,89 @@ def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the folder of {what} {path} ({exc.strerror or exc}); choose another path") from None
+
+
+def launched_rank() -> int:
+    """This process's rank when a launcher started several (Lightning's DDP children, torchrun, srun), else 0."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+class FolderInUse(Exception):
+    """Another live process holds the folder (see :class:`FolderLock`)."""
+
+    def __init__(self, folder: Path, pid: int | None) -> None:
+        super().__init__(f"{folder} is in use by process {pid if pid is not None else '(unknown)'}")
+        self.folder, self.pid = folder, pid
+
+
+class FolderLock:
+    """An exclusive claim on a folder by one process: ``flock`` on ``FOLDER/.fastnst.lock``, which holds the
+    owner's pid. The kernel releases it when the process ends, however it ends (``kill -9`` included), so a
+    lock file left behind never blocks anyone. Where ``fcntl`` is missing (Windows) locking is skipped."""
+
+    NAME = ".fastnst.lock"
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock, or raise :class:`FolderInUse` naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise FolderInUse(self.folder, pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @classmethod
+    def holder(cls, folder: str | os.PathLike[str]) -> int | None:
+        """The pid of the live process holding ``folder``'s lock, else None (nothing is created)."""
+        path = Path(folder) / cls.NAME
+        if not path.is_file():
+            return None
+        try:
+            import fcntl
+
+            fd = os.open(path, os.O_RDONLY)
+        except (ImportError, OSError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_pid(fd) or -1
+        finally:
+            os.close(fd)
+        return None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None

@@ -7,6 +7,7 @@ Every input mode becomes RGB: grayscale, palette, RGBA/LA (composited on white, 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,22 @@ def save_image(t: torch.Tensor | Image.Image, path: str | os.PathLike[str], qual
         img.save(path)
 
 
+STYLE_MIN_SIDE = 16  # VGG19 pools four times: a smaller image has no deep features to take Grams of
+
+
 def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Tensor:
-    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it)."""
+    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it).
+
+    A painting upscaled more than 4x warns (its texture becomes a blur); one with a side under 16 px after
+    resizing is a :class:`UserError`."""
     img = load_image(path, "style image")
-    return pil_to_tensor(resize_longer_to(img, size) if size else img).unsqueeze(0)
+    w, h = img.size
+    if size and max(w, h) * 4 < size:
+        warnings.warn(f"style image {path} is only {w}x{h} px and is upscaled to {size} px on its longer side: its "
+                      f"texture becomes a blur; use a larger image or a smaller style.size", stacklevel=2)
+    if size:
+        img = resize_longer_to(img, size)
+    if min(img.size) < STYLE_MIN_SIDE:
+        raise UserError(f"style image {path} is {img.width}x{img.height} px" + (f" at style size {size}" if size else "")
+                        + f"; both sides need at least {STYLE_MIN_SIDE} px (VGG19 halves it four times)")
+    return pil_to_tensor(img).unsqueeze(0)
