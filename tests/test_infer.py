@@ -204,6 +204,10 @@ def test_max_size_and_precision(trained_ckpt: Path, model, photo_dir: Path, tmp_
     out = tmp_path / "small.png"
     assert infer_main("--ckpt", trained_ckpt, photo_dir / "img_02.jpg", "-o", out, "--max-size", "40", "-q") == 0
     assert max(Image.open(out).size) == 40
+    from fastnst.inference.devices import cpu_half_support
+
+    if not cpu_half_support()["bf16"]:
+        return  # bf16 is refused on this CPU (tested above); --max-size was checked
     x = torch.rand(1, 3, 33, 41)
     bf16 = load(trained_ckpt, "cpu", "bf16")
     y = bf16(x)
@@ -432,3 +436,31 @@ def test_every_command_reports_interrupts_and_user_errors_alike(capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fastnst: interrupted; files written so far are complete",
                    "fastnst: error: model x.ckpt does not exist"]
+
+
+def test_half_precision_on_a_cpu_without_native_kernels_is_refused(trained_ckpt: Path, monkeypatch, capsys) -> None:
+    """fp16 on a CPU without native fp16 convolutions ran ~50x slower than fp32, silently (issue 9.4)."""
+    import fastnst.inference.devices as devices
+
+    real = devices.cpu_half_support()
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: {"bf16": True, "fp16": False})
+    with pytest.raises(UserError, match="--precision fp16 has no native kernels on this CPU.*use --precision bf16"):
+        load(trained_ckpt, "cpu", "fp16")
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: {"bf16": False, "fp16": False})
+    code = infer_main("--ckpt", trained_ckpt, "x.jpg", "--precision", "bf16")
+    err = capsys.readouterr().err
+    assert code == 2 and "--precision bf16 has no native kernels" in err and "--precision fp32" in err
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: real)
+    if real["bf16"]:  # this machine's own answer: a native precision still loads
+        assert load(trained_ckpt, "cpu", "bf16").precision == "bf16"
+
+
+def test_an_fp16_onnx_model_says_so(trained_ckpt: Path, tmp_path: Path, photo_dir: Path, capsys) -> None:
+    from fastnst.tools.export import export_checkpoint
+
+    export_checkpoint(trained_ckpt, tmp_path / "m.onnx", fp16=True, log=lambda s: None)
+    model = load(tmp_path / "m.fp16.onnx", "cpu")
+    assert model.weights_precision == "fp16" and "fp16" in model.describe()
+    assert load(tmp_path / "m.onnx", "cpu").weights_precision == "fp32"
+    assert infer_main("--ckpt", tmp_path / "m.fp16.onnx", photo_dir / "img_00.jpg", "-o", tmp_path / "o.png") == 0
+    assert ", fp16)" in capsys.readouterr().err  # the header names the real precision
