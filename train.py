@@ -51,6 +51,13 @@ def main(cfg: DictConfig) -> None:
     except UserError as exc:
         print(f"fastnst: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # a full disk or a folder made read-only during the run; checkpoints so far are kept
+        if exc.filename is None:
+            raise
+        from fastnst.cli import file_error
+
+        print(f"fastnst: error: {file_error(exc)}", file=sys.stderr)
+        sys.exit(2)
     if result.stopped_by_signal is not None:
         import signal
 

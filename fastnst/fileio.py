@@ -58,17 +58,36 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
     return path
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Fail before long work if ``folder`` (named by option ``what``) cannot be created or written: it is
+    created, and a file is created in it and removed. Raises a :class:`fastnst.errors.UserError` naming both."""
+    from fastnst.errors import UserError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder; choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {folder} for {what} ({exc.strerror or exc}); choose another "
+                        f"path") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastnst-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"the folder {folder} for {what} is not writable ({exc.strerror or exc}); choose another "
+                        f"path") from None
+
+
 def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
     """Fail before long work if ``path`` (an output file named by option ``what``) is a folder or its folder
-    cannot be created; raises a :class:`fastnst.errors.UserError` naming the option."""
+    cannot be created or written; raises a :class:`fastnst.errors.UserError` naming the option."""
     from fastnst.errors import UserError
 
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; pass a file name such as {path / example}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the folder of {what} {path} ({exc.strerror or exc}); choose another path") from None
+    check_writable_folder(path.parent, f"{what} {path}")
 
 
 def launched_rank() -> int:

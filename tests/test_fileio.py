@@ -67,3 +67,22 @@ def test_files_the_commands_write_are_not_private(trained_ckpt: Path, photo_dir:
         assert _mode(export_checkpoint(trained_ckpt, tmp_path / "m.onnx", log=lambda s: None)) == 0o644
     finally:
         os.umask(old)
+
+
+def test_an_os_error_on_a_file_is_one_sentence_in_every_command(capsys) -> None:
+    """The net under the commands' up-front checks: a full disk or a folder made read-only mid-run."""
+    import errno
+
+    from fastnst.cli import run_main
+
+    def full_disk() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/x.png")
+
+    def bug() -> int:
+        raise OSError("not about a file")
+
+    assert run_main(full_disk) == 2
+    assert capsys.readouterr().err.strip() == ("fastnst: error: No space left on device on /data/out/x.png; check "
+                                               "that path and the space and permissions of its folder")
+    with pytest.raises(OSError, match="not about a file"):  # a programming error is not hidden
+        run_main(bug)

@@ -33,7 +33,7 @@ from PIL import Image
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
-from fastnst.fileio import check_output_file
+from fastnst.fileio import check_output_file, check_writable_folder
 from fastnst.formats import ModelInfo
 from fastnst.inference import load
 from fastnst.inference.devices import resolve_device
@@ -194,6 +194,8 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
                     for f in files if f not in pairs]
         files = [f for f in files if f in pairs]
     out_dir = Path(save_outputs).expanduser() if save_outputs else None
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--save-outputs")  # before the evaluation, not after it
 
     from tqdm import tqdm
 
