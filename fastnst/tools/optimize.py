@@ -62,6 +62,7 @@ class OptimizeResult:
     seconds: float
     converged: bool = False
     saved: list[int] = field(default_factory=list)
+    unchanged: bool = False  # the saved image equals the start image (8-bit)
 
 
 def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -152,6 +153,12 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
             opt = torch.optim.LBFGS([z], lr=lr, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
             group = opt.param_groups[0]
             first_eval = [False]
+            # L-BFGS's tolerances (gradient 1e-7, change 1e-9) are absolute: on a loss of 1e-6 (random VGG
+            # weights, small loss weights) it stopped before the first step and returned the content image.
+            # Optimising loss / (its value at the start) makes them relative to the loss's own scale.
+            with torch.no_grad():
+                start_total = float(loss(torch.sigmoid(z), content_feats=content_feats)["total"])
+            scale = abs(start_total) if math.isfinite(start_total) and start_total != 0 else 1.0
 
             def closure() -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
@@ -162,8 +169,9 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
                     first_eval[0] = False
                     history.append({"step": done, **values})
                     show(values)
-                terms["total"].backward()
-                return terms["total"]
+                scaled = terms["total"] / scale
+                scaled.backward()
+                return scaled
 
             while done < steps:
                 # Chunks of iterations: each optimizer.step() starts with one extra evaluation, so not one per step.
@@ -190,8 +198,18 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
     with torch.no_grad():
         final = _floats(loss(image, content_feats=content_feats))
     history.append({"step": done, **final})
+    unchanged = torch.equal(image, start.clamp(0, 1).mul(255).round().div(255))
     return OptimizeResult(image=image.cpu(), history=history, final=final, steps=done,
-                          seconds=time.perf_counter() - t0, converged=converged, saved=saved)
+                          seconds=time.perf_counter() - t0, converged=converged, saved=saved, unchanged=unchanged)
+
+
+def describe_change(first: float, last: float) -> str:
+    """``fell from A to B (Nx lower)``, ``rose from A to B (Nx higher)`` or ``did not change (A)``."""
+    if last == first:
+        return f"did not change ({first:.4g})"
+    if last < first:
+        return f"fell from {first:.4g} to {last:.4g} (" + (f"{first / last:.3g}x lower)" if last > 0 else "to zero)")
+    return f"rose from {first:.4g} to {last:.4g} (" + (f"{last / first:.3g}x higher)" if first > 0 else "from zero)")
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -275,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "output": str(out), "content": str(args.content), "style": str(args.style), "size": [w, h],
         "style_size": args.style_size or args.size, "optimizer": args.optimizer, "init": args.init,
         "lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], "seed": args.seed,
-        "steps": result.steps, "converged": result.converged, "seconds": round(result.seconds, 3),
+        "steps": result.steps, "converged": result.converged, "unchanged": result.unchanged, "seconds": round(result.seconds, 3),
         "device": str(device), "preset": args.preset, "loss": settings, "vgg_weights": vgg,
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
         "final": result.final, "history": result.history, "intermediates": intermediates,
@@ -284,9 +302,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     side.write_text(json.dumps(report, indent=2) + "\n")
     print(format_history(result), file=sys.stdout)
     first, last = result.history[0]["total"], result.final["total"]
-    ratio = f"{first / last:.3g}x lower" if last > 0 else "to zero"
-    print(f"loss fell from {first:.4g} to {last:.4g} ({ratio}) in {result.steps} steps, {result.seconds:.1f} s"
+    print(f"loss {describe_change(first, last)} in {result.steps} steps, {result.seconds:.1f} s"
           + (" (L-BFGS converged early)" if result.converged else ""))
+    if result.unchanged:
+        print(f"fastnst-optimize: warning: the saved image is the unchanged {args.init} image: the optimiser made no "
+              f"change that survives 8-bit rounding; raise --steps or --lr, or the loss weights", file=sys.stderr)
     print(f"saved {out}; loss terms in {side}" + (f"; {len(intermediates)} intermediate images" if intermediates else ""))
     return report
 
