@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, ImageSequence
 
 from fastnst.errors import UserError
 
@@ -169,3 +170,65 @@ def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Te
         raise UserError(f"style image {path} is {img.width}x{img.height} px" + (f" at style size {size}" if size else "")
                         + f"; both sides need at least {STYLE_MIN_SIDE} px (VGG19 halves it four times)")
     return pil_to_tensor(img).unsqueeze(0)
+
+
+# --- animations (GIF, WebP, APNG) ------------------------------------------------------------------
+
+ANIMATION_FORMATS = {"GIF": ".gif", "WEBP": ".webp", "PNG": ".png"}  # Pillow formats that hold several frames
+
+
+@dataclass
+class Animation:
+    """The frames of an animated image, each a full RGB picture (disposal and blending applied), with their
+    durations in ms and the loop count (None: the file says nothing, so it plays once; 0: forever)."""
+
+    frames: list[Image.Image]
+    durations: list[int]
+    loop: int | None
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frames[0].size
+
+
+def is_animated(path: str | os.PathLike[str]) -> bool:
+    """Whether an image file holds more than one frame (an animated GIF, WebP or PNG)."""
+    try:
+        with Image.open(path) as img:
+            return bool(getattr(img, "is_animated", False)) and getattr(img, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def load_animation(path: str | os.PathLike[str], what: str = "image") -> Animation:
+    """Every frame of an animated image as RGB (transparency composited on white), with its timing."""
+    p = Path(path).expanduser()
+    try:
+        with Image.open(p) as img:
+            loop = img.info.get("loop")
+            frames, durations = [], []
+            for frame in ImageSequence.Iterator(img):
+                frame.load()  # WebP sets a frame's duration when the frame is decoded
+                durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
+                frames.append(to_rgb(frame.copy()))
+            return Animation(frames, durations, None if loop is None else int(loop), img.format or "GIF")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{what} {p} is not a readable animation ({exc})") from None
+
+
+def save_animation(frames: list[Image.Image], path: str | os.PathLike[str], durations: list[int],
+                   loop: int | None) -> None:
+    """Write frames as an animated GIF, WebP or PNG (by the extension), with the given durations and loop.
+    A GIF holds 256 colours a frame (an adaptive palette each); the GIF writer merges a frame identical to
+    the one before it into it (their durations add up)."""
+    path = Path(path)
+    kwargs: dict[str, object] = {"save_all": True, "append_images": frames[1:], "duration": durations}
+    if loop is not None:
+        kwargs["loop"] = loop
+    ext = path.suffix.lower()
+    if ext == ".webp":
+        kwargs.update(quality=95, loop=loop if loop is not None else 0)
+    elif ext == ".gif":
+        kwargs.update(disposal=2)
+    frames[0].save(path, format={".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}[ext], **kwargs)
