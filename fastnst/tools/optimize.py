@@ -235,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", required=True, help="style image (painting)")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--steps", type=int, default=500, help="Adam updates or L-BFGS iterations (default 500)")
-    p.add_argument("--size", type=int, default=512, help="longer side of the content and output in px (default 512)")
-    p.add_argument("--style-size", type=int, default=None, help="longer side of the style image (default: --size)")
+    p.add_argument("--longer-side", "--size", dest="size", type=int, default=512, metavar="PX",
+                   help="longer side of the content and output in px (default 512; --size is the old name)")
+    p.add_argument("--style-longer-side", "--style-size", dest="style_size", type=int, default=None, metavar="PX",
+                   help="longer side of the style image (default: --longer-side)")
     p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default adam (the seed text's)")
     p.add_argument("--init", choices=("content", "noise"), default="content", help="start image (default content)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.02 for adam, 1 for lbfgs)")
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Optimise as ``args`` say, save the image, intermediates and loss terms; returns the saved report."""
     if args.size < MIN_SIZE or (args.style_size is not None and args.style_size < MIN_SIZE):
-        raise UserError(f"--size and --style-size must be at least {MIN_SIZE} px")
+        raise UserError(f"--longer-side and --style-longer-side must be at least {MIN_SIZE} px")
     if args.save_every < 0:
         raise UserError(f"--save-every must be 0 (off) or a number of steps, got {args.save_every}")
     out = Path(args.output).expanduser()
