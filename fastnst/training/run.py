@@ -100,6 +100,8 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     datamodule = instantiate(cfg["data"], "data")
     datamodule.scan()
     module = build_module(cfg)
+    if module.target_bytes:  # many styles make every checkpoint larger by their targets
+        check_writable(checkpoint_dir, CHECKPOINT_BYTES + module.target_bytes)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)
     if ckpt_path:
         check_resumable(ckpt_path, module)
@@ -120,6 +122,9 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
         if key in trainer_cfg:
             raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
+    if module.norm_only is not None and str(trainer_cfg.get("precision")) in ("bf16-true", "16-true"):
+        raise UserError(f"trainer.precision={trainer_cfg['precision']} would round the old styles' weights to half "
+                        f"precision; train_only=norm keeps them exactly, so use bf16-mixed or 16-mixed")
     logger = build_logger(cfg, run_dir)
     if logger:
         try:
