@@ -88,7 +88,12 @@ def main() -> None:
     if not args.vgg.is_file():
         save_random_vgg(args.vgg)
     names = [s.strip() for s in args.styles.split(",") if s.strip()]
-    paintings = [next((args.data / "styles").glob(f"{n}.*")) for n in names]
+    paintings = []
+    for n in names:
+        found = sorted((args.data / "styles").glob(f"{n}.*"))
+        if not found:
+            sys.exit(f"multistyle_quality: error: no painting {n}.* in {args.data / 'styles'}")
+        paintings.append(found[0])
 
     multi = train(args.out / "multi", paintings, args.steps_per_style * len(names), args)
     rows = []
