@@ -20,8 +20,9 @@ class StyleNorm(nn.Module):
     (Dumoulin, Shlens, Kudlur 2017, "A Learned Representation for Artistic Style").
 
     ``weight`` and ``bias`` are [num_styles, C]. ``forward(x, style)``: ``style`` is None for a one-style
-    network or [N, num_styles] weights; the scale and shift are the style-weighted sums of the rows, so a
-    one-hot row is that style and a convex combination blends styles in parameter space.
+    network, [N, num_styles] weights per image or [1, num_styles] for the whole batch; the scale and shift
+    are the style-weighted sums of the rows, so a one-hot row is that style and a convex combination blends
+    styles in parameter space.
     """
 
     def __init__(self, num_features: int, num_styles: int = 1, eps: float = 1e-5) -> None:
