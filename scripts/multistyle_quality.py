@@ -82,6 +82,8 @@ def main() -> None:
     p.add_argument("--eval-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=("multi", "singles"),
+                   help="train only these runs and stop (to train both kinds in two processes at once)")
     p.add_argument("--vgg", type=Path, default=None, help="VGG19 weights file (default: OUT/vgg19_random_seed0.pth)")
     args = p.parse_args()
     args.vgg = args.vgg or args.out / "vgg19_random_seed0.pth"
@@ -95,10 +97,14 @@ def main() -> None:
             sys.exit(f"multistyle_quality: error: no painting {n}.* in {args.data / 'styles'}")
         paintings.append(found[0])
 
-    multi = train(args.out / "multi", paintings, args.steps_per_style * len(names), args)
+    if args.only != "singles":
+        multi = train(args.out / "multi", paintings, args.steps_per_style * len(names), args)
+    if args.only != "multi":
+        singles = [train(args.out / f"single_{n}", [p], args.steps_per_style, args) for n, p in zip(names, paintings)]
+    if args.only:
+        return
     rows = []
-    for name, painting in zip(names, paintings):
-        single = train(args.out / f"single_{name}", [painting], args.steps_per_style, args)
+    for name, single in zip(names, singles):
         s = evaluate(single, None, args.out / f"eval_single_{name}.json", args)
         m = evaluate(multi, name, args.out / f"eval_multi_{name}.json", args)
         rows.append({"style": name, "single": {k: s[k]["mean"] for k in ("style", "content", "total")},

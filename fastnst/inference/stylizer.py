@@ -109,7 +109,8 @@ class Stylizer:
 
     # --- tensors -------------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, style: StyleChoice = None) -> torch.Tensor:
-        """Stylize [N, 3, H, W] float32 in [0, 1] with one style choice for the batch (or [N, S] weights)."""
+        """Stylize [N, 3, H, W] float32 in [0, 1] with one style choice for the batch (or [N, S] weights per
+        image, or [1, S] for all)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an [N, 3, H, W] tensor, got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_SIDE:
@@ -120,7 +121,7 @@ class Stylizer:
         """[n, S] per-image weights as given, or [1, S] for one choice for the whole batch (the network's fast
         path: one scale and shift for all images), None for a one-style model."""
         if isinstance(style, torch.Tensor) and style.dim() == 2:
-            if style.shape != (n, len(self.styles)):
+            if style.shape[0] not in (1, n) or style.shape[1] != len(self.styles):
                 raise ValueError(f"style weights of shape {tuple(style.shape)} for {n} image(s) and {len(self.styles)} styles")
             return None if len(self.styles) == 1 else style
         w = self.style_weights(style)

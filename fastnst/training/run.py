@@ -56,15 +56,16 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 
 
 def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
-    """The checkpoint loads (one sentence if corrupt) and fits the configured network, styles and loss layers."""
+    """The checkpoint loads (one sentence if corrupt) and fits the configured styles, network and loss layers (the
+    styles first: a different style list also changes the network's ``num_styles``)."""
     was = read_info(read_checkpoint(ckpt_path), f"ckpt_path {ckpt_path}")
     now = module.model_info()
-    if (was.architecture, was.config) != (now.architecture, now.config):
-        raise UserError(f"ckpt_path {ckpt_path} holds a {was.architecture} network {was.config} but the config builds "
-                        f"a {now.architecture} network {now.config}; resume with the run's own model settings")
     if was.styles != now.styles:
         raise UserError(f"ckpt_path {ckpt_path} was trained on the styles {was.styles}, the config gives {now.styles}; "
                         f"resume with the run's own style images (in the same order)")
+    if (was.architecture, was.config) != (now.architecture, now.config):
+        raise UserError(f"ckpt_path {ckpt_path} holds a {was.architecture} network {was.config} but the config builds "
+                        f"a {now.architecture} network {now.config}; resume with the run's own model settings")
     loss_was = was.training.loss if was.training else {}
     for key in ("content_layers", "style_layers"):
         if sorted(loss_was.get(key, {})) != sorted(now.training.loss[key]):

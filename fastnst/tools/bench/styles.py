@@ -1,0 +1,108 @@
+"""The cost of style conditioning: a network holding S styles against a one-style network of the same shape,
+timed in turn in the same process. Inference runs one style for the image (infer.py's ``--style NAME``);
+the training step draws a style per image (what a multi-style run does) against the one-style step."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastnst.models import create_model
+from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+
+
+def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
+    """``net`` (one style) as a network of ``num_styles`` styles whose every style is ``net``'s: the same image
+    for any one-hot style, so the two compute the same work on the same numbers."""
+    cfg = {**net.config(), "num_styles": num_styles}
+    out = create_model(net.architecture, **cfg)
+    state = {k: v.expand(num_styles, *v.shape[1:]).clone() if v.dim() == 2 and k.endswith((".weight", ".bias"))
+             and v.shape[0] == 1 else v for k, v in net.state_dict().items()}
+    out.load_state_dict(state)
+    return out
+
+
+def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from fastnst.inference.runners import network_runner
+
+    dev = cfg.torch_device
+    torch.manual_seed(0)
+    one = create_model(**{"architecture": "johnson", **cfg.model}).eval()
+    many = conditional_copy(one, cfg.styles)
+    w, h = cfg.styles_infer_size
+    x = torch.rand(cfg.infer_batch, 3, h, w, generator=torch.Generator().manual_seed(2)).to(dev)
+    style = torch.zeros(1, cfg.styles, device=dev)
+    style[0, cfg.styles - 1] = 1.0
+    if variant.compile:
+        torch._dynamo.reset()
+    _, run1 = network_runner(copy.deepcopy(one), dev, variant.precision, channels_last=variant.channels_last,
+                             compile=variant.compile)
+    _, run_s = network_runner(many, dev, variant.precision, channels_last=variant.channels_last,
+                              compile=variant.compile)
+    diff = float((run1(x, None) - run_s(x, style)).abs().max())  # also the first (compiling) call
+    warmup, repeats = cfg.infer_plan(w * h)
+    log(f"styles: inference {variant.name} at {w}x{h}, 1 vs {cfg.styles} styles, {repeats} rounds ...")
+    times, errors = time_in_turn({1: lambda r: run1(x, None), cfg.styles: lambda r: run_s(x, style)}, dev,
+                                 warmup, max(repeats, 5))
+    return [_row("inference", f"{w}x{h}", variant, n, times[n], errors.get(n), cfg.infer_batch, diff)
+            for n in (1, cfg.styles)]
+
+
+def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from fastnst.media.image import save_image
+    from fastnst.tools.bench.training import _ModuleStepper
+
+    dev = cfg.torch_device
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(cfg.batch * 4, 3, cfg.train_size, cfg.train_size, generator=g)
+    batches = [images[i: i + cfg.batch].to(dev) for i in range(0, len(images), cfg.batch)]
+    with tempfile.TemporaryDirectory(prefix="fastnst-bench-styles-") as tmp:
+        paths = []
+        for i in range(cfg.styles):
+            paths.append(Path(tmp) / f"style{i}.png")
+            save_image(torch.rand(3, cfg.style_size, cfg.style_size, generator=g), paths[-1])
+        steppers = {1: _ModuleStepper(cfg, variant, paths[:1]), cfg.styles: _ModuleStepper(cfg, variant, paths)}
+        log(f"styles: training step {variant.name}, {cfg.train_size}px, batch {cfg.batch}, 1 vs {cfg.styles} styles ...")
+        times, errors = time_in_turn({n: (lambda r, s=s: s.step(batches[r % len(batches)])) for n, s in steppers.items()},
+                                     dev, cfg.train_warmup, cfg.train_steps)
+    return [_row("training step", f"{cfg.train_size}px", variant, n, times[n], errors.get(n), cfg.batch)
+            for n in (1, cfg.styles)]
+
+
+def _row(what: str, size: str, variant: Variant, styles: int, times: list[float], error: str | None, batch: int,
+         diff: float | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"what": what, "size": size, "variant": variant.name, "styles": styles, "batch": batch}
+    if error or not times:
+        row["error"] = error or "no timed call"
+    else:
+        med = statistics.median(times)
+        row.update(ms=med * 1e3, images_per_s=batch / med, repeats=len(times))
+    if diff is not None:
+        row["max_abs_diff"] = diff
+    return row
+
+
+def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Rows of 1-style and S-style timings per variant, and the cost of conditioning (S-style time / 1-style
+    time - 1) for inference and the training step."""
+    rows: list[dict[str, Any]] = []
+    for text in cfg.styles_variants:
+        variant = Variant.parse(text)
+        for part in (_infer_rows, _train_rows):
+            try:
+                rows += part(cfg, variant, log)
+            except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the run
+                rows.append({"what": part.__name__.strip("_").split("_")[0], "variant": variant.name,
+                             "styles": cfg.styles, "error": _error(exc)})
+    for row in rows:
+        base = next((r for r in rows if r.get("what") == row.get("what") and r.get("variant") == row["variant"]
+                     and r.get("styles") == 1 and "ms" in r), None)
+        if base is not None and "ms" in row:
+            row["cost"] = row["ms"] / base["ms"] - 1.0
+    return {"num_styles": cfg.styles, "network": cfg.model, "results": rows}
