@@ -209,7 +209,7 @@ def _add_style(photo_dir: Path, base: Path, painting: Path, **overrides) -> dict
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_new_style_trains_only_its_norm_rows_and_keeps_old_styles_bit_for_bit(
-        photo_dir: Path, multi_ckpt: Path, trained_ckpt: Path, tmp_path: Path) -> None:
+        photo_dir: Path, multi_ckpt: Path, trained_ckpt: Path, tmp_path: Path, capsys) -> None:
     painting = tmp_path / "noise.png"
     make_pattern("noise").save(painting)
     result = fit(_add_style(photo_dir, multi_ckpt, painting, **{"trainer.max_steps": 4}), tmp_path / "run")
@@ -232,6 +232,10 @@ def test_a_new_style_trains_only_its_norm_rows_and_keeps_old_styles_bit_for_bit(
     assert len(ckpt["optimizer_states"][0]["state"]) == len(norms)  # only norm parameters in the optimizer
     assert ckpt["state_dict"]["loss_fn.terms.style.gram_relu1_1"].shape[0] == 1  # targets of the new style only
     assert ckpt["global_step"] == 4
+    from fastnst.tools.info import main as info_main
+
+    assert info_main([str(result.last_checkpoint)]) == 0
+    assert f"added styles   noise (norm parameters only) to the network of {multi_ckpt}" in capsys.readouterr().out
 
     # Resuming such a run is exact, and a single-style network gets a second style the same way.
     fit(_add_style(photo_dir, multi_ckpt, painting, **{"trainer.max_steps": 2, "checkpoint.every_n_steps": 2}),
@@ -282,3 +286,72 @@ def test_adding_a_style_refuses_what_would_break_it(case: str, photo_dir: Path, 
     with pytest.raises(UserError, match=expect):
         fit(cfg, tmp_path / "run")
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+# --- end to end, several processes ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_three_styles(photo_dir: Path, style_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from .test_cli import run_train
+
+    run = tmp_path / "ddp"
+    args = [f"data.root={photo_dir}", f"style.images={style_dir}", "style.size=64", "loss.vgg_weights=random",
+            "data.image_size=32", "data.batch_size=2", "data.num_workers=0", "data.val_count=2", "model=small",
+            "model.num_residual=1", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+            "trainer.num_sanity_val_steps=0", "preview.every_n_steps=0", "trainer.max_steps=3", "trainer.devices=2",
+            "trainer.strategy=ddp", "logger=csv", "trainer.log_every_n_steps=1", "checkpoint.every_n_steps=3",
+            "+callbacks.probe={_target_: tests.ddp_probe.BufferProbe}", f"hydra.run.dir={run}"]
+    proc = run_train(args, timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 3 and ckpt["fastnst"]["styles"] == list(MULTI_STYLES)
+    probes = [json.loads((run / f"probe_rank{r}.json").read_text()) for r in (0, 1)]
+    for p in probes:
+        assert p["world_size"] == 2 and p["wrapper"] == "DistributedDataParallel"
+        assert p["module_buffers"] > 0 and p["broadcast_buffers"] == []  # VGG19 and the targets stay put
+    with open(next((run / "csv").glob("version_*/metrics.csv"))) as f:
+        header = f.readline()
+    assert "train/loss" in header and any(f"train/style/{n}" in header for n in MULTI_STYLES)
+
+
+@pytest.mark.slow
+def test_compiled_multi_style_training_matches_eager(photo_dir: Path, style_dir: Path, tmp_path: Path) -> None:
+    eager, compiled = LossRecorder(), LossRecorder()
+    fit(multi_config(photo_dir, style_dir, **{"trainer.max_steps": 2}), tmp_path / "eager", callbacks=[eager])
+    fit(multi_config(photo_dir, style_dir, compile=True, **{"trainer.max_steps": 2}), tmp_path / "compiled",
+        callbacks=[compiled])
+    assert sorted(compiled.losses) == [1, 2]
+    for step in (1, 2):
+        assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-3), step
+    raw = read_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not any("_orig_mod" in k for k in raw)
+
+
+@pytest.mark.slow
+def test_train_py_and_infer_py_with_a_folder_of_paintings(photo_dir: Path, style_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    from .test_cli import run_train
+
+    run = tmp_path / "run"
+    proc = run_train([f"data.root={photo_dir}", f"style.images={style_dir}", "style.size=64", "loss.vgg_weights=random",
+                      "data.image_size=32", "data.batch_size=2", "data.num_workers=0", "data.val_count=2",
+                      "model=small", "model.num_residual=1", "trainer.accelerator=cpu", "trainer.max_steps=3",
+                      "logger=none", "preview.every_n_steps=0", f"hydra.run.dir={run}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    r = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--ckpt", str(ckpt), str(photo_dir / "img_02.jpg"),
+                        "-o", str(tmp_path / "out" / "p.png")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"p_{n}.png" for n in sorted(MULTI_STYLES)]
+    r = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--ckpt", str(ckpt), str(photo_dir / "img_02.jpg"),
+                        "--style", "starry"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip() == ("fastnst: error: the model holds no style 'starry'; its styles "
+                                                      "are checker, dots, waves")
+    info = subprocess.run([sys.executable, "-m", "fastnst.info", str(ckpt)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert info.returncode == 0 and all(n in info.stdout for n in MULTI_STYLES), info.stdout

@@ -16,7 +16,7 @@ from fastnst.errors import UserError
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
-from fastnst.tools.bench.styles import run_styles
+from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.training import run_train
 
 
@@ -93,18 +93,7 @@ def format_report(report: dict[str, Any]) -> str:
                              f"{r['vs_reference']:.2f}x", f"{r.get('max_abs_err', 0.0):.1e}"])
         out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
     if "styles" in report:
-        st = report["styles"]
-        out += ["", f"CONDITIONING  a {st['num_styles']}-style network against a 1-style network of the same shape, "
-                f"timed in turn (inference: one style for the image; training: a style per image)"]
-        rows = []
-        for r in st["results"]:
-            label = [r.get("what", ""), r.get("size", ""), r.get("variant", ""), str(r.get("styles", ""))]
-            if "error" in r:
-                rows.append([*label, "failed", "", r["error"][:60]])
-            else:
-                cost = f"{100 * r['cost']:+.1f}%" if "cost" in r and r["styles"] > 1 else ""
-                rows.append([*label, _fmt(r["ms"]), _fmt(r["images_per_s"], 2), cost])
-        out.append(_table(["what", "size", "variant", "styles", "ms", "images/s", "cost"], rows))
+        out += ["", *format_styles(report["styles"])]
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,

@@ -106,3 +106,20 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         if base is not None and "ms" in row:
             row["cost"] = row["ms"] / base["ms"] - 1.0
     return {"num_styles": cfg.styles, "network": cfg.model, "results": rows}
+
+
+def format_styles(st: dict[str, Any]) -> list[str]:
+    """The CONDITIONING table of the report: a row per measurement, the cost in percent on the S-style rows."""
+    from fastnst.tools.bench.report import _fmt, _table
+
+    rows = []
+    for r in st["results"]:
+        label = [r.get("what", ""), r.get("size", ""), r.get("variant", ""), str(r.get("styles", ""))]
+        if "error" in r:
+            rows.append([*label, "failed", "", r["error"][:60]])
+        else:
+            cost = f"{100 * r['cost']:+.1f}%" if "cost" in r and r["styles"] > 1 else ""
+            rows.append([*label, _fmt(r["ms"]), _fmt(r["images_per_s"], 2), cost])
+    return [f"CONDITIONING  a {st['num_styles']}-style network against a 1-style network of the same shape, timed in "
+            f"turn (inference: one style for the image; training: a style per image)",
+            _table(["what", "size", "variant", "styles", "ms", "images/s", "cost"], rows)]
