@@ -61,8 +61,11 @@ def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
     was = read_info(read_checkpoint(ckpt_path), f"ckpt_path {ckpt_path}")
     now = module.model_info()
     if was.styles != now.styles:
+        added = was.training.init_from if was.training else None
+        hint = (f"; it added styles to init_from={added}: pass init_from={added} train_only=norm again"
+                if added and not now.training.init_from else "")
         raise UserError(f"ckpt_path {ckpt_path} was trained on the styles {was.styles}, the config gives {now.styles}; "
-                        f"resume with the run's own style images (in the same order)")
+                        f"resume with the run's own style images (in the same order){hint}")
     if (was.architecture, was.config) != (now.architecture, now.config):
         raise UserError(f"ckpt_path {ckpt_path} holds a {was.architecture} network {was.config} but the config builds "
                         f"a {now.architecture} network {now.config}; resume with the run's own model settings")

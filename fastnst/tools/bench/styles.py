@@ -50,8 +50,7 @@ def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
     log(f"styles: inference {variant.name} at {w}x{h}, 1 vs {cfg.styles} styles, {repeats} rounds ...")
     times, errors = time_in_turn({1: lambda r: run1(x, None), cfg.styles: lambda r: run_s(x, style)}, dev,
                                  warmup, max(repeats, 5))
-    return [_row("inference", f"{w}x{h}", variant, n, times[n], errors.get(n), cfg.infer_batch, diff)
-            for n in (1, cfg.styles)]
+    return _pair("inference", f"{w}x{h}", variant, cfg.styles, times, errors, cfg.infer_batch, diff)
 
 
 def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -71,8 +70,18 @@ def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
         log(f"styles: training step {variant.name}, {cfg.train_size}px, batch {cfg.batch}, 1 vs {cfg.styles} styles ...")
         times, errors = time_in_turn({n: (lambda r, s=s: s.step(batches[r % len(batches)])) for n, s in steppers.items()},
                                      dev, cfg.train_warmup, cfg.train_steps)
-    return [_row("training step", f"{cfg.train_size}px", variant, n, times[n], errors.get(n), cfg.batch)
-            for n in (1, cfg.styles)]
+    return _pair("training step", f"{cfg.train_size}px", variant, cfg.styles, times, errors, cfg.batch)
+
+
+def _pair(what: str, size: str, variant: Variant, styles: int, times: dict[int, list[float]],
+          errors: dict[int, str], batch: int, diff: float | None = None) -> list[dict[str, Any]]:
+    """The 1-style and S-style rows; the S-style row's ``cost`` is the median over rounds of its time over the
+    1-style time of the same round, minus 1 (paired: a round's two calls ran back to back, under the same load)."""
+    rows = [_row(what, size, variant, n, times[n], errors.get(n), batch, diff if n > 1 else None) for n in (1, styles)]
+    if "ms" in rows[0] and "ms" in rows[1] and len(times[1]) == len(times[styles]):
+        ratios = [b / a for a, b in zip(times[1], times[styles])]
+        rows[1].update(cost=statistics.median(ratios) - 1.0, cost_min=min(ratios) - 1.0, cost_max=max(ratios) - 1.0)
+    return rows
 
 
 def _row(what: str, size: str, variant: Variant, styles: int, times: list[float], error: str | None, batch: int,
@@ -90,7 +99,7 @@ def _row(what: str, size: str, variant: Variant, styles: int, times: list[float]
 
 def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """Rows of 1-style and S-style timings per variant, and the cost of conditioning (S-style time / 1-style
-    time - 1) for inference and the training step."""
+    time - 1, paired by round) for inference and the training step."""
     rows: list[dict[str, Any]] = []
     for text in cfg.styles_variants:
         variant = Variant.parse(text)
@@ -100,11 +109,6 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
             except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the run
                 rows.append({"what": part.__name__.strip("_").split("_")[0], "variant": variant.name,
                              "styles": cfg.styles, "error": _error(exc)})
-    for row in rows:
-        base = next((r for r in rows if r.get("what") == row.get("what") and r.get("variant") == row["variant"]
-                     and r.get("styles") == 1 and "ms" in r), None)
-        if base is not None and "ms" in row:
-            row["cost"] = row["ms"] / base["ms"] - 1.0
     return {"num_styles": cfg.styles, "network": cfg.model, "results": rows}
 
 
@@ -118,8 +122,10 @@ def format_styles(st: dict[str, Any]) -> list[str]:
         if "error" in r:
             rows.append([*label, "failed", "", r["error"][:60]])
         else:
-            cost = f"{100 * r['cost']:+.1f}%" if "cost" in r and r["styles"] > 1 else ""
+            cost = (f"{100 * r['cost']:+.1f}% ({100 * r['cost_min']:+.0f}..{100 * r['cost_max']:+.0f})"
+                    if "cost" in r else "")
             rows.append([*label, _fmt(r["ms"]), _fmt(r["images_per_s"], 2), cost])
     return [f"CONDITIONING  a {st['num_styles']}-style network against a 1-style network of the same shape, timed in "
             f"turn (inference: one style for the image; training: a style per image)",
-            _table(["what", "size", "variant", "styles", "ms", "images/s", "cost"], rows)]
+            _table(["what", "size", "variant", "styles", "ms", "images/s", "cost (range over rounds)"], rows),
+            "cost: the median over rounds of the S-style time over the 1-style time of the same round, minus 1"]
