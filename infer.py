@@ -17,6 +17,9 @@ EPILOG = """examples:
   python infer.py --ckpt model.onnx photos/ -o stylized/ --batch-size 8
   python infer.py --ckpt last.ckpt huge.jpg --tile 512 -o huge_styled.jpg
   python infer.py --ckpt last.ckpt photo.jpg --preserve-color --strength 0.7
+  python infer.py --ckpt multi.ckpt photo.jpg                          # photo_<style>.jpg for every style
+  python infer.py --ckpt multi.ckpt photo.jpg --style starry=0.7,scream=0.3
+  python infer.py --ckpt multi.ckpt photos/ --sheet -o sheets/         # every style side by side, labelled
   python infer.py --ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark
   python infer.py --ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # fastest on CPUs with bf16
 """
@@ -30,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training checkpoint (.ckpt), exported model (.onnx, .pt2) or pytorch/examples model (.pth)")
     p.add_argument("--style", metavar="STYLE",
                    help="for a multi-style model: a style name or index, or a blend such as a=0.7,b=0.3 "
-                        "(weights >= 0, normalised to sum 1)")
+                        "(weights >= 0, normalised to sum 1); without it, one image per style (NAME_<style>.EXT)")
+    p.add_argument("--sheet", action="store_true",
+                   help="for a multi-style model: one labelled image per input with the photo and every style "
+                        "side by side (NAME_sheet.EXT)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (default: NAME_stylized.EXT, or ./stylized/)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")

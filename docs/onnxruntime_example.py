@@ -25,6 +25,8 @@ if len(styles) > 1:  # a multi-style model takes one weight per style, [S] float
     weights = np.zeros(len(styles), dtype=np.float32)
     for part in choice.split(","):
         name, _, weight = part.partition("=")
+        if name not in styles:
+            sys.exit(f"unknown style {name!r}; the model holds {', '.join(styles)}")
         weights[styles.index(name)] += float(weight or 1.0)
     feeds["style_weights"] = weights / weights.sum()
 print("style:", choice)

@@ -48,6 +48,55 @@ def make_painting(size: int = 96) -> Image.Image:
     return Image.fromarray(np.stack([r, g, b], -1).astype(np.uint8), "RGB")
 
 
+def make_pattern(kind: str, size: int = 64) -> Image.Image:
+    """Paintings that differ from each other: ``checker`` (blocks), ``dots`` (a dot grid), ``waves``
+    (diagonal colour bands), anything else a seeded noise pattern."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    if kind == "checker":
+        on = ((xx // 8 + yy // 8) % 2).astype(np.float64)
+        img = np.stack([255 * on, 40 + 0 * on, 255 * (1 - on)], -1)
+    elif kind == "dots":
+        on = (((xx % 6) - 3) ** 2 + ((yy % 6) - 3) ** 2 < 4).astype(np.float64)
+        img = np.stack([250 - 200 * on, 230 - 200 * on, 60 + 0 * on], -1)
+    elif kind == "waves":
+        img = np.stack([127 + 127 * np.sin((xx + yy) / 4.0), 127 + 127 * np.cos(xx / 5.0), 90 + 0 * xx], -1)
+    else:
+        rng = np.random.default_rng(sum(map(ord, kind)))
+        img = rng.uniform(0, 255, (size, size, 3))
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+MULTI_STYLES = ("checker", "dots", "waves")
+
+
+@pytest.fixture(scope="session")
+def style_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three paintings (the styles of a multi-style network, in file-name order)."""
+    d = tmp_path_factory.mktemp("paintings")
+    for name in MULTI_STYLES:
+        make_pattern(name).save(d / f"{name}.png")
+    return d
+
+
+def multi_config(photo_dir: Path, style_dir: Path | list[Path], **overrides: Any) -> dict[str, Any]:
+    """:func:`tiny_config` for a network of the paintings of ``style_dir`` (a folder or a list)."""
+    images = str(style_dir) if isinstance(style_dir, Path) else [str(p) for p in style_dir]
+    cfg = tiny_config(photo_dir, Path("unused"), **overrides)
+    cfg["style"] = {"images": images, "size": 64, **(overrides.get("style") or {})}
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def multi_ckpt(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path, style_dir: Path) -> Path:
+    """A checkpoint of the tiny network trained for a few steps on the three paintings of ``style_dir``."""
+    from fastnst.training import fit
+
+    run = tmp_path_factory.mktemp("multi_run")
+    result = fit(multi_config(photo_dir, style_dir, **{"trainer.max_steps": 6}), run)
+    assert result.last_checkpoint is not None
+    return result.last_checkpoint
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("photos")

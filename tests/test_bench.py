@@ -66,8 +66,17 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
         assert "error" not in r, r
         assert _positive(r["images_per_s"]) and _positive(r["ms"]) and _positive(r["vs_reference"])
         assert r["max_abs_err"] < 1e-4  # every fp32 path computes the same image
-    assert set(report["seconds"]) == {"train", "data", "infer"}
-    for header in ("TRAINING", "vs reference", "DATA", "per worker", "INFERENCE", "vs reference", "onnxruntime"):
+    assert set(report["seconds"]) == {"train", "data", "infer", "styles"}
+    styles = report["styles"]["results"]
+    assert [(r["what"], r["styles"]) for r in styles] == [("inference", 1), ("inference", 4), ("training step", 1),
+                                                          ("training step", 4)]
+    for r in styles:
+        assert "error" not in r, r
+        assert _positive(r["ms"]) and _positive(r["images_per_s"])
+    assert styles[1]["max_abs_diff"] < 1e-5  # the 4-style network computes the 1-style network's image
+    assert all(math.isfinite(r["cost"]) for r in styles if r["styles"] == 4)
+    for header in ("TRAINING", "vs reference", "DATA", "per worker", "INFERENCE", "vs reference", "onnxruntime",
+                   "CONDITIONING"):
         assert header in printed
 
 
@@ -88,6 +97,8 @@ def test_variant_names_parse_and_bad_ones_fail_in_one_sentence(capsys: pytest.Ca
     assert "--parts" in capsys.readouterr().err
     assert main(["--quick", "--train-variants", "ort"]) == 2
     assert "inference path only" in capsys.readouterr().err
+    assert main(["--quick", "--styles", "1"]) == 2
+    assert "--styles must be at least 2" in capsys.readouterr().err
 
 
 def test_reference_loop_computes_the_projects_loss() -> None:

@@ -34,11 +34,19 @@ class TrainingInfo:
     loss: dict[str, Any] = field(default_factory=dict)  # PerceptualLoss settings: layers, weights, VGG weights
     skipped_images: int = 0
     skipped_batches: int = 0
+    init_from: str | None = None  # the checkpoint whose network this run started from (adding styles to it)
+    trained_styles: list[str] | None = None  # the styles this run trained (None: all of them)
 
     @property
     def vgg_weights(self) -> str | None:
         value = self.loss.get("vgg_weights")
         return None if value is None else str(value)
+
+
+def _training_info(data: dict[str, Any]) -> TrainingInfo:
+    # Keys a later fastnst may add are ignored, so that its files still load here (all fields are optional).
+    known = {f.name for f in dataclasses.fields(TrainingInfo)}
+    return TrainingInfo(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ class ModelInfo:
             training = data.get("training")
             info = cls(architecture=str(data["architecture"]), config=dict(data["config"]),
                        styles=[str(s) for s in data["styles"]],
-                       training=TrainingInfo(**training) if isinstance(training, dict) else None,
+                       training=_training_info(training) if isinstance(training, dict) else None,
                        source=str(data.get("source", SOURCE_FASTNST)), exported_from=data.get("exported_from"),
                        format_version=version)
         except (KeyError, TypeError, ValueError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import time
@@ -14,6 +15,7 @@ import torch
 
 from fastnst.errors import UserError
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
 
 
@@ -24,7 +26,8 @@ class BenchmarkResult:
     model_format: str
     size: tuple[int, int]  # (width, height)
     batch_size: int
-    latencies_ms: list[float]  # per image, one entry per timed run
+    latencies_ms: list[float]  # per output image (an image in one style), one entry per timed run
+    styles: int = 1  # style choices each image was stylized in
 
     @property
     def images_per_second(self) -> float:
@@ -33,16 +36,19 @@ class BenchmarkResult:
     def summary(self) -> str:
         lat = sorted(self.latencies_ms)
         p90 = lat[min(len(lat) - 1, math.ceil(0.9 * len(lat)) - 1)]
+        each = f", {self.styles} styles each" if self.styles > 1 else ""
         return (f"benchmark: {self.model_format} on {self.device} ({self.precision}), {self.size[0]}x{self.size[1]} px, "
-                f"batch {self.batch_size}, {len(lat)} timed runs after warm-up: per-image latency "
+                f"batch {self.batch_size}{each}, {len(lat)} timed runs after warm-up: per-image latency "
                 f"mean {statistics.mean(lat):.2f} ms, median {statistics.median(lat):.2f} ms, p90 {p90:.2f} ms; "
                 f"{self.images_per_second:.2f} images/s")
 
 
 def benchmark(model: Stylizer, x: torch.Tensor, options: StylizeOptions | None = None, *, batch_size: int = 1,
-              warmup: int = 3, runs: int = 10, weights: torch.Tensor | None = None) -> BenchmarkResult:
+              warmup: int = 3, runs: int = 10, weights: torch.Tensor | None = None,
+              styles: list[torch.Tensor | None] | None = None) -> BenchmarkResult:
     """Time ``stylize`` on a batch of copies of ``x`` [1, 3, H, W] after ``warmup`` untimed runs, with the
-    device synchronised around each timed run; input and output stay on the model's device."""
+    device synchronised around each timed run; input and output stay on the model's device. A run stylizes
+    the batch in each of ``styles`` (default ``[weights]``); latency is per image and style."""
     if runs < 1 or warmup < 0:
         raise UserError(f"benchmark needs at least 1 timed run and >= 0 warm-up runs, got {runs} and {warmup}")
     opts = options or StylizeOptions()
@@ -50,16 +56,18 @@ def benchmark(model: Stylizer, x: torch.Tensor, options: StylizeOptions | None =
     tiled = opts.tile is not None and max(x.shape[-2:]) > opts.tile
     xb = x.expand(batch_size, -1, -1, -1).contiguous()
     xb = xb if tiled else xb.to(model.device)
+    choices = styles if styles is not None else [weights]
     lat = []
     for i in range(warmup + runs):
         model.synchronize()
         t0 = time.perf_counter()
-        model.stylize_tensor(xb, weights, opts)
+        for w in choices:
+            model.stylize_tensor(xb, w, opts)
         model.synchronize()
         if i >= warmup:
-            lat.append((time.perf_counter() - t0) * 1000.0 / batch_size)
+            lat.append((time.perf_counter() - t0) * 1000.0 / (batch_size * len(choices)))
     return BenchmarkResult(str(model.device), model.weights_precision, model.format, (x.shape[-1], x.shape[-2]),
-                           batch_size, lat)
+                           batch_size, lat, len(choices))
 
 
 def run_cli(args: Any) -> int:
@@ -76,7 +84,10 @@ def run_cli(args: Any) -> int:
     model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
-    weights = model.style_weights(args.style)
+    sheet = bool(getattr(args, "sheet", False))
+    each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
+    styles = each if each is not None else [model.style_weights(args.style)]
+    variants = model.styles if each is not None and not sheet else None
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     if args.benchmark:
@@ -84,19 +95,22 @@ def run_cli(args: Any) -> int:
         x = load_content(Job(src, src), args.max_size)
         say(f"fastnst: model {model.describe()}")
         print(benchmark(model, x, opts, batch_size=args.batch_size, warmup=args.warmup,
-                        runs=args.benchmark_runs, weights=weights).summary())
+                        runs=args.benchmark_runs, styles=styles).summary())
         return 0
 
     jobs, skipped = plan_jobs(args.inputs, args.output, overwrite=args.overwrite, skip_existing=args.skip_existing,
-                              ext=args.ext)
+                              ext=args.ext, variants=variants,
+                              default_suffix="_sheet" if sheet else "" if variants else "_stylized")
     say(f"fastnst: model {model.describe()}")
     if skipped:
         say(f"fastnst: {skipped} existing output(s) kept (--skip-existing)")
-    report = stylize_files(model, jobs, opts, weights=weights, batch_size=args.batch_size, max_size=args.max_size,
-                           progress=not args.quiet)
+    if variants:
+        say(f"fastnst: no --style: one image per style ({', '.join(variants)})")
+    report = stylize_files(model, jobs, opts, styles=styles, sheet=model.styles if sheet else None,
+                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet)
     report.skipped_existing = skipped
-    where = report.written[0] if len(jobs) == 1 and report.written else \
-        (jobs[0].dst.parent if len(jobs) == 1 else Path(args.output or "stylized"))
+    where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
+        if jobs else Path(args.output or "stylized")
     if report.failed:
         print(f"fastnst: {len(report.failed)} of {len(jobs)} image(s) failed; {len(report.written)} written to "
               f"{where}", file=sys.stderr)

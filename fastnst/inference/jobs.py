@@ -4,6 +4,7 @@ background threads, written atomically; a bad image is reported and skipped, nev
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 import time
@@ -28,8 +29,11 @@ from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_an
 
 @dataclass(frozen=True)
 class Job:
+    """One output file: ``src`` stylized with the run's style choice number ``style`` into ``dst``."""
+
     src: Path
     dst: Path
+    style: int = 0
 
 
 def _has_magic(s: str) -> bool:
@@ -81,13 +85,17 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
 
 
 def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bool = False,
-              skip_existing: bool = False, ext: str | None = None) -> tuple[list[Job], int]:
+              skip_existing: bool = False, ext: str | None = None, variants: Sequence[str] | None = None,
+              default_suffix: str = "_stylized") -> tuple[list[Job], int]:
     """Map INPUTs (files, folders searched recursively, glob patterns) to output files.
 
     One input file: ``output`` is a file (its extension picks the format) or a folder; default
     ``<stem>_stylized<ext>`` in the current folder. Otherwise ``output`` is a folder (default ``stylized``)
     and each folder input keeps its structure. Inputs are never overwritten; existing outputs only with
     ``overwrite`` (or are skipped with ``skip_existing``). Returns the jobs and the number skipped.
+
+    ``variants`` (style names) make one output per input and name, ``<output stem>_<name><ext>``, with job
+    ``style`` the name's position; ``default_suffix`` ends the default output name of one input file.
     """
     if not inputs:
         raise UserError("no inputs given; pass image files, folders or glob patterns")
@@ -102,7 +110,7 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     if single:
         src = paths[0]
         if output is None:
-            out_file = Path(f"{src.stem}_stylized{ext or src.suffix}")
+            out_file = Path(f"{src.stem}{default_suffix}{ext or src.suffix}")
         else:
             o = Path(output).expanduser()
             if o.is_dir() or output.endswith(("/", os.sep)) or not o.suffix:
@@ -125,6 +133,9 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     else:
         for src, rel in pairs:
             jobs.append(Job(src, out_dir / (rel.with_suffix(ext) if ext else rel)))
+    if variants:
+        jobs = [Job(j.src, j.dst.with_name(f"{j.dst.stem}_{name}{j.dst.suffix}"), k) for j in jobs
+                for k, name in enumerate(variants)]
 
     sources = {j.src.resolve() for j in jobs}
     seen: dict[Path, Path] = {}
@@ -218,57 +229,78 @@ def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iter
 
 
 def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions | None = None, *,
-                  weights: torch.Tensor | None = None,
-                  batch_size: int = 1, max_size: int | None = None, progress: bool = True,
-                  log: Callable[[str], None] | None = None) -> JobsReport:
-    """Stylize every job's image with the style ``weights`` ([S], None for a one-style model) and write it; a bad
-    image is reported through ``log`` and skipped."""
+                  weights: torch.Tensor | None = None, styles: Sequence[torch.Tensor | None] | None = None,
+                  sheet: Sequence[str] | None = None, batch_size: int = 1, max_size: int | None = None,
+                  progress: bool = True, log: Callable[[str], None] | None = None) -> JobsReport:
+    """Stylize every job's image and write it; a bad image is reported through ``log`` and skipped.
+
+    ``styles``: the run's style choices ([S] weights each, None for a one-style model; default ``[weights]``);
+    each job uses ``styles[job.style]``, and an input with several jobs is read once. ``sheet``: labels of
+    the choices; each job's output is then one labelled sheet of the photo and every choice side by side.
+    """
     opts = options or StylizeOptions()
     opts.validate()
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if max_size is not None and max_size < 5:
         raise UserError(f"--max-size must be at least 5 px, got {max_size}")
+    choices = list(styles) if styles is not None else [weights]
     from tqdm import tqdm
+
+    from fastnst.inference.style_outputs import compose_sheet
 
     report = JobsReport()
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     say = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    # Jobs of one input (one per style) are planned next to each other: the input is decoded once.
+    groups = [list(g) for _, g in itertools.groupby(jobs, key=lambda j: j.src)]
 
-    def fail(job: Job, msg: str) -> None:
-        report.failed.append((job.src, msg))
+    def fail(group: list[Job], msg: str) -> None:
+        for job in group:
+            report.failed.append((job.src, msg))
         say(f"fastnst: error: {msg}; skipped")
+        bar.update(len(group))
+
+    def write(job: Job, y: torch.Tensor | Image.Image) -> None:
+        try:
+            if isinstance(y, Image.Image):
+                atomic_write(job.dst, lambda tmp: save_image(y, tmp))
+            else:
+                save_atomic(y, job.dst)
+        except (OSError, ValueError) as exc:
+            fail([job], f"cannot write {job.dst} ({exc})")
+            return
+        report.written.append(job.dst)
         bar.update(1)
 
-    def run(batch: list[tuple[Job, torch.Tensor]]) -> None:
+    def run(batch: list[tuple[list[Job], torch.Tensor]]) -> None:
         x = batch[0][1] if len(batch) == 1 else torch.cat([t for _, t in batch])  # no full-size copy of one image
+        needed = range(len(choices)) if sheet else sorted({j.style for group, _ in batch for j in group})
+        outs: dict[int, torch.Tensor] = {}
         try:
-            y = model.stylize_tensor(x, weights, opts).cpu()
-        except UserError as exc:
-            for job, _ in batch:
-                fail(job, f"{job.src}: {exc}")
-            return
-        except InferenceError as exc:
-            for job, _ in batch:
-                fail(job, f"{job.src}: {exc}")
+            for k in needed:
+                outs[k] = model.stylize_tensor(x, choices[k], opts).cpu()
+                if sheet:  # one image at a time: keep 8-bit panels, not S float copies
+                    outs[k] = outs[k].clamp(0, 1).mul(255).round().to(torch.uint8)
+        except (UserError, InferenceError) as exc:
+            for group, _ in batch:
+                fail(group, f"{group[0].src}: {exc}")
             return
         except RuntimeError as exc:
             if not out_of_memory(exc):
                 raise
             h, w = x.shape[-2:]
-            for job, _ in batch:
-                fail(job, f"ran out of memory stylizing {job.src} ({w}x{h} px, batch of {len(batch)}); "
-                          f"use --tile 512, --max-size or a smaller --batch-size")
+            for group, _ in batch:
+                fail(group, f"ran out of memory stylizing {group[0].src} ({w}x{h} px, batch of {len(batch)}); "
+                            f"use --tile 512, --max-size or a smaller --batch-size")
             return
-        for i, (job, _) in enumerate(batch):
-            try:
-                save_atomic(y[i], job.dst)
-            except (OSError, ValueError) as exc:
-                fail(job, f"cannot write {job.dst} ({exc})")
-                continue
-            report.written.append(job.dst)
-            bar.update(1)
+        for i, (group, content) in enumerate(batch):
+            if sheet:
+                write(group[0], compose_sheet(content[0], [outs[k][i] for k in needed], sheet))
+            else:
+                for job in group:
+                    write(job, outs[job.style][i])
 
     def run_animation(job: Job, anim: Animation) -> None:
         """Every frame, in batches, then one animated file with the input's durations and loop count."""
@@ -290,21 +322,22 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
         bar.update(1)
 
     tiled = opts.tile is not None
-    per_batch = 1 if tiled else batch_size
-    buckets: dict[tuple[int, int], list[tuple[Job, torch.Tensor]]] = {}
+    per_batch = 1 if tiled or sheet else batch_size
+    buckets: dict[tuple[int, int], list[tuple[list[Job], torch.Tensor]]] = {}
     pending = 0
     try:
-        for job, fut in _prefetch(lambda j: load_content(j, max_size), jobs, 0 if tiled else 2 * per_batch):
+        loads = _prefetch(lambda j: load_content(j, max_size), [g[0] for g in groups], 0 if tiled else 2 * per_batch)
+        for group, (_, fut) in zip(groups, loads):
             try:
                 content = fut.result()
             except UserError as exc:
-                fail(job, str(exc))
+                fail(group, str(exc))
                 continue
             if isinstance(content, Animation):
                 run_animation(job, content)
                 continue
             key = (content.shape[-2], content.shape[-1])
-            buckets.setdefault(key, []).append((job, content))
+            buckets.setdefault(key, []).append((group, content))
             pending += 1
             if len(buckets[key]) >= per_batch:
                 pending -= len(buckets[key])
@@ -319,5 +352,3 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
         bar.close()
     report.seconds = time.perf_counter() - start
     return report
-
-

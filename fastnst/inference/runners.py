@@ -1,5 +1,6 @@
 """How each model format runs: ``run(x, style) -> y`` with ``x`` float32 [N, 3, H, W] in [0, 1] on any
-device, ``style`` None or [N, S] style weights, ``y`` float32 [N, 3, H, W] on x's device.
+device, ``style`` None, [N, S] style weights per image or [1, S] for the whole batch, ``y`` float32
+[N, 3, H, W] on x's device.
 
 Eager networks (``.ckpt``, pytorch/examples ``.pth``) run through :func:`network_runner` (device, precision,
 channels-last, torch.compile), ONNX models through onnxruntime, ``.pt2`` programs as exported.

@@ -58,8 +58,8 @@ def style_weights(choice: StyleChoice, names: Sequence[str]) -> torch.Tensor | N
     if choice is None:
         if s == 1:
             return None
-        raise UserError(f"the model holds {s} styles ({', '.join(names)}); choose one by name or index, or a blend "
-                        f"such as {names[0]}=0.5,{names[1]}=0.5")
+        raise UserError(f"the model holds {s} styles ({', '.join(names)}); choose one by name or index, a blend "
+                        f"such as {names[0]}=0.5,{names[1]}=0.5, or every style with stylize_each()")
     if isinstance(choice, (str, int)) and not isinstance(choice, bool):
         weights = torch.zeros(s)
         weights[_index(choice, names)] = 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from fastnst.inference.devices import check_precision, resolve_device, synchroni
 from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 MIN_SIDE = 5
@@ -108,7 +109,8 @@ class Stylizer:
 
     # --- tensors -------------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, style: StyleChoice = None) -> torch.Tensor:
-        """Stylize [N, 3, H, W] float32 in [0, 1] with one style choice for the batch (or [N, S] weights)."""
+        """Stylize [N, 3, H, W] float32 in [0, 1] with one style choice for the batch (or [N, S] weights per
+        image, or [1, S] for all)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an [N, 3, H, W] tensor, got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_SIDE:
@@ -116,12 +118,14 @@ class Stylizer:
         return self._run(x, self._batch_weights(style, x.shape[0]))
 
     def _batch_weights(self, style: StyleChoice, n: int) -> torch.Tensor | None:
+        """[n, S] per-image weights as given, or [1, S] for one choice for the whole batch (the network's fast
+        path: one scale and shift for all images), None for a one-style model."""
         if isinstance(style, torch.Tensor) and style.dim() == 2:
-            if style.shape != (n, len(self.styles)):
+            if style.shape[0] not in (1, n) or style.shape[1] != len(self.styles):
                 raise ValueError(f"style weights of shape {tuple(style.shape)} for {n} image(s) and {len(self.styles)} styles")
             return None if len(self.styles) == 1 else style
         w = self.style_weights(style)
-        return None if w is None else w.expand(n, -1)
+        return None if w is None else w.reshape(1, -1)
 
     def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Stylize one [1, 3, H, W] image tile by tile; see :func:`fastnst.inference.tiling.stylize_tiled`."""
@@ -144,7 +148,7 @@ class Stylizer:
             outs = [self.tiled(x[i:i + 1].cpu(), opts, weights) for i in range(x.shape[0])]
             # no concatenation for one image: a copy of a full-size float image is what tiling avoids
             return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(x.device)
-        batch = None if weights is None else weights.reshape(1, -1).expand(x.shape[0], -1)
+        batch = None if weights is None else weights.reshape(1, -1)
         return opts.post(self(x, batch), x)
 
     # --- images --------------------------------------------------------------------------------------
@@ -155,33 +159,71 @@ class Stylizer:
         result has the same type and size (or the longer side ``max_size``, if given and smaller), RGB.
 
         ``style``: a name, an index or a blend (``{"a": 0.7, "b": 0.3}`` or ``"a=0.7,b=0.3"``, normalised to
-        sum 1) for a multi-style model; ``tile`` stylizes large images in tiles of that many pixels;
-        ``preserve_color`` keeps the photo's colours; ``strength`` in [0, 1] blends with the photo.
+        sum 1) for a multi-style model (every style at once: :meth:`stylize_each`, :meth:`style_sheet`);
+        ``tile`` stylizes large images in tiles of that many pixels; ``preserve_color`` keeps the photo's
+        colours; ``strength`` in [0, 1] blends with the photo.
         """
-        from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
-
         opts = StylizeOptions(tile=tile, tile_overlap=tile_overlap, tile_stats_size=tile_stats_size,
                               preserve_color=preserve_color, strength=strength)
         opts.validate()
-        is_array = isinstance(image, np.ndarray)
-        if is_array:
-            if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-                raise UserError(f"stylize takes a uint8 array of shape (H, W, 3), (H, W, 4) or (H, W); got "
-                                f"{image.dtype} {image.shape}")
-            pil = Image.fromarray(image)
-        elif isinstance(image, Image.Image):
-            pil = image
-        else:
-            raise UserError(f"stylize takes a PIL image or a uint8 numpy array, got {type(image).__name__}")
-        pil = to_rgb(pil)
-        if max_size is not None:
-            if max_size < MIN_SIDE:
-                raise UserError(f"max_size must be at least {MIN_SIDE} px, got {max_size}")
-            pil = resize_longer(pil, max_size)
-        x = pil_to_tensor(pil).unsqueeze(0)
-        y = self.stylize_tensor(x, self.style_weights(style), opts)
-        out = tensor_to_pil(y)
-        return np.asarray(out) if is_array else out  # type: ignore[return-value]
+        weights = self.style_weights(style)
+        x, is_array = _image_tensor(image, max_size)
+        return _as_input_type(tensor_to_pil(self.stylize_tensor(x, weights, opts)), is_array)
+
+    def stylize_each(self, image: ImageLike, **options: Any) -> dict[str, ImageLike]:
+        """``{style name: stylized image}`` for every style of the model (one entry for a one-style model);
+        ``options`` are :meth:`stylize`'s keyword arguments."""
+        opts, max_size = _options(options)
+        x, is_array = _image_tensor(image, max_size)
+        return {name: _as_input_type(tensor_to_pil(self.stylize_tensor(x, self.style_weights(i), opts)), is_array)
+                for i, name in enumerate(self.styles)}
+
+    def style_sheet(self, image: ImageLike, **options: Any) -> ImageLike:
+        """One labelled image: the photo and its stylization in every style of a multi-style model, side by
+        side (panels at most 1024 px); ``options`` are :meth:`stylize`'s keyword arguments."""
+        from fastnst.inference.style_outputs import compose_sheet, each_style
+
+        weights = each_style(self.styles, None, sheet=True) or []
+        opts, max_size = _options(options)
+        x, is_array = _image_tensor(image, max_size)
+        outs = [self.stylize_tensor(x, w, opts)[0] for w in weights]
+        return _as_input_type(compose_sheet(x[0], outs, self.styles), is_array)
+
+
+def _options(options: dict[str, Any]) -> tuple[StylizeOptions, int | None]:
+    """:meth:`Stylizer.stylize`'s keyword arguments as options and ``max_size``; unknown ones are one sentence."""
+    known = {"tile", "tile_overlap", "tile_stats_size", "preserve_color", "strength"}
+    unknown = sorted(set(options) - known - {"max_size"})
+    if unknown:
+        raise UserError(f"unknown option(s) {', '.join(unknown)}; stylize takes {', '.join(sorted(known | {'max_size'}))}")
+    opts = StylizeOptions(**{k: v for k, v in options.items() if k in known})
+    opts.validate()
+    return opts, options.get("max_size")
+
+
+def _image_tensor(image: Any, max_size: int | None) -> tuple[torch.Tensor, bool]:
+    """A PIL image or uint8 array as [1, 3, H, W] float32 in [0, 1] (longer side at most ``max_size``), and
+    whether it was an array."""
+    is_array = isinstance(image, np.ndarray)
+    if is_array:
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise UserError(f"stylize takes a uint8 array of shape (H, W, 3), (H, W, 4) or (H, W); got "
+                            f"{image.dtype} {image.shape}")
+        pil = Image.fromarray(image)
+    elif isinstance(image, Image.Image):
+        pil = image
+    else:
+        raise UserError(f"stylize takes a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    pil = to_rgb(pil)
+    if max_size is not None:
+        if max_size < MIN_SIDE:
+            raise UserError(f"max_size must be at least {MIN_SIDE} px, got {max_size}")
+        pil = resize_longer(pil, max_size)
+    return pil_to_tensor(pil).unsqueeze(0), is_array
+
+
+def _as_input_type(image: Image.Image, is_array: bool) -> Any:
+    return np.asarray(image) if is_array else image
 
 
 def _unknown_info(path: Path) -> ModelInfo:

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastnst.models import StyleNorm
+from fastnst.models.layers import Conditional
 
 
-class FixedStyleNorm(nn.Module):
-    """A :class:`StyleNorm` with frozen per-channel statistics (shares the original's scale and shift)."""
+class FixedStyleNorm(Conditional):
+    """A :class:`StyleNorm` with frozen per-channel statistics (shares the original's scale and shift).
+    Conditional, so that the blocks around it hand it the style weights as they do the norm it replaces."""
 
     def __init__(self, norm: StyleNorm) -> None:
         super().__init__()

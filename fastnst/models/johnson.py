@@ -44,7 +44,7 @@ class TransformerNet(nn.Module):
         self.out = ConvLayer(c1, 3, 9, norm=False, relu=False)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] (and [N, S] style weights) -> [N, 3, H, W] in [0, 1]."""
+        """[N, 3, H, W] in [0, 1] (and [N or 1, S] style weights) -> [N, 3, H, W] in [0, 1]."""
         y0 = self.inp(x, style)
         y1 = self.down1(y0, style)
         y = run(self.res, self.down2(y1, style), style)

@@ -6,8 +6,8 @@ An architecture is an ``nn.Module`` class registered under a name (timm's ``regi
 - ``__init__(**config)`` takes plain values only (ints, floats, strings, lists) and ``num_styles``;
 - ``config()`` returns those constructor arguments, so ``create_model(name, **net.config())`` rebuilds it;
 - ``forward(x, style=None)``: ``x`` is float RGB [N, 3, H, W] in [0, 1], any H, W >= 5; ``style`` is
-  None (a one-style network) or [N, num_styles] style weights (a one-hot row picks a style, a convex
-  combination blends); the output has x's shape, values in [0, 1].
+  None (a one-style network), [N, num_styles] style weights per image or [1, num_styles] for the whole
+  batch (a one-hot row picks a style, a convex combination blends); the output has x's shape, in [0, 1].
 
 Architectures outside this package register through the ``fastnst.models`` entry-point group
 (``[project.entry-points."fastnst.models"] mynet = "mypkg.mynet"``): the module is imported the first

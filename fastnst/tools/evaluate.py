@@ -42,6 +42,7 @@ from fastnst.losses.presets import describe_loss, load_preset
 from fastnst.losses.presets import loss_settings as preset_settings
 from fastnst.losses.vgg import MIN_SIZE, RANDOM_VGG_NOTE
 from fastnst.media.image import find_images, load_image, load_style_image, pil_to_tensor, resize_longer_to, save_image
+from fastnst.tools.evaluate_styles import evaluate_each_style, format_styles_report, style_painting
 
 HIGHER_IS_BETTER = frozenset({"ssim"})
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as Pillow's convert("L")
@@ -167,14 +168,13 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     dev = resolve_device(device)
     net = load(model, dev)
     info = net.info
+    if len(net.styles) > 1 and model_style is None:
+        return evaluate_each_style(model, style, images, size=size, style_size=style_size, compare=compare,
+                                    preset=preset, vgg_weights=vgg_weights, device=device,
+                                    save_outputs=save_outputs, progress=progress, info=info)
     weights = net.style_weights(model_style)
     index = 0 if weights is None else int(weights.argmax())
-    if style is None:
-        trained = info.training.style_images if info.training else []
-        style = trained[index] if index < len(trained) else None
-        if not style or not Path(style).is_file():
-            raise UserError(f"--style is not given and the style image the model was trained on ({style}) is not "
-                            "here; pass --style /path/to/painting.jpg")
+    style = style_painting(info, index, style)
     root = Path(images).expanduser()
     files = [root] if root.is_file() else find_images(root, "--images")
     base = root.parent if root.is_file() else root
@@ -245,11 +245,12 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
         "metrics": "total/content/style/tv weighted as in training; style/<layer> and tv_raw unweighted; ssim of the luminance "
                    "against the content image (higher is better); latency_ms of the model alone",
+        "model_style": info.styles[index] if len(info.styles) > 1 else None,
         "summary": summary, "per_image": per_image, "skipped": skipped,
     }
 
 
-def _num(v: float) -> str:
+def number(v: float) -> str:
     if not math.isfinite(v):
         return str(v)
     return f"{v:.4f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.3e}"
@@ -257,6 +258,8 @@ def _num(v: float) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a text table: one row per metric, mean/median/worst per measured set."""
+    if "per_style" in report:
+        return format_styles_report(report)
     sets = list(report["summary"])
     metrics: list[str] = []
     for s in sets:
@@ -266,7 +269,8 @@ def format_report(report: dict[str, Any]) -> str:
     stats = ("mean", "median", "worst")
     width = max(len(m) for m in metrics) + 2
     lines = [f"fastnst quality report: {report['count']} images of {report['images']} at {report['size']} px; "
-             f"style {report['style']} at {report['style_size']} px; device {report['device']}"
+             + (f"model style {report['model_style']}; " if report.get("model_style") else "")
+             + f"style {report['style']} at {report['style_size']} px; device {report['device']}"
              + (f" ({report['cpu_threads']} threads)" if report["device"] == "cpu" else ""),
              f"model: {report['model']}" + (f"; compare: {report['compare']}" if report["compare"] else ""),
              f"loss: {report['loss_source']}: {describe_loss(report['loss'])}",
@@ -280,7 +284,7 @@ def format_report(report: dict[str, Any]) -> str:
         cells = []
         for s in sets:
             entry = report["summary"][s].get(m)
-            cells.append("".join(f"{_num(entry[h]) if entry else '-':>12}" for h in stats) + "  ")
+            cells.append("".join(f"{number(entry[h]) if entry else '-':>12}" for h in stats) + "  ")
         lines.append(f"{m:<{width}}" + " | ".join(cells))
     lines.append("")
     lines.append("losses: lower is better (worst = max); ssim: higher is better (worst = min); "
@@ -303,8 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, metavar="MODEL",
                    help="model: a training checkpoint (.ckpt), an exported .onnx / .pt2 file or a pytorch/examples .pth")
     p.add_argument("--model-style", default=None, metavar="NAME",
-                   help="which style of a multi-style model to evaluate (name or index)")
-    p.add_argument("--style", default=None, help="style image (default: the one the model was trained on, if present)")
+                   help="which style of a multi-style model to evaluate (name or index; default: every style, each "
+                        "against its own painting)")
+    p.add_argument("--style", default=None,
+                   help="style image (default: the one the model was trained on, if present); for every style of a "
+                        "multi-style model, a folder holding the paintings (matched by file name)")
     p.add_argument("--images", required=True, help="folder of content images (searched recursively) or one image")
     p.add_argument("--longer-side", "--size", dest="size", type=int, default=256, metavar="PX",
                    help="every image is resized so that its longer side is PX (default 256; --size is the old name)")

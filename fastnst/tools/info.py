@@ -120,6 +120,9 @@ def format_description(d: dict[str, Any]) -> str:
         if t:
             rows.append(("trained", f"{t['global_step']} steps" + (f" on {t['image_size']} px crops" if t.get("image_size") else "")
                          + (f"; {t['skipped_images']} unreadable image reads skipped" if t.get("skipped_images") else "")))
+            if t.get("init_from"):
+                rows.append(("added styles", f"{', '.join(t.get('trained_styles') or [])} (norm parameters only) to "
+                                             f"the network of {t['init_from']}"))
             if t.get("style_images"):
                 size = f" (longer side {t['style_size']} px)" if t.get("style_size") else ""
                 rows.append(("style images", ", ".join(t["style_images"]) + size))

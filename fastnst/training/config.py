@@ -157,7 +157,8 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     kwargs = dict(style_images=paths, style_names=names, style_size=size,
                   network={"architecture": arch, **model}, loss=cfg.get("loss") or {}, optim=cfg.get("optim") or {},
                   channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
-                  on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)))
+                  on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)),
+                  init_from=cfg.get("init_from"), train_only=cfg.get("train_only"))
     check_arguments(StyleTransferModule, kwargs, "config")
     return StyleTransferModule(**kwargs)
 

@@ -24,10 +24,12 @@ from fastnst.formats.metadata import FORMAT_VERSION, META_KEY, ModelInfo, Traini
 from fastnst.losses import PerceptualLoss
 from fastnst.media.image import load_style_image
 from fastnst.models import create_model
+from fastnst.training.add_styles import BaseNetwork, NormOnlyTraining, check_new_names, check_train_only, extend, load_base
 
 # Settings of the optim group that are fastnst's learning-rate schedule, not optimizer arguments.
 SCHEDULE_KEYS = ("scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
+TARGET_REPORT_BYTES = 32_000_000  # style targets at least this large are reported when a run starts
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,16 +44,26 @@ def split_optim(optim: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str,
     return node, schedule
 
 
-def style_indices(step: int, batch: int, num_styles: int, seed: int, rank: int = 0) -> torch.Tensor:
-    """The style of each image of a batch: a pure function of (seed, step, rank), so resumed runs draw the same.
+def style_indices(step: int, batch: int, num_styles: int, seed: int, rank: int = 0, world_size: int = 1,
+                  micro: int = 0, accumulate: int = 1) -> torch.Tensor:
+    """The style of each image of a batch, [batch] indices in [0, num_styles): a pure function of its arguments,
+    so a resumed run draws exactly what an uninterrupted one would.
 
-    Per image (Dumoulin et al. 2017 train on batches of mixed styles): a random permutation of the styles
-    per step, repeated when the batch is larger, so a batch holds distinct styles where it can."""
+    One style per image, dealt like cards from decks shuffled anew: the images of the whole run form one
+    stream (optimizer step, accumulated micro-batch ``micro``, DDP rank, position in the batch), and every
+    ``num_styles`` consecutive images of it hold every style once. So every style gets the same share of the
+    training images, a batch holds distinct styles where it can, and DDP ranks draw different styles.
+    """
     if num_styles == 1:
         return torch.zeros(batch, dtype=torch.long)
-    g = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
-    perm = torch.randperm(num_styles, generator=g)
-    return perm.repeat(-(-batch // num_styles))[:batch]
+    start = ((step * accumulate + micro) * world_size + rank) * batch
+    out = torch.empty(batch, dtype=torch.long)
+    for deck in range(start // num_styles, (start + batch - 1) // num_styles + 1):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + deck)
+        order = torch.randperm(num_styles, generator=g)
+        lo, hi = max(start, deck * num_styles), min(start + batch, (deck + 1) * num_styles)
+        out[lo - start: hi - start] = order[lo - deck * num_styles: hi - deck * num_styles]
+    return out
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -71,12 +83,16 @@ class StyleTransferModule(pl.LightningModule):
         compile: ``torch.compile`` the network and the loss network.
         on_nonfinite: ``stop`` (raise, keep the last good checkpoint) or ``skip`` (skip the batch, count it).
         seed: seed of the per-step style draw.
+        init_from: a trained checkpoint whose network gets the styles of ``style_images`` added after its own
+            (with ``train_only="norm"``, see :mod:`fastnst.training.add_styles`).
+        train_only: None (every weight trains) or ``"norm"`` (only the new styles' norm parameters).
     """
 
     def __init__(self, style_images: list[str], style_names: list[str] | None = None, style_size: int | None = 512,
                  network: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
                  optim: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False,
-                 on_nonfinite: str = "stop", seed: int = 0) -> None:
+                 on_nonfinite: str = "stop", seed: int = 0, init_from: str | None = None,
+                 train_only: str | None = None) -> None:
         super().__init__()
         _, schedule = split_optim(optim)
         if schedule.get("scheduler") not in (None, "none", "cosine", "step"):
@@ -85,16 +101,34 @@ class StyleTransferModule(pl.LightningModule):
             raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         if not style_images:
             raise UserError("no style image given; pass style.image=/path/to/painting.jpg")
+        check_train_only(train_only, init_from)
         self.save_hyperparameters()
-        self.style_names = list(style_names or [Path(p).stem for p in style_images])
+        new_names = list(style_names or [Path(p).stem for p in style_images])
         net_cfg = dict(network or {})
-        self.network = create_model(net_cfg.pop("architecture", "johnson"),
-                                    **{**net_cfg, "num_styles": len(style_images)})
-        self.loss_fn = PerceptualLoss(**(loss or {}),
-                                      style_images=[load_style_image(p, style_size) for p in style_images])
+        arch = net_cfg.pop("architecture", "johnson")
+        # Paintings first: an unreadable one is named before the base network or VGG19 is loaded.
+        images = [load_style_image(p, style_size) for p in style_images]
+        self.base: BaseNetwork | None = None
+        if init_from:
+            self.base = load_base(init_from, arch, create_model(arch, **net_cfg).config())
+            check_new_names(self.base, new_names, list(style_images))
+        old = self.base.styles if self.base else []
+        self.style_names = old + new_names
+        # The network's indices of the styles this run trains, in the order of the loss's style targets.
+        self.trained_styles = list(range(len(old), len(self.style_names)))
+        self.network = create_model(arch, **{**net_cfg, "num_styles": len(self.style_names)})
+        self.norm_only: NormOnlyTraining | None = None
+        if self.base is not None:
+            extend(self.network, self.base)
+            self.base.state = {}  # in the network now
+            self.norm_only = NormOnlyTraining(self.network, len(old))
+        self.loss_fn = PerceptualLoss(**(loss or {}), style_images=images)
+        self._ignore_in_ddp()
+        self._report_target_memory()
         self.skipped_images = 0
         self.skipped_batches = 0
         self._last_batch_time: float | None = None
+        self._micro_step, self._micro = -1, 0
         # What steps call: the network and the loss, or their torch.compile wrappers (setup). Set with
         # object.__setattr__ so they stay out of the module tree: as registered submodules they would be
         # saved a second time in every checkpoint (fastnst 0.1 did, under "_net_fn." and "_loss_call.").
@@ -103,7 +137,31 @@ class StyleTransferModule(pl.LightningModule):
 
     @property
     def num_styles(self) -> int:
+        """Styles of the network (old and new ones when adding styles)."""
         return len(self.style_names)
+
+    def _ignore_in_ddp(self) -> None:
+        # DDP broadcasts every buffer from rank 0 before each forward; the loss's buffers (VGG19 weights and the
+        # style targets: 150 MB for 64 styles at the seed layers) are the same on every rank, computed there.
+        from torch.nn.parallel import DistributedDataParallel
+
+        names = [f"loss_fn.{n}" for n, _ in self.loss_fn.named_buffers()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
+
+    @property
+    def target_bytes(self) -> int:
+        """Bytes of the style targets (Gram matrices of every trained style at every style layer)."""
+        return sum(t.numel() * t.element_size() for t in self.loss_fn.style_term.targets().values())
+
+    def _report_target_memory(self) -> None:
+        targets = self.loss_fn.style_term.targets()
+        total = self.target_bytes
+        if total >= TARGET_REPORT_BYTES:
+            from pytorch_lightning.utilities import rank_zero_info
+
+            n = len(self.trained_styles)
+            rank_zero_info(f"fastnst: the style targets of {n} styles take {total / 1e6:.0f} MB ({total / n / 1e6:.2f} MB "
+                           f"per style at {', '.join(targets)}), on every device and in every checkpoint")
 
     # --- setup -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -118,15 +176,16 @@ class StyleTransferModule(pl.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def style_weights(self, indices: torch.Tensor) -> torch.Tensor | None:
-        """[N] style indices as the network's [N, S] one-hot style weights (None for a one-style network)."""
+        """[N] network style indices as the network's [N, S] one-hot style weights (None for a one-style network)."""
         if self.num_styles == 1:
             return None
         return torch.nn.functional.one_hot(indices, self.num_styles).to(self.device, torch.float32)
 
     def forward(self, x: torch.Tensor, styles: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylize [N, 3, H, W] images in [0, 1] with styles ``styles`` ([N] indices; None: style 0 for all)."""
+        """Stylize [N, 3, H, W] images in [0, 1] with styles ``styles`` ([N] network style indices; None: the
+        first trained style for all)."""
         if styles is None and self.num_styles > 1:
-            styles = torch.zeros(x.shape[0], dtype=torch.long)
+            styles = torch.full((x.shape[0],), self.trained_styles[0], dtype=torch.long)
         weights = None if styles is None else self.style_weights(styles)
         return self._net_fn(self._prepare(x), weights)
 
@@ -139,22 +198,40 @@ class StyleTransferModule(pl.LightningModule):
             self.log("train/img_per_s", ips, prog_bar=True, on_step=True, on_epoch=False, batch_size=1, rank_zero_only=True)
         self._last_batch_time = now
 
-    def _terms(self, x: torch.Tensor, styles: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        weights = None if styles is None else self.style_weights(styles)
+    def _terms(self, x: torch.Tensor, slots: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Loss terms of the network's output for [N] ``slots``: positions in ``trained_styles`` (which are the
+        indices of the loss's style targets); None for a one-style network."""
+        weights = None if slots is None else self.style_weights(self._trained[slots.cpu()])
         y = self._net_fn(x, weights)
-        idx = None if styles is None else styles.to(x.device)
+        idx = None if slots is None else slots.to(x.device)
         stylize = (lambda z: self._net_fn(z, weights)) if self.loss_fn.needs_network else None
-        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=styles is not None)
+        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=slots is not None)
+
+    @property
+    def _trained(self) -> torch.Tensor:
+        return torch.tensor(self.trained_styles, dtype=torch.long)
+
+    def _draw_slots(self, batch: int) -> torch.Tensor | None:
+        """The trained styles (as slots) of this batch's images, see :func:`style_indices`."""
+        if self.num_styles == 1:
+            return None
+        if self._micro_step != self.global_step:  # the first micro-batch of an optimizer step
+            self._micro_step, self._micro = self.global_step, 0
+        else:
+            self._micro += 1
+        trainer = self._trainer  # None when a benchmark drives the step without a Trainer
+        rank, world, acc = (trainer.global_rank, trainer.world_size, trainer.accumulate_grad_batches) \
+            if trainer is not None else (0, 1, 1)
+        return style_indices(self.global_step, batch, len(self.trained_styles), self.hparams.seed, rank, world,
+                             self._micro, acc)
 
     def training_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> torch.Tensor | None:
         x, skipped = batch
         self.skipped_images += int(skipped)
         x = self._prepare(x)
-        trainer = self._trainer  # None when a benchmark drives the step without a Trainer
-        rank = trainer.global_rank if trainer is not None else 0
-        styles = None if self.num_styles == 1 else style_indices(
-            self.global_step, x.shape[0], self.num_styles, self.hparams.seed, rank)
-        terms = self._terms(x, styles)
+        trainer = self._trainer
+        slots = self._draw_slots(x.shape[0])
+        terms = self._terms(x, slots)
         total = terms["total"]
         bad = ~torch.isfinite(total.detach())
         if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
@@ -171,28 +248,28 @@ class StyleTransferModule(pl.LightningModule):
         per_image = terms.pop("style_per_image", None)
         self.log("train/loss", total, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "total"}, batch_size=n)
-        if per_image is not None and styles is not None:
-            self._log_per_style("train", per_image, styles)
+        if per_image is not None and slots is not None:
+            self._log_per_style("train", per_image, slots)
         self.log("data/skipped_images", float(self.skipped_images), batch_size=1)
         if trainer is not None and trainer.optimizers:
             self.log("train/lr", trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
         return total
 
-    def _log_per_style(self, stage: str, per_image: torch.Tensor, styles: torch.Tensor) -> None:
-        """``<stage>/style/<name>``: the weighted style loss of each style present in the batch."""
-        styles = styles.to(per_image.device)
-        for s in styles.unique().tolist():
-            value = per_image[styles == s].mean() * self.loss_fn.style_weight
-            self.log(f"{stage}/style/{self.style_names[s]}", value, batch_size=int((styles == s).sum()),
-                     rank_zero_only=True)
+    def _log_per_style(self, stage: str, per_image: torch.Tensor, slots: torch.Tensor) -> None:
+        """``<stage>/style/<name>``: the weighted style loss of each style present in the batch (this rank's)."""
+        slots = slots.to(per_image.device)
+        for s in slots.unique().tolist():
+            value = per_image[slots == s].mean() * self.loss_fn.style_weight
+            self.log(f"{stage}/style/{self.style_names[self.trained_styles[s]]}", value,
+                     batch_size=int((slots == s).sum()), rank_zero_only=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> None:
         x, _ = batch
         x = self._prepare(x)
-        # Every style on the same images, so that validation losses are comparable from step to step.
-        for s in range(self.num_styles):
-            styles = None if self.num_styles == 1 else torch.full((x.shape[0],), s, dtype=torch.long)
-            terms = self._terms(x, styles)
+        # Every trained style on the same images, so that validation losses are comparable from step to step.
+        for slot, s in enumerate(self.trained_styles):
+            slots = None if self.num_styles == 1 else torch.full((x.shape[0],), slot, dtype=torch.long)
+            terms = self._terms(x, slots)
             terms.pop("style_per_image", None)
             prefix = "val" if self.num_styles == 1 else f"val/{self.style_names[s]}"
             self.log_dict({f"{prefix}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], sync_dist=True)
@@ -202,7 +279,8 @@ class StyleTransferModule(pl.LightningModule):
         from hydra.utils import instantiate
 
         node, schedule = split_optim(self.hparams.optim)
-        opt = instantiate(node)(self.network.parameters())
+        # Frozen weights (train_only=norm) are not the optimizer's: no state is kept for them.
+        opt = instantiate(node)([p for p in self.network.parameters() if p.requires_grad])
         scheduler, warmup = schedule.get("scheduler"), int(schedule.get("warmup_steps") or 0)
         if scheduler in (None, "none") and not warmup:
             return opt
@@ -224,15 +302,28 @@ class StyleTransferModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.norm_only is not None:
+            self.norm_only.mask_gradients()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.norm_only is not None:
+            self.norm_only.restore()
+
     # --- checkpoints -----------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
         """What inference, export and resume need, without Hydra or the training config."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        training = TrainingInfo(style_images=[str(p) for p in self.hparams.style_images],
+        old = self.base.style_images if self.base is not None else []
+        training = TrainingInfo(style_images=old + [str(p) for p in self.hparams.style_images],
                                 style_size=self.hparams.style_size,
                                 image_size=int(dm.image_size) if dm is not None and hasattr(dm, "image_size") else None,
                                 global_step=int(self.global_step), loss=self.loss_fn.settings(),
-                                skipped_images=int(self.skipped_images), skipped_batches=int(self.skipped_batches))
+                                skipped_images=int(self.skipped_images), skipped_batches=int(self.skipped_batches),
+                                init_from=self.hparams.init_from,
+                                trained_styles=[self.style_names[s] for s in self.trained_styles]
+                                if self.base is not None else None)
         return ModelInfo(architecture=self.network.architecture, config=self.network.config(),
                          styles=list(self.style_names), training=training)
 

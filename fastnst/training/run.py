@@ -63,15 +63,19 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
 
 
 def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
-    """The checkpoint loads (one sentence if corrupt) and fits the configured network, styles and loss layers."""
+    """The checkpoint loads (one sentence if corrupt) and fits the configured styles, network and loss layers (the
+    styles first: a different style list also changes the network's ``num_styles``)."""
     was = read_info(read_checkpoint(ckpt_path), f"ckpt_path {ckpt_path}")
     now = module.model_info()
+    if was.styles != now.styles:
+        added = was.training.init_from if was.training else None
+        hint = (f"; it added styles to init_from={added}: pass init_from={added} train_only=norm again"
+                if added and not now.training.init_from else "")
+        raise UserError(f"ckpt_path {ckpt_path} was trained on the styles {was.styles}, the config gives {now.styles}; "
+                        f"resume with the run's own style images (in the same order){hint}")
     if (was.architecture, was.config) != (now.architecture, now.config):
         raise UserError(f"ckpt_path {ckpt_path} holds a {was.architecture} network {was.config} but the config builds "
                         f"a {now.architecture} network {now.config}; resume with the run's own model settings")
-    if was.styles != now.styles:
-        raise UserError(f"ckpt_path {ckpt_path} was trained on the styles {was.styles}, the config gives {now.styles}; "
-                        f"resume with the run's own style images (in the same order)")
     loss_was = was.training.loss if was.training else {}
     for key in ("content_layers", "style_layers"):
         if sorted(loss_was.get(key, {})) != sorted(now.training.loss[key]):
@@ -116,6 +120,8 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
     datamodule = instantiate(cfg["data"], "data")
     datamodule.scan()
     module = build_module(cfg)
+    if module.target_bytes:  # many styles make every checkpoint larger by their targets
+        check_writable(checkpoint_dir, CHECKPOINT_BYTES + module.target_bytes)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)
     if ckpt_path:
         check_resumable(ckpt_path, module)
@@ -136,6 +142,9 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
         if key in trainer_cfg:
             raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
+    if module.norm_only is not None and str(trainer_cfg.get("precision")) in ("bf16-true", "16-true"):
+        raise UserError(f"trainer.precision={trainer_cfg['precision']} would round the old styles' weights to half "
+                        f"precision; train_only=norm keeps them exactly, so use bf16-mixed or 16-mixed")
     logger = build_logger(cfg, run_dir, resuming=ckpt_path is not None)
     if logger:
         try:

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="fastnst-bench", description=(DOC or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
-    p.add_argument("--parts", default="train,data,infer", help="comma-separated subset of train,data,infer")
+    p.add_argument("--parts", default="train,data,infer,styles",
+                   help="comma-separated subset of train,data,infer,styles (styles: the cost of style conditioning)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and network, one or two repeats: checks the wiring in seconds")
     p.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -46,13 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--infer-variants", help="comma-separated paths, e.g. fp32,fp32+cl,fp32+cl+compile,ort,bf16+cl,fp16+cl")
     g.add_argument("--infer-batch", type=int, default=1, help="images per call (default 1)")
     g.add_argument("--infer-repeats", type=int, default=0, help="timed calls per path and size (default: by size)")
+    g = p.add_argument_group("style conditioning")
+    g.add_argument("--styles", type=int, default=4, help="styles of the conditional network (default 4)")
+    g.add_argument("--styles-size", help="inference size WIDTHxHEIGHT (default 512x512)")
+    g.add_argument("--styles-variants", help="comma-separated, e.g. fp32,bf16+cl+compile (default fp32)")
     return p
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     parts = tuple(s.strip() for s in args.parts.split(",") if s.strip())
-    bad = [s for s in parts if s not in ("train", "data", "infer")]
+    bad = [s for s in parts if s not in ("train", "data", "infer", "styles")]
     if bad or not parts:
-        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer (comma-separated)")
+        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer, styles (comma-separated)")
     device = args.device
     if device != "auto":
         try:
@@ -66,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         kw.update(model=TINY_NET, train_size=32, batch=2, style_size=48, train_warmup=1, train_steps=2,
                   data_images=8, data_size=32, data_batch=2, data_workers=[0, 1], data_epochs=1,
                   infer_sizes=[(48, 32), (64, 64)], infer_batch=1, infer_repeats=2,
-                  train_variants=["fp32", "fp32+cl"], infer_variants=["fp32", "fp32+cl", "ort"])
+                  train_variants=["fp32", "fp32+cl"], infer_variants=["fp32", "fp32+cl", "ort"],
+                  styles_infer_size=(64, 64))
     elif gpu:
         kw.update(train_size=256, batch=16, train_warmup=15, train_steps=30)
     if args.model:
@@ -104,6 +110,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     kw["infer_batch"] = args.infer_batch
     if args.infer_repeats:
         kw["infer_repeats"] = args.infer_repeats
+    kw["styles"] = args.styles
+    if args.styles_size:
+        kw["styles_infer_size"] = parse_sizes(args.styles_size)[0]
+    if args.styles_variants:
+        kw["styles_variants"] = split(args.styles_variants)
+        if any(Variant.parse(t).ort for t in kw["styles_variants"]):
+            raise UserError("--styles-variants: onnxruntime ('ort') is not a path of the conditioning measurement")
     return BenchConfig(**kw)
 
 def _write_json(report: dict[str, Any], path: Path) -> None:

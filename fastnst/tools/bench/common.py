@@ -228,7 +228,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 @dataclass
 class BenchConfig:
     device: str = "auto"
-    parts: tuple[str, ...] = ("train", "data", "infer")
+    parts: tuple[str, ...] = ("train", "data", "infer", "styles")
     model: dict[str, Any] | None = None
     loss: dict[str, Any] | None = None
     train_size: int = 128
@@ -249,6 +249,9 @@ class BenchConfig:
     infer_variants: list[str] | None = None
     infer_batch: int = 1
     infer_repeats: int = 0  # 0: chosen by image size
+    styles: int = 4  # the conditional network of the styles part
+    styles_infer_size: tuple[int, int] = (512, 512)
+    styles_variants: list[str] | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -261,6 +264,10 @@ class BenchConfig:
             self.infer_variants = default_infer_variants(dev)
         if self.infer_sizes is None:
             self.infer_sizes = parse_sizes(INFER_SIZES)
+        if self.styles_variants is None:
+            self.styles_variants = ["fp32"]
+        if self.styles < 2:
+            raise UserError(f"--styles must be at least 2 (a conditional network against a one-style one), got {self.styles}")
         if self.data_workers is None:
             n = os.cpu_count() or 1
             self.data_workers = sorted({0, 1, min(n, 8)} if n > 1 else {0})

@@ -16,6 +16,7 @@ from fastnst.errors import UserError
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
+from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.training import run_train
 
 
@@ -91,6 +92,8 @@ def format_report(report: dict[str, Any]) -> str:
                 rows.append([r["size"], r["path"], _fmt(r["images_per_s"], 2), _fmt(r["ms"]), _fmt(r["peak_mib"], 0),
                              f"{r['vs_reference']:.2f}x", f"{r.get('max_abs_err', 0.0):.1e}"])
         out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+    if "styles" in report:
+        out += ["", *format_styles(report["styles"])]
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -109,7 +112,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         "parts": list(cfg.parts), "train_variants": cfg.train_variants, "infer_variants": cfg.infer_variants,
         "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model}}
     report["seconds"] = {}
-    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer)):
+    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles)):
         if part in cfg.parts:
             t0 = time.perf_counter()
             if part == "infer":

@@ -59,12 +59,14 @@ class _ModuleStepper:
     torch.compile), then per step training_step under the precision's autocast, backward and the module's
     own optimizer (with a GradScaler for fp16), as Lightning's precision plugins do."""
 
-    def __init__(self, cfg: BenchConfig, variant: Variant, style_path: Path) -> None:
+    def __init__(self, cfg: BenchConfig, variant: Variant, style_path: Path | Sequence[Path]) -> None:
         from fastnst.training.module import StyleTransferModule
 
         dev = cfg.torch_device
+        paths = [style_path] if isinstance(style_path, Path) else list(style_path)  # several: a conditional network
         torch.manual_seed(0)
-        self.module = StyleTransferModule(style_images=[str(style_path)], style_size=None, network=copy.deepcopy(cfg.model),
+        self.module = StyleTransferModule(style_images=[str(p) for p in paths], style_size=None,
+                                          network=copy.deepcopy(cfg.model),
                                           loss=copy.deepcopy(cfg.loss), channels_last=variant.channels_last,
                                           compile=variant.compile).to(dev)
         self.module.setup("fit")
