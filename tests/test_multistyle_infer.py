@@ -265,3 +265,22 @@ def test_evaluate_measures_every_style_against_its_own_painting(multi_ckpt: Path
     assert "holds no painting for style 'dots'" in capsys.readouterr().err
     assert main(["--ckpt", str(multi_ckpt), "--images", str(images), "--style", str(style_dir / "dots.png")]) == 2
     assert "is one painting, but the model holds 3 styles; pass --model-style" in capsys.readouterr().err
+
+
+def test_an_animation_gets_every_frame_in_every_style(model, multi_ckpt: Path, tmp_path: Path, capsys) -> None:
+    frames = [make_photo(i, (40, 32)) for i in range(3)]
+    src = tmp_path / "anim.png"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=[50, 60, 70], loop=0)
+    assert infer_main("--ckpt", multi_ckpt, src, "-o", tmp_path / "out" / "a.png", "-q", "--batch-size", "2") == 0
+    from fastnst.media.image import load_animation
+
+    outs = {n: load_animation(tmp_path / "out" / f"a_{n}.png") for n in MULTI_STYLES}
+    for i, name in enumerate(MULTI_STYLES):
+        assert len(outs[name].frames) == 3 and list(outs[name].durations) == [50, 60, 70]
+        x = torch.from_numpy(np.asarray(frames[1], dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        expected = (model.stylize_tensor(x, _weights(i))[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+        got = np.asarray(outs[name].frames[1].convert("RGB"), dtype=np.float32)
+        assert np.abs(got - expected).max() <= 1, name
+    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheet.png", "-q") == 1
+    assert "anim.png is animated and --sheet makes one still image" in capsys.readouterr().err
+    assert not (tmp_path / "sheet.png").exists()

@@ -302,24 +302,29 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
                 for job in group:
                     write(job, outs[job.style][i])
 
-    def run_animation(job: Job, anim: Animation) -> None:
-        """Every frame, in batches, then one animated file with the input's durations and loop count."""
-        frames: list[Image.Image] = []
-        for i in range(0, len(anim.frames), per_batch):
-            x = torch.stack([pil_to_tensor(f) for f in anim.frames[i:i + per_batch]])
-            try:
-                y = model.stylize_tensor(x, weights, opts).cpu()
-            except (UserError, InferenceError) as exc:
-                fail(job, f"{job.src}: {exc}")
-                return
-            frames += [tensor_to_pil(f) for f in y]
-        try:
-            atomic_write(job.dst, lambda tmp: save_animation(frames, tmp, anim.durations, anim.loop))
-        except (OSError, ValueError) as exc:
-            fail(job, f"cannot write {job.dst} ({exc})")
+    def run_animation(group: list[Job], anim: Animation) -> None:
+        """Every frame, in batches, then one animated file per style with the input's durations and loop count."""
+        if sheet:
+            fail(group, f"{group[0].src} is animated and --sheet makes one still image; stylize it without --sheet")
             return
-        report.written.append(job.dst)
-        bar.update(1)
+        for job in group:
+            frames: list[Image.Image] = []
+            for i in range(0, len(anim.frames), per_batch):
+                x = torch.stack([pil_to_tensor(f) for f in anim.frames[i:i + per_batch]])
+                try:
+                    y = model.stylize_tensor(x, choices[job.style], opts).cpu()
+                except (UserError, InferenceError) as exc:
+                    fail([job], f"{job.src}: {exc}")
+                    break
+                frames += [tensor_to_pil(f) for f in y]
+            else:
+                try:
+                    atomic_write(job.dst, lambda tmp: save_animation(frames, tmp, anim.durations, anim.loop))
+                except (OSError, ValueError) as exc:
+                    fail([job], f"cannot write {job.dst} ({exc})")
+                    continue
+                report.written.append(job.dst)
+                bar.update(1)
 
     tiled = opts.tile is not None
     per_batch = 1 if tiled or sheet else batch_size
@@ -334,7 +339,7 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
                 fail(group, str(exc))
                 continue
             if isinstance(content, Animation):
-                run_animation(job, content)
+                run_animation(group, content)
                 continue
             key = (content.shape[-2], content.shape[-1])
             buckets.setdefault(key, []).append((group, content))
