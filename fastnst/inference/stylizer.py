@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from fastnst.inference.devices import check_precision, resolve_device, synchroni
 from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+
+if TYPE_CHECKING:
+    from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 MIN_SIDE = 5
@@ -74,8 +77,10 @@ class Stylizer:
     """
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
-                 info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None) -> None:
+                 info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
+                 compiled: bool = False) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
+        self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
         self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
         self._tiler: nn.Module | None = None
@@ -183,6 +188,23 @@ class Stylizer:
         out = tensor_to_pil(y)
         return np.asarray(out) if is_array else out  # type: ignore[return-value]
 
+    def stylize_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], style: StyleChoice = None, *,
+                      batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
+                      codec: str | None = None, crf: float | None = None, audio: bool = True,
+                      progress: bool = False, **options: object) -> "VideoReport":
+        """Stylize the video file ``src`` into ``dst`` (container from its extension) with infer.py's guarantees:
+        every frame with its timestamp, size, rotation, pixel aspect and the audio kept; written atomically.
+        ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
+        (frames, seconds, fps, the encoding used)."""
+        from fastnst.inference.video import stylize_video
+        from fastnst.media.video import EncodeSettings
+
+        opts = StylizeOptions(**options)  # type: ignore[arg-type]
+        return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
+                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
+                             max_size=max_size, temporal_blend=temporal_blend, progress=progress,
+                             pad_batches=self.compiled)
+
 
 def _unknown_info(path: Path) -> ModelInfo:
     return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
@@ -210,7 +232,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         check_precision(dev, precision)
         net, info = load_network(p)
         net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        return Stylizer(p, fmt, dev, precision, run, info, net)
+        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
     if fmt == "onnx":
         from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 
