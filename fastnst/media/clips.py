@@ -93,7 +93,7 @@ def warp_previous(prev: torch.Tensor, win_prev: Window, win_cur: Window) -> tupl
     up, vp = (u - xp) * ow / wp - 0.5, (v - yp) * oh / hp - 0.5
     gx, gy = (2 * up + 1) / ow - 1, (2 * vp + 1) / oh - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1).float()[None]
-    warped = F.grid_sample(prev, grid.expand(prev.shape[0], -1, -1, -1).to(prev.device), mode="bilinear",
+    warped = F.grid_sample(prev, grid.expand(prev.shape[0], -1, -1, -1).to(prev.device, prev.dtype), mode="bilinear",
                            padding_mode="border", align_corners=False)
     inside = ((up >= 1) & (up <= ow - 2))[None, :] & ((vp >= 1) & (vp <= oh - 2))[:, None]
     return warped, inside[None, None].to(prev.dtype)

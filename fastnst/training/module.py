@@ -54,6 +54,12 @@ def style_indices(step: int, batch: int, num_styles: int, seed: int, rank: int =
     return perm.repeat(-(-batch // num_styles))[:batch]
 
 
+def step_seed(step: int, seed: int, rank: int = 0) -> int:
+    """The seed of a step's random draws inside the loss (e.g. the stability term's transforms): a pure
+    function of (seed, step, rank), apart from :func:`style_indices`' stream, so resumed runs draw the same."""
+    return (((seed * 1_000_003 + step) * 1_009 + rank) * 9_973 + 4_099) % (2**63 - 1)
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains a network of the registry for one style or several (a conditional network).
 
@@ -139,12 +145,12 @@ class StyleTransferModule(pl.LightningModule):
             self.log("train/img_per_s", ips, prog_bar=True, on_step=True, on_epoch=False, batch_size=1, rank_zero_only=True)
         self._last_batch_time = now
 
-    def _terms(self, x: torch.Tensor, styles: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _terms(self, x: torch.Tensor, styles: torch.Tensor | None, seed: int | None = None) -> dict[str, torch.Tensor]:
         weights = None if styles is None else self.style_weights(styles)
         y = self._net_fn(x, weights)
         idx = None if styles is None else styles.to(x.device)
         stylize = (lambda z: self._net_fn(z, weights)) if self.loss_fn.needs_network else None
-        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=styles is not None)
+        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=styles is not None, seed=seed)
 
     def training_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> torch.Tensor | None:
         x, skipped = batch
@@ -154,7 +160,7 @@ class StyleTransferModule(pl.LightningModule):
         rank = trainer.global_rank if trainer is not None else 0
         styles = None if self.num_styles == 1 else style_indices(
             self.global_step, x.shape[0], self.num_styles, self.hparams.seed, rank)
-        terms = self._terms(x, styles)
+        terms = self._terms(x, styles, step_seed(self.global_step, self.hparams.seed, rank))
         total = terms["total"]
         bad = ~torch.isfinite(total.detach())
         if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
