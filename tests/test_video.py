@@ -379,3 +379,23 @@ def test_compiled_model_pads_the_last_batch(trained_ckpt: Path, vfr_clip: Path, 
     monkeypatch.setattr(model, "stylize_tensor", lambda x, *a, **k: (shapes.append(x.shape[0]), real(x, *a, **k))[1])
     report = model.stylize_video(vfr_clip, tmp_path / "o.mp4", batch_size=5)
     assert shapes == [5, 5, 5] and report.frames == 12 and decoded(tmp_path / "o.mp4")["count"] == 12
+
+
+def test_video_bench_row_wiring() -> None:
+    """The benchmark's video part runs every path and reports ratios (speed itself is never asserted)."""
+    from fastnst.tools.bench.common import TINY_NET, BenchConfig
+    from fastnst.tools.bench.video import OPENCV_NOTE, run_video
+
+    cfg = BenchConfig(device="cpu", parts=("video",), model=TINY_NET, video_sizes=[(48, 32)], video_frames=[4],
+                      video_rounds=1, video_variants=["fp32"])
+    report = run_video(cfg, log=lambda s: None)
+    rows = {r["path"]: r for r in report["results"]}
+    e2e, net = rows["fastnst fp32 end to end"], rows["fastnst fp32 network only"]
+    assert e2e["fps"] > 0 and net["fps"] > 0 and e2e["vs_network_only"] == pytest.approx(e2e["fps"] / net["fps"])
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        assert report["note"] == OPENCV_NOTE and rows["reference loop"]["error"] == OPENCV_NOTE
+    else:
+        ref = rows["reference loop (OpenCV, fp32, frame by frame)"]
+        assert ref["fps"] > 0 and ref["vs_reference"] == 1.0

@@ -11,8 +11,9 @@ benchmark and the scripts.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -63,23 +64,27 @@ def _affine_grid(windows: Sequence[Window], photo_size: tuple[int, int], out_siz
     return F.affine_grid(theta, [len(windows), 3, oh, ow], align_corners=False)
 
 
-def render_clip(photo: np.ndarray, windows: Sequence[Window], out_size: tuple[int, int], noise: float = 0.0,
-                seed: int = 0) -> np.ndarray:
-    """Frames [T, H, W, 3] uint8 of the ``windows`` of ``photo`` [H, W, 3] uint8, bilinear (the windows are
-    about one photo pixel per output pixel, so no anti-aliasing is needed); ``noise`` adds Gaussian noise of
-    that standard deviation (in [0, 1] units) per frame, as a camera sensor does."""
+def iter_clip(photo: np.ndarray, windows: Sequence[Window], out_size: tuple[int, int], noise: float = 0.0,
+              seed: int = 0) -> Iterator[np.ndarray]:
+    """The frames of :func:`render_clip` one by one (uint8 [H, W, 3]), for clips too long to hold."""
     img = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1)[None].float().div_(255)
     size = (photo.shape[1], photo.shape[0])
     g = torch.Generator().manual_seed(seed)
-    frames = []
     for i in range(0, len(windows), 16):
         grid = _affine_grid(windows[i:i + 16], size, out_size)
         y = F.grid_sample(img.expand(grid.shape[0], -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                           align_corners=False)
         if noise:
             y = y + noise * torch.randn(y.shape, generator=g)
-        frames.append(y.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(frames)
+        yield from y.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def render_clip(photo: np.ndarray, windows: Sequence[Window], out_size: tuple[int, int], noise: float = 0.0,
+                seed: int = 0) -> np.ndarray:
+    """Frames [T, H, W, 3] uint8 of the ``windows`` of ``photo`` [H, W, 3] uint8, bilinear (the windows are
+    about one photo pixel per output pixel, so no anti-aliasing is needed); ``noise`` adds Gaussian noise of
+    that standard deviation (in [0, 1] units) per frame, as a camera sensor does."""
+    return np.stack(list(iter_clip(photo, windows, out_size, noise, seed)))
 
 
 def warp_previous(prev: torch.Tensor, win_prev: Window, win_cur: Window) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,11 +104,12 @@ def warp_previous(prev: torch.Tensor, win_prev: Window, win_cur: Window) -> tupl
     return warped, inside[None, None].to(prev.dtype)
 
 
-def write_clip(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 25, *, pts: Sequence[int] | None = None,
+def write_clip(path: str | os.PathLike[str], frames: np.ndarray | Iterable[np.ndarray], fps: float = 25, *, pts: Sequence[int] | None = None,
                time_base: Fraction | None = None, codec: str = "libx264", pix_fmt: str = "yuv420p",
                crf: int | None = 18, audio_seconds: float | None = None, rotation: int = 0,
                sample_aspect_ratio: Fraction | None = None, color_tags: bool = False) -> Path:
-    """Encode frames [T, H, W, 3] uint8 to ``path`` (container from its extension).
+    """Encode frames [T, H, W, 3] uint8 (an array, or an iterable of [H, W, 3] frames) to ``path`` (container
+    from its extension).
 
     ``pts`` in ``time_base`` (default: frame i at i / fps) gives a variable frame rate; ``audio_seconds`` adds
     a stereo 440 Hz tone that long (AAC in mp4/mov/mkv, Opus in webm); ``rotation`` writes a display matrix
@@ -112,11 +118,12 @@ def write_clip(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 25
 
     path = Path(path)
     tb = time_base or Fraction(1, 1000 * round(fps))
-    stamps = list(pts) if pts is not None else [round(i / fps / tb) for i in range(len(frames))]
+    it = iter(frames)
+    first = next(it)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001),
                                 options={"crf": str(crf)} if crf is not None and codec == "libx264" else {})
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], pix_fmt
         stream.codec_context.time_base = tb
         if sample_aspect_ratio:
             stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
@@ -131,10 +138,10 @@ def write_clip(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 25
             sound = out.add_stream("libopus" if path.suffix.lower() == ".webm" else "aac", rate=48000)
             sound.layout = "stereo"
         convert = {"dst_colorspace": "ITU709", "dst_color_range": "MPEG"} if color_tags else {}
-        for arr, t in zip(frames, stamps):
+        for i, arr in enumerate(itertools.chain([first], it)):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24").reformat(format=pix_fmt,
                                                                                                     **convert)
-            frame.pts, frame.time_base = int(t), tb
+            frame.pts, frame.time_base = int(pts[i]) if pts is not None else round(i / fps / tb), tb
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
         if sound is not None:

@@ -17,6 +17,7 @@ from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_suppo
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
 from fastnst.tools.bench.training import run_train
+from fastnst.tools.bench.video import run_video
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -91,6 +92,20 @@ def format_report(report: dict[str, Any]) -> str:
                 rows.append([r["size"], r["path"], _fmt(r["images_per_s"], 2), _fmt(r["ms"]), _fmt(r["peak_mib"], 0),
                              f"{r['vs_reference']:.2f}x", f"{r.get('max_abs_err', 0.0):.1e}"])
         out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+    if "video" in report:
+        v = report["video"]
+        out += ["", f"VIDEO  end to end = decode + stylize (batch {v['batch_size']}) + encode, H.264 clip with audio; "
+                f"median of {v['rounds']} runs in turn"]
+        rows = []
+        for r in v["results"]:
+            if "error" in r:
+                rows.append([r["size"], str(r["frames"]), r["path"], "skipped" if "not installed" in r["error"]
+                             else "failed", "", "", r["error"][:70]])
+            else:
+                vs = r["vs_reference"]
+                rows.append([r["size"], str(r["frames"]), r["path"], _fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
+                             f"{r['vs_network_only']:.2f}" if "vs_network_only" in r else "", ""])
+        out.append(_table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -107,9 +122,10 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {"machine": machine_info(dev), "config": {
         "parts": list(cfg.parts), "train_variants": cfg.train_variants, "infer_variants": cfg.infer_variants,
-        "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model}}
+        "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model,
+        "video_sizes": [f"{w}x{h}" for w, h in cfg.video_sizes or []], "video_frames": cfg.video_frames}}
     report["seconds"] = {}
-    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer)):
+    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("video", run_video)):
         if part in cfg.parts:
             t0 = time.perf_counter()
             if part == "infer":
