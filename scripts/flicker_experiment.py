@@ -3,7 +3,7 @@
 flicker on pan / zoom / static clips (``fastnst.evaluate --video``) and the style and content losses on
 held-out photos (``fastnst.evaluate``), and print the README table.
 
-    python scripts/flicker_experiment.py --data ../shared/data --steps 400 --temporal-weight 2e5 --out runs/flicker
+    python scripts/flicker_experiment.py --data ../shared/data --steps 160 --temporal-weight 2e5 --out runs/flicker
 
 Every step it runs is a command printed before it starts; a finished run or report is reused when the
 script is run again (delete the folder to start over).
@@ -41,7 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="the shared data folder")
     p.add_argument("--style", default="starry_night.jpg", help="a painting in DATA/styles")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=160)
     p.add_argument("--temporal-weight", type=float, default=2e5)
     p.add_argument("--size", type=int, default=96, help="training crop size")
     p.add_argument("--precision", default="bf16-mixed", help="trainer.precision of both runs")
