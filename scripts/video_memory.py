@@ -73,7 +73,7 @@ def main() -> None:
         if status:
             raise SystemExit(f"infer.py failed with status {status}")
         rows.append((seconds, usage.ru_maxrss / 1024, time.time() - t0))  # ru_maxrss is KiB on Linux
-    print(f"\n| clip (1080p, 30 fps, audio) | frames | peak RSS (MiB) | wall time (s) |\n|---|---:|---:|---:|")
+    print("\n| clip (1080p, 30 fps, audio) | frames | peak RSS (MiB) | wall time (s) |\n|---|---:|---:|---:|")
     for seconds, mib, wall in rows:
         print(f"| {seconds} s | {30 * seconds} | {mib:.0f} | {wall:.0f} |")
     print(f"\nratio 60 s / 10 s: {rows[1][1] / rows[0][1]:.3f} (goal: within 10%)")

@@ -16,7 +16,8 @@ from fastnst.errors import UserError
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
 from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
-from fastnst.media.video import EncodeSettings, check_encoder, is_video_path
+from fastnst.media.encoding import EncodeSettings, check_encoder
+from fastnst.media.video import is_video_path
 
 
 @dataclass

@@ -24,6 +24,7 @@ from fastnst.inference.devices import out_of_memory
 from fastnst.inference.runners import InferenceError
 from fastnst.inference.stylizer import StylizeOptions, Stylizer
 from fastnst.inference.video import stylize_video
+from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (
     IMAGE_EXTENSIONS,
     image_files,
@@ -33,7 +34,7 @@ from fastnst.media.image import (
     resize_longer,
     save_image,
 )
-from fastnst.media.video import CONTAINERS, VIDEO_EXTENSIONS, EncodeSettings, is_video_path
+from fastnst.media.video import CONTAINERS, VIDEO_EXTENSIONS, is_video_path
 
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 

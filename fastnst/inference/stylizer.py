@@ -197,7 +197,7 @@ class Stylizer:
         ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
         (frames, seconds, fps, the encoding used)."""
         from fastnst.inference.video import stylize_video
-        from fastnst.media.video import EncodeSettings
+        from fastnst.media.encoding import EncodeSettings
 
         opts = StylizeOptions(**options)  # type: ignore[arg-type]
         return stylize_video(self, src, dst, opts, weights=self.style_weights(style),

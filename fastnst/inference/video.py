@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.inference.stylizer import StylizeOptions, Stylizer
-from fastnst.media.video import EncodeSettings, OutputPlan, VideoInfo, VideoWriter, decode_frames, plan_output, probe_video
+from fastnst.media.encoding import EncodeSettings, OutputPlan, VideoWriter, plan_output
+from fastnst.media.video import VideoInfo, decode_frames, probe_video
 
 _DONE = object()  # end of a queue's stream
 BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel

@@ -15,7 +15,15 @@ from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.tools.bench import __doc__ as DOC
-from fastnst.tools.bench.common import INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, Variant, default_model, parse_sizes
+from fastnst.tools.bench.common import (
+    INFER_SIZES,
+    TINY_NET,
+    VIDEO_SIZES,
+    BenchConfig,
+    Variant,
+    default_model,
+    parse_sizes,
+)
 from fastnst.tools.bench.report import format_report, run
 
 
