@@ -115,3 +115,27 @@ def test_flicker_metric(trained_ckpt: Path) -> None:
     assert out.shape == frames.shape and out.dtype == np.uint8
     report = flicker(out, frames, wins)
     assert report["flicker"] > 0 and report["pairs"] == 5
+
+
+def test_evaluate_video_report(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    from fastnst.tools.evaluate import main
+
+    make_photo(5, (300, 200)).save(tmp_path / "wide.jpg")
+    out = tmp_path / "flicker.json"
+    assert main(["--ckpt", str(trained_ckpt), "--video", "--images", str(tmp_path / "wide.jpg"), "--frames", "4",
+                 "--video-size", "64x36", "--temporal-blend", "0,0.8", "--json", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "fastnst flicker report" in printed and "static" in printed
+    import json
+
+    report = json.loads(out.read_text())
+    rows = {(r["motion"], r["temporal_blend"]): r for r in report["summary"]}
+    assert set(rows) == {(m, b) for m in ("pan", "zoom", "static") for b in (0.0, 0.8)}
+    assert rows[("static", 0.8)]["flicker"] < rows[("static", 0.0)]["flicker"]  # blending steadies a still clip
+    assert rows[("pan", 0.0)]["sharpness_vs_first"] == 1.0
+    for bad, expect in ((["--motions", "shake"], "unknown motion 'shake'"),
+                        (["--video-size", "8x8"], "--video-size must be at least 16x16"),
+                        (["--temporal-blend", "1"], "--temporal-blend must be in [0, 1)")):
+        code = main(["--ckpt", str(trained_ckpt), "--video", "--images", str(tmp_path / "wide.jpg"), *bad])
+        err = capsys.readouterr().err
+        assert code == 2 and expect in err and len(err.strip().splitlines()) == 1, err

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--infer-repeats", type=int, default=0, help="timed calls per path and size (default: by size)")
     g = p.add_argument_group("video (--parts video): end to end against an OpenCV frame-by-frame loop")
     g.add_argument("--video-sizes", help="comma-separated WIDTHxHEIGHT (default 640x360,1920x1080)")
-    g.add_argument("--video-frames", type=int, help="frames per clip (default: by size, 52 at 640x360, 6 at 1080p)")
+    g.add_argument("--video-frames", metavar="N[,N...]",
+                   help="frames per clip, one count or one per size (default: by size, 52 at 640x360, 6 at 1080p)")
     g.add_argument("--video-variants", help="comma-separated paths (default: fp32 and the fastest compiled one)")
     g.add_argument("--video-batch", type=int, help="frames per model call (default 1)")
     g.add_argument("--video-rounds", type=int, help="runs of each path, in turn (default 2)")
@@ -123,9 +124,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.video_sizes:
         kw["video_sizes"] = parse_sizes(args.video_sizes)
     if args.video_frames is not None:
-        if args.video_frames < 2:
-            raise UserError(f"--video-frames must be at least 2, got {args.video_frames}")
-        kw["video_frames"] = [args.video_frames] * len(kw.get("video_sizes") or parse_sizes(VIDEO_SIZES))
+        sizes = len(kw.get("video_sizes") or parse_sizes(VIDEO_SIZES))
+        try:
+            frames = [int(v) for v in args.video_frames.split(",")]
+        except ValueError:
+            frames = []
+        if len(frames) not in (1, sizes) or min(frames) < 2:
+            raise UserError(f"--video-frames {args.video_frames!r}: one count >= 2, or one per --video-sizes entry")
+        kw["video_frames"] = frames * sizes if len(frames) == 1 else frames
     if args.video_variants:
         kw["video_variants"] = split(args.video_variants)
         for text in kw["video_variants"]:
