@@ -6,7 +6,8 @@ held-out photos (``fastnst.evaluate``), and print the README table.
     python scripts/flicker_experiment.py --data ../shared/data --steps 160 --temporal-weights 5e4,2e5 --out runs/flicker
 
 Every step it runs is a command printed before it starts; a finished run or report is reused when the
-script is run again (delete the folder to start over).
+script is run again, and a stopped run resumes (exactly) from its last checkpoint (delete the folder to
+start over).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def steps_done(ckpt: Path) -> int:
+    from fastnst.formats.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(ckpt)["global_step"])
 
 
 def random_vgg(path: Path, seed: int = 0) -> Path:
@@ -61,8 +68,8 @@ def main() -> None:
         name, extra = f"{weight:g}", [f"loss.temporal_weight={weight:g}"] if weight else []
         folder = out / f"w{weight:g}"
         ckpt = folder / "checkpoints" / "last.ckpt"
-        if not ckpt.exists():
-            run([py, "train.py", *common, *extra, f"hydra.run.dir={folder}"])
+        if not ckpt.exists() or steps_done(ckpt) < args.steps:  # a stopped run resumes exactly where it stopped
+            run([py, "train.py", *common, *extra, f"hydra.run.dir={folder}", "ckpt_path=last"])
         flick, images = folder / "flicker.json", folder / "images.json"
         if not flick.exists():
             run([py, "-m", "fastnst.evaluate", "--ckpt", str(ckpt), "--video", "--images",
