@@ -25,7 +25,7 @@ from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.inference.stylizer import StylizeOptions, Stylizer
 from fastnst.media.encoding import EncodeSettings, OutputPlan, VideoWriter, plan_output
-from fastnst.media.video import VideoInfo, decode_frames, probe_video
+from fastnst.media.video import VideoInfo, decode_frames, ffmpeg_reason, probe_video, pyav
 
 _DONE = object()  # end of a queue's stream
 BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel
@@ -254,6 +254,8 @@ def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: St
 
     try:
         atomic_write(dst, pipeline)
-    except OSError as exc:
+    except OSError as exc:  # also FFmpeg's I/O errors (a full disk while encoding)
         raise UserError(f"cannot write {dst} ({exc.strerror or exc})") from None
+    except pyav().error.FFmpegError as exc:
+        raise UserError(f"encoding {dst} failed ({ffmpeg_reason(exc)}); nothing was written under that name") from None
     return VideoReport(dst, written, time.perf_counter() - start, plan, info, list(plan.notes))
