@@ -150,6 +150,7 @@ def exported(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> di
             "pt2": export_checkpoint(trained_ckpt, folder / "m.pt2", log=lambda s: None)}
 
 
+@pytest.mark.slow  # exporting (with its parity checks) takes half a minute on 2 cores
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_exported_models_stylize_video_like_the_checkpoint(fmt: str, exported: dict[str, Path], trained_ckpt: Path,
                                                            vfr_clip: Path, tmp_path: Path) -> None:
