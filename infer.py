@@ -1,8 +1,9 @@
-"""Stylize images: ``python infer.py --ckpt MODEL INPUT... [-o OUT]``.
+"""Stylize images and videos: ``python infer.py --ckpt MODEL INPUT... [-o OUT]``.
 
 MODEL is a training checkpoint (.ckpt), an exported model (.onnx, .pt2) or a pytorch/examples model (.pth);
-INPUT is image files, folders (searched recursively) or glob patterns. fastnst.inference does the work. Exit status: 0 all written,
-1 some images failed (the others were written), 2 nothing done (bad model, options or paths).
+INPUT is image or video files, folders (searched recursively) or glob patterns. fastnst.inference does the work.
+Exit status: 0 all written, 1 some files failed (the others were written), 2 nothing done (bad model, options
+or paths).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ EPILOG = """examples:
   python infer.py --ckpt multi.ckpt photos/ --sheet -o sheets/         # every style side by side, labelled
   python infer.py --ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark
   python infer.py --ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # fastest on CPUs with bf16
+  python infer.py --ckpt last.ckpt clip.mp4 -o clip_styled.mp4 --batch-size 4        # video: sound, timing kept
+  python infer.py --ckpt last.ckpt clip.mov -o out.mp4 --max-size 720 --crf 18 --temporal-blend 0.5
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="infer.py", description="Stylize images with a trained fastnst network.", epilog=EPILOG,
+    p = Parser(prog="infer.py", description="Stylize images and videos with a trained fastnst network.", epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders (recursive) or glob patterns")
     p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
                    help="training checkpoint (.ckpt), exported model (.onnx, .pt2) or pytorch/examples model (.pth)")
     p.add_argument("--style", metavar="STYLE",
@@ -66,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the content's colours; transfer only luminance (Gatys et al. 2016)")
     p.add_argument("--strength", type=float, default=1.0, metavar="A",
                    help="blend A * stylized + (1 - A) * content, A in [0, 1] (default: 1)")
+    v = p.add_argument_group("video (inputs .mp4 .mov .mkv .webm .avi .ts .mpg ...; output: the input's container)")
+    v.add_argument("--video-codec", metavar="NAME",
+                   help="FFmpeg encoder, e.g. libx264, libx265, libvpx-vp9, libsvtav1, h264_nvenc (default: libx264 "
+                        "where the container holds H.264, else the container's own, e.g. VP9 for .webm)")
+    v.add_argument("--crf", type=float, metavar="Q",
+                   help="constant-quality level of the encoder (libx264 default 23, lower is better; VP9 default 32)")
+    v.add_argument("--pix-fmt", metavar="FMT",
+                   help="encoded pixel format (default yuv420p, which plays everywhere; yuv444p for odd sizes "
+                        "under H.264 unless --even-size)")
+    v.add_argument("--even-size", action="store_true",
+                   help="pad an odd width/height by one replicated pixel so H.264 yuv420p (plays everywhere) can code it")
+    v.add_argument("--no-audio", action="store_true", help="write no audio (default: copy every audio stream)")
+    v.add_argument("--temporal-blend", type=float, default=0.0, metavar="A",
+                   help="less flicker: pull each frame towards the previous output by up to A (0..1) where the input "
+                        "did not change; costs sharpness in slowly moving smooth regions (default: 0, off)")
     p.add_argument("--benchmark", action="store_true",
                    help="time the model on the first input after warm-up and print latency and images/s "
                         "(writes no images)")

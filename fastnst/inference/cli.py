@@ -17,6 +17,9 @@ from fastnst.errors import UserError
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
+from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
+from fastnst.media.encoding import EncodeSettings, check_encoder
+from fastnst.media.video import is_video_path
 
 
 @dataclass
@@ -81,6 +84,13 @@ def run_cli(args: Any) -> int:
         raise UserError(f"--max-size must be at least 5 px, got {args.max_size}")
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pass one of them")
+    TemporalBlend(args.temporal_blend)  # checks the range
+    if args.crf is not None and args.crf < 0:
+        raise UserError(f"--crf must be >= 0, got {args.crf}")
+    encode = EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt, even_size=args.even_size,
+                            audio=not args.no_audio)
+    if args.video_codec:
+        check_encoder(args.video_codec)
     model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
@@ -92,28 +102,43 @@ def run_cli(args: Any) -> int:
 
     if args.benchmark:
         src = find_inputs(args.inputs)[0][0]
-        x = load_content(Job(src, src), args.max_size)
+        x = first_frame(src, args.max_size) if is_video_path(src) else load_content(Job(src, src), args.max_size)
         say(f"fastnst: model {model.describe()}")
         print(benchmark(model, x, opts, batch_size=args.batch_size, warmup=args.warmup,
                         runs=args.benchmark_runs, styles=styles).summary())
         return 0
 
+    if sheet:
+        found = find_inputs(args.inputs)
+        videos = [src for src, _ in found if is_video_path(src)]
+        if videos and len(videos) == len(found):
+            raise UserError(f"{videos[0]} is a video and --sheet makes one still image; stylize it without --sheet")
     jobs, skipped = plan_jobs(args.inputs, args.output, overwrite=args.overwrite, skip_existing=args.skip_existing,
                               ext=args.ext, variants=variants,
                               default_suffix="_sheet" if sheet else "" if variants else "_stylized")
     say(f"fastnst: model {model.describe()}")
+    if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
+        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, weights=styles[jobs[0].style], encode=encode,
+                             batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
+                             progress=not args.quiet, log=say, pad_batches=model.compiled)
+        say(f"fastnst: wrote {done.path} in {done.seconds:.1f} s ({done.frames} frames, {done.fps:.2f} frames/s)")
+        return 0
     if skipped:
         say(f"fastnst: {skipped} existing output(s) kept (--skip-existing)")
     if variants:
-        say(f"fastnst: no --style: one image per style ({', '.join(variants)})")
+        say(f"fastnst: no --style: one output per style ({', '.join(variants)})")
     report = stylize_files(model, jobs, opts, styles=styles, sheet=model.styles if sheet else None,
-                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet)
+                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet,
+                           encode=encode, temporal_blend=args.temporal_blend)
     report.skipped_existing = skipped
     where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
         if jobs else Path(args.output or "stylized")
+    frames = f" ({report.frames} video frames, {report.frames / max(report.seconds, 1e-9):.2f} frames/s)" \
+        if report.frames else ""
+    noun = "file(s)" if any(is_video_path(j.src) for j in jobs) else "image(s)"
     if report.failed:
-        print(f"fastnst: {len(report.failed)} of {len(jobs)} image(s) failed; {len(report.written)} written to "
-              f"{where}", file=sys.stderr)
+        print(f"fastnst: {len(report.failed)} of {len(jobs)} {noun} failed; {len(report.written)} written to "
+              f"{where}{frames}", file=sys.stderr)
         return 1
-    say(f"fastnst: wrote {len(report.written)} image(s) to {where} in {report.seconds:.1f} s")
+    say(f"fastnst: wrote {len(report.written)} {noun} to {where} in {report.seconds:.1f} s{frames}")
     return 0

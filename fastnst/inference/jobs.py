@@ -1,5 +1,6 @@
-"""Jobs over files: INPUTs (files, folders, globs) mapped to outputs, stylized in batches with decoding in
-background threads, written atomically; a bad image is reported and skipped, never fatal."""
+"""Jobs over files: INPUTs (files, folders, globs of images and videos) mapped to outputs; images stylized in
+batches with decoding in background threads, videos streamed frame by frame (:mod:`fastnst.inference.video`);
+every output written atomically; a bad file is reported and skipped, never fatal."""
 
 from __future__ import annotations
 
@@ -23,8 +24,23 @@ from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.inference.devices import out_of_memory
 from fastnst.inference.runners import InferenceError
 from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.inference.video import stylize_video
+from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
                                  load_image, pil_to_tensor, resize_longer, save_animation, save_image, tensor_to_pil)
+from fastnst.media.video import CONTAINERS, VIDEO_EXTENSIONS, is_video_path
+
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+def is_media_path(path: str | os.PathLike[str]) -> bool:
+    """An image or a video, by extension."""
+    return is_image_path(path) or is_video_path(path)
+
+
+def video_suffix(src: Path) -> str:
+    """The output extension of a video: its own where fastnst writes that container, else .mp4."""
+    return src.suffix if src.suffix.lower() in CONTAINERS else ".mp4"
 
 
 @dataclass(frozen=True)
@@ -51,20 +67,20 @@ def _glob_base(pattern: str) -> Path:
 
 
 def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tuple[Path, Path]]:
-    """(image file, path relative to the output folder) for every INPUT: files, folders searched
+    """(image or video file, path relative to the output folder) for every INPUT: files, folders searched
     recursively (hidden entries and the folder ``exclude`` skipped) and glob patterns. Several inputs
     keep each folder's name as a prefix so their files cannot collide."""
     if not inputs:
-        raise UserError("no inputs given; pass image files, folders or glob patterns")
+        raise UserError("no inputs given; pass image or video files, folders or glob patterns")
     pairs: list[tuple[Path, Path]] = []
     for arg in inputs:
         p = Path(arg).expanduser()
         prefix = Path(p.resolve().name) if len(inputs) > 1 else Path()
         if p.is_dir():
-            files = image_files(p, exclude)
+            files = image_files(p, exclude, is_media_path)
             if not files:
-                raise UserError(f"input folder {p} contains no images (looked for "
-                                f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise UserError(f"input folder {p} contains no images or videos (looked for "
+                                f"{', '.join(sorted(MEDIA_EXTENSIONS))})")
             pairs.extend((f, prefix / f.relative_to(p)) for f in files)
         elif p.is_file():
             pairs.append((p, Path(p.name)))
@@ -74,11 +90,11 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
             n = len(pairs)
             for m in matches:
                 if m.is_dir():
-                    pairs.extend((f, f.relative_to(base)) for f in image_files(m, exclude))
-                elif m.is_file() and is_image_path(m) and not m.name.startswith("."):
+                    pairs.extend((f, f.relative_to(base)) for f in image_files(m, exclude, is_media_path))
+                elif m.is_file() and is_media_path(m) and not m.name.startswith("."):
                     pairs.append((m, m.relative_to(base)))
             if len(pairs) == n:
-                raise UserError(f"no images match {arg!r}")
+                raise UserError(f"no images or videos match {arg!r}")
         else:
             raise UserError(f"input {p} does not exist")
     return pairs
@@ -98,23 +114,31 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     ``style`` the name's position; ``default_suffix`` ends the default output name of one input file.
     """
     if not inputs:
-        raise UserError("no inputs given; pass image files, folders or glob patterns")
+        raise UserError("no inputs given; pass image or video files, folders or glob patterns")
     if ext is not None:
         ext = ext if ext.startswith(".") else f".{ext}"
         if ext.lower() not in IMAGE_EXTENSIONS:
-            raise UserError(f"--ext {ext} is not an image format; use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+            raise UserError(f"--ext {ext} is not an image format; use one of {', '.join(sorted(IMAGE_EXTENSIONS))} "
+                            f"(videos keep their container)")
     paths = [Path(a).expanduser() for a in inputs]
     single = len(inputs) == 1 and paths[0].is_file()
     out_file: Path | None = None
     out_dir: Path
     if single:
         src = paths[0]
+        video = is_video_path(src)
+        own = video_suffix(src) if video else (ext or src.suffix)
         if output is None:
-            out_file = Path(f"{src.stem}{default_suffix}{ext or src.suffix}")
+            out_file = Path(f"{src.stem}{default_suffix}{own}")
         else:
             o = Path(output).expanduser()
             if o.is_dir() or output.endswith(("/", os.sep)) or not o.suffix:
-                out_file = o / (src.stem + (ext or src.suffix))
+                out_file = o / (src.stem + own)
+            elif video and o.suffix.lower() in CONTAINERS:
+                out_file = o
+            elif video:
+                raise UserError(f"output {o}: a video is written to a video container; use one of "
+                                f"{', '.join(sorted(CONTAINERS))}, or a folder")
             elif is_image_path(o):
                 out_file = o
             else:
@@ -124,7 +148,7 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     else:
         out_dir = Path(output).expanduser() if output is not None else Path("stylized")
     pairs = find_inputs(inputs, exclude=out_dir.resolve())
-    if out_file is None and (out_dir.is_file() or (not out_dir.exists() and is_image_path(out_dir))):
+    if out_file is None and (out_dir.is_file() or (not out_dir.exists() and is_media_path(out_dir))):
         raise UserError(f"output {out_dir} is a file, but there are several inputs; give a folder with -o")
 
     jobs: list[Job] = []
@@ -132,7 +156,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         jobs.append(Job(pairs[0][0], out_file))
     else:
         for src, rel in pairs:
-            jobs.append(Job(src, out_dir / (rel.with_suffix(ext) if ext else rel)))
+            suffix = video_suffix(src) if is_video_path(src) else ext
+            jobs.append(Job(src, out_dir / (rel.with_suffix(suffix) if suffix else rel)))
     if variants:
         jobs = [Job(j.src, j.dst.with_name(f"{j.dst.stem}_{name}{j.dst.suffix}"), k) for j in jobs
                 for k, name in enumerate(variants)]
@@ -177,6 +202,7 @@ class JobsReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped_existing: int = 0
     seconds: float = 0.0
+    frames: int = 0  # video frames written
 
 
 def load_content(job: Job, max_size: int | None) -> torch.Tensor | Animation:
@@ -231,12 +257,15 @@ def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iter
 def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions | None = None, *,
                   weights: torch.Tensor | None = None, styles: Sequence[torch.Tensor | None] | None = None,
                   sheet: Sequence[str] | None = None, batch_size: int = 1, max_size: int | None = None,
-                  progress: bool = True, log: Callable[[str], None] | None = None) -> JobsReport:
-    """Stylize every job's image and write it; a bad image is reported through ``log`` and skipped.
+                  progress: bool = True, log: Callable[[str], None] | None = None,
+                  encode: EncodeSettings | None = None, temporal_blend: float = 0.0) -> JobsReport:
+    """Stylize every job's image or video and write it; a bad file is reported through ``log`` and skipped.
 
     ``styles``: the run's style choices ([S] weights each, None for a one-style model; default ``[weights]``);
     each job uses ``styles[job.style]``, and an input with several jobs is read once. ``sheet``: labels of
     the choices; each job's output is then one labelled sheet of the photo and every choice side by side.
+    Videos are encoded as ``encode`` says, with ``temporal_blend`` (see
+    :class:`fastnst.inference.video.TemporalBlend`), after the images.
     """
     opts = options or StylizeOptions()
     opts.validate()
@@ -251,7 +280,9 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
 
     report = JobsReport()
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    videos = [j for j in jobs if is_video_path(j.src)]
+    jobs = [j for j in jobs if not is_video_path(j.src)]
+    bar = tqdm(total=len(jobs), unit="img", disable=not progress or not jobs, file=sys.stderr, dynamic_ncols=True)
     say = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     # Jobs of one input (one per style) are planned next to each other: the input is decoded once.
     groups = [list(g) for _, g in itertools.groupby(jobs, key=lambda j: j.src)]
@@ -355,5 +386,28 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
             run(buckets.pop(key))
     finally:
         bar.close()
+    for job in videos:
+        if sheet:
+            report.failed.append((job.src, f"{job.src} is a video and --sheet makes one still image"))
+            say(f"fastnst: error: {job.src} is a video and --sheet makes one still image; stylize it without --sheet")
+            continue
+        try:
+            done = stylize_video(model, job.src, job.dst, opts, weights=choices[job.style], encode=encode,
+                                 batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
+                                 progress=progress, log=say, pad_batches=model.compiled)
+        except (UserError, InferenceError) as exc:
+            message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
+            report.failed.append((job.src, message))
+            say(f"fastnst: error: {message}; skipped")
+            continue
+        except RuntimeError as exc:
+            if not out_of_memory(exc):
+                raise
+            report.failed.append((job.src, f"ran out of memory stylizing {job.src}"))
+            say(f"fastnst: error: ran out of memory stylizing the video {job.src} (batch of {batch_size} frames); "
+                f"use a smaller --batch-size, --max-size or --tile 512; skipped")
+            continue
+        report.written.append(job.dst)
+        report.frames += done.frames
     report.seconds = time.perf_counter() - start
     return report

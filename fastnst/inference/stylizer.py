@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from fastnst.inference.runners import Runner, network_runner, onnx_runner, progr
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
+
+if TYPE_CHECKING:
+    from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 MIN_SIDE = 5
@@ -75,8 +78,10 @@ class Stylizer:
     """
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
-                 info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None) -> None:
+                 info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
+                 compiled: bool = False) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
+        self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
         self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
         self._tiler: nn.Module | None = None
@@ -189,6 +194,23 @@ class Stylizer:
         outs = [self.stylize_tensor(x, w, opts)[0] for w in weights]
         return _as_input_type(compose_sheet(x[0], outs, self.styles), is_array)
 
+    def stylize_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], style: StyleChoice = None, *,
+                      batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
+                      codec: str | None = None, crf: float | None = None, audio: bool = True,
+                      progress: bool = False, **options: Any) -> VideoReport:
+        """Stylize the video file ``src`` into ``dst`` (container from its extension) with infer.py's guarantees:
+        every frame with its timestamp, size, rotation, pixel aspect and the audio kept; written atomically.
+        ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
+        (frames, seconds, fps, the encoding used)."""
+        from fastnst.inference.video import stylize_video
+        from fastnst.media.encoding import EncodeSettings
+
+        opts, _ = _options(options)
+        return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
+                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
+                             max_size=max_size, temporal_blend=temporal_blend, progress=progress,
+                             pad_batches=self.compiled)
+
 
 def _options(options: dict[str, Any]) -> tuple[StylizeOptions, int | None]:
     """:meth:`Stylizer.stylize`'s keyword arguments as options and ``max_size``; unknown ones are one sentence."""
@@ -252,7 +274,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         check_precision(dev, precision)
         net, info = load_network(p)
         net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        return Stylizer(p, fmt, dev, precision, run, info, net)
+        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
     if fmt == "onnx":
         from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 

@@ -28,7 +28,8 @@ class LossInputs:
     """What a term may look at. ``features``: VGG features of ``output`` for every layer any term asked for;
     ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
     (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
-    again, such as a stability term), None outside training."""
+    again, such as a stability term), None outside training; ``seed``: the seed of this step's random draws
+    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0)."""
 
     output: torch.Tensor
     content: torch.Tensor | None
@@ -36,6 +37,7 @@ class LossInputs:
     content_features: Mapping[str, torch.Tensor]
     styles: torch.Tensor | None = None
     stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
+    seed: int | None = None
     details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
 
 
@@ -146,13 +148,16 @@ class PerceptualLoss(nn.Module):
         gram_norm: see :func:`fastnst.losses.terms.gram_matrix`.
         vgg_weights, vgg_pooling: see :class:`fastnst.losses.vgg.VGGFeatures`.
         terms: added terms, ``{name: {"_target_": class path, "weight": w, **arguments}}``.
+        temporal_weight, temporal_shift, temporal_zoom, temporal_noise: the stability term for video
+            (:class:`fastnst.losses.temporal.TemporalTerm`, named ``temporal``), on when the weight is > 0.
         style_images: [1, 3, H, W] images in [0, 1], one per style; their Gram targets become buffers.
     """
 
     def __init__(self, content_layers: Mapping[str, float] | list[str], style_layers: Mapping[str, float] | list[str],
                  content_weight: float = 1.0, style_weight: float = 1.0, tv_weight: float = 0.0,
                  gram_norm: GramNorm = "hw", vgg_weights: str = "imagenet", vgg_pooling: str = "max",
-                 terms: Mapping[str, Mapping[str, Any]] | None = None,
+                 terms: Mapping[str, Mapping[str, Any]] | None = None, temporal_weight: float = 0.0,
+                 temporal_shift: float = 2.0, temporal_zoom: float = 0.03, temporal_noise: float = 0.02,
                  style_images: Sequence[torch.Tensor] | None = None) -> None:
         super().__init__()
         if gram_norm not in ("hw", "chw"):
@@ -162,10 +167,22 @@ class PerceptualLoss(nn.Module):
         self.content_weight, self.style_weight, self.tv_weight = float(content_weight), float(style_weight), float(tv_weight)
         self.gram_norm: GramNorm = gram_norm
         self._extra = copy.deepcopy(dict(terms or {}))
-        reserved = {"content", "style", "tv", "total"} & set(self._extra)
+        reserved = {"content", "style", "tv", "temporal", "total"} & set(self._extra)
         if reserved:
             raise UserError(f"loss.terms.{sorted(reserved)[0]} is a built-in term; give the added term another name")
         extra, extra_weights = _build_terms(self._extra)
+        self.temporal = {"temporal_weight": float(temporal_weight), "temporal_shift": float(temporal_shift),
+                         "temporal_zoom": float(temporal_zoom), "temporal_noise": float(temporal_noise)}
+        if temporal_weight < 0:
+            raise UserError(f"loss.temporal_weight must be >= 0, got {temporal_weight}")
+        if temporal_weight > 0:
+            from fastnst.losses.temporal import TemporalTerm
+
+            try:
+                extra["temporal"] = TemporalTerm(temporal_shift, temporal_zoom, temporal_noise)
+            except ValueError as exc:
+                raise UserError(f"loss.{exc}") from None
+            extra_weights["temporal"] = float(temporal_weight)
         self.terms = nn.ModuleDict({"content": ContentTerm(self.content_layers),
                                     "style": StyleTerm(self.style_layers, gram_norm), "tv": TVTerm(), **extra})
         self.weights = {"content": self.content_weight, "style": self.style_weight, "tv": self.tv_weight, **extra_weights}
@@ -199,6 +216,8 @@ class PerceptualLoss(nn.Module):
                                "vgg_weights": self.vgg.weights_name, "vgg_pooling": self.vgg.pooling}
         if self._extra:
             out["terms"] = copy.deepcopy(self._extra)
+        if self.temporal["temporal_weight"] > 0:
+            out.update(self.temporal)
         return out
 
     @torch.no_grad()
@@ -216,9 +235,9 @@ class PerceptualLoss(nn.Module):
     def forward(self, output: torch.Tensor, content: torch.Tensor | None = None,
                 content_feats: Mapping[str, torch.Tensor] | None = None, styles: torch.Tensor | None = None,
                 stylize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                per_image: bool = False) -> dict[str, torch.Tensor]:
+                per_image: bool = False, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Weighted loss terms of ``output`` against ``content`` (or precomputed ``content_feats``) and the
-        styles ``styles`` ([N] indices; None: style 0).
+        styles ``styles`` ([N] indices; None: style 0); ``stylize`` and ``seed``: see :class:`LossInputs`.
 
         Returns scalars: ``total``, each term weighted (``content``, ``style``, ``tv``, added terms) and
         ``style/<layer>`` (unweighted); with ``per_image``, also ``style_per_image`` ([N], unweighted, for
@@ -231,7 +250,7 @@ class PerceptualLoss(nn.Module):
         if self.num_styles == 0:
             raise ValueError("the loss has no style targets; call set_styles(style_images) first")
         inputs = LossInputs(output=output, content=content, features=self.vgg(output),
-                            content_features=content_feats, styles=styles, stylize=stylize)
+                            content_features=content_feats, styles=styles, stylize=stylize, seed=seed)
         terms = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         terms.update(inputs.details)

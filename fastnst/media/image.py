@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,15 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def image_files(root: str | os.PathLike[str], exclude: Path | None = None) -> list[Path]:
-    """Image files below ``root`` (recursive, symlinked folders followed, extensions case-insensitive),
-    sorted; hidden files and folders, and the folder ``exclude``, are skipped."""
+def image_files(root: str | os.PathLike[str], exclude: Path | None = None,
+                accept: Callable[[str], bool] = is_image_path) -> list[Path]:
+    """Image files (or the files ``accept`` takes by name) below ``root`` (recursive, symlinked folders followed,
+    extensions case-insensitive), sorted; hidden files and folders, and the folder ``exclude``, are skipped."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         d = Path(dirpath)
         dirnames[:] = [n for n in dirnames if not n.startswith(".") and (exclude is None or (d / n).resolve() != exclude)]
-        found += [d / n for n in filenames if not n.startswith(".") and is_image_path(n)]
+        found += [d / n for n in filenames if not n.startswith(".") and accept(n)]
     return sorted(found)
 
 

@@ -326,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", default=None, metavar="DIR", help="also save the model's stylized images as PNG")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v = p.add_argument_group("video: flicker with known motion (--video; --images are the photos the clips pan over)")
+    v.add_argument("--video", action="store_true",
+                   help="measure flicker and sharpness on pan, zoom and static (noisy) clips made from --images "
+                        "instead of image losses")
+    v.add_argument("--motions", default="pan,zoom,static", help="comma-separated subset of pan,zoom,static")
+    v.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    v.add_argument("--video-size", default="256x144", metavar="WxH", help="frame size (default 256x144)")
+    v.add_argument("--temporal-blend", default="0", metavar="A[,A...]",
+                   help="infer.py --temporal-blend levels to measure, e.g. 0,0.5,0.8 (default 0)")
     return p
 
 
@@ -335,22 +344,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(lambda: run(args))
 
 
+def _video_args(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        w, h = (int(v) for v in args.video_size.lower().split("x"))
+        blends = [float(v) for v in args.temporal_blend.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--video-size {args.video_size!r} must be WIDTHxHEIGHT and --temporal-blend "
+                        f"{args.temporal_blend!r} comma-separated numbers") from None
+    if min(w, h) < 16:
+        raise UserError(f"--video-size must be at least 16x16, got {w}x{h}")
+    return {"motions": [m.strip() for m in args.motions.split(",") if m.strip()], "frames": args.frames,
+            "size": (w, h), "blends": blends or [0.0]}
+
+
 def run(args: argparse.Namespace) -> None:
     """Evaluate as ``args`` say, print the report and write ``--json``."""
     json_path = Path(args.json).expanduser() if args.json else None
     if json_path is not None:  # fail before the evaluation, not after it
         check_output_file(json_path, "--json", "report.json")
-    report = evaluate(args.ckpt, args.style, args.images, size=args.size, style_size=args.style_size,
-                      compare=args.compare, preset=args.preset, vgg_weights=args.vgg_weights, device=args.device,
-                      save_outputs=args.save_outputs, progress=sys.stderr.isatty() and not args.quiet,
-                      model_style=args.model_style)
-    print(format_report(report))
+    if args.video:
+        from fastnst.tools.flicker import format_video_report, video_report
+
+        report = video_report(args.ckpt, args.images, device=args.device, style=args.model_style, **_video_args(args))
+        text = format_video_report(report)
+    else:
+        report = _image_report(args)
+        text = format_report(report)
+    print(text)
     if json_path is not None:
         try:
             json_path.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as exc:
             raise UserError(f"cannot write --json {json_path} ({exc.strerror}); choose another path") from None
         print(f"wrote {json_path}")
+
+
+def _image_report(args: argparse.Namespace) -> dict[str, Any]:
+    return evaluate(args.ckpt, args.style, args.images, size=args.size, style_size=args.style_size,
+                    compare=args.compare, preset=args.preset, vgg_weights=args.vgg_weights, device=args.device,
+                    save_outputs=args.save_outputs, progress=sys.stderr.isatty() and not args.quiet,
+                    model_style=args.model_style)
+
 
 if __name__ == "__main__":
     sys.exit(main())

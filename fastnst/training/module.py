@@ -66,6 +66,12 @@ def style_indices(step: int, batch: int, num_styles: int, seed: int, rank: int =
     return out
 
 
+def step_seed(step: int, seed: int, rank: int = 0) -> int:
+    """The seed of a step's random draws inside the loss (e.g. the stability term's transforms): a pure
+    function of (seed, step, rank), apart from :func:`style_indices`' stream, so resumed runs draw the same."""
+    return (((seed * 1_000_003 + step) * 1_009 + rank) * 9_973 + 4_099) % (2**63 - 1)
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains a network of the registry for one style or several (a conditional network).
 
@@ -198,14 +204,15 @@ class StyleTransferModule(pl.LightningModule):
             self.log("train/img_per_s", ips, prog_bar=True, on_step=True, on_epoch=False, batch_size=1, rank_zero_only=True)
         self._last_batch_time = now
 
-    def _terms(self, x: torch.Tensor, slots: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _terms(self, x: torch.Tensor, slots: torch.Tensor | None, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Loss terms of the network's output for [N] ``slots``: positions in ``trained_styles`` (which are the
-        indices of the loss's style targets); None for a one-style network."""
+        indices of the loss's style targets); None for a one-style network. ``seed`` seeds the loss's own random
+        draws (the stability term's transforms)."""
         weights = None if slots is None else self.style_weights(self._trained[slots.cpu()])
         y = self._net_fn(x, weights)
         idx = None if slots is None else slots.to(x.device)
         stylize = (lambda z: self._net_fn(z, weights)) if self.loss_fn.needs_network else None
-        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=slots is not None)
+        return self._loss_call(y, x, styles=idx, stylize=stylize, per_image=slots is not None, seed=seed)
 
     @property
     def _trained(self) -> torch.Tensor:
@@ -229,9 +236,10 @@ class StyleTransferModule(pl.LightningModule):
         x, skipped = batch
         self.skipped_images += int(skipped)
         x = self._prepare(x)
-        trainer = self._trainer
+        trainer = self._trainer  # None when a benchmark drives the step without a Trainer
+        rank = trainer.global_rank if trainer is not None else 0
         slots = self._draw_slots(x.shape[0])
-        terms = self._terms(x, slots)
+        terms = self._terms(x, slots, step_seed(self.global_step, self.hparams.seed, rank))
         total = terms["total"]
         bad = ~torch.isfinite(total.detach())
         if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs

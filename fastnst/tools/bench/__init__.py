@@ -11,7 +11,9 @@
   images), with the same network, VGG19 layers, size and batch;
 * data: images/s of the training data pipeline (StyleDataModule's loader) on a folder of JPEGs, per
   worker, and of the same photos after ``python -m fastnst.prepare``;
-* inference: images/s, latency and peak memory of the eager fp32 network and each fast path.
+* inference: images/s, latency and peak memory of the eager fp32 network and each fast path;
+* video (``--parts video``): frames/s end to end (decode + stylize + encode) against an OpenCV
+  frame-by-frame loop and against the network alone on the same frames.
 
 Warm-up iterations are excluded, figures are medians over repeats, CUDA is synchronised around every
 timed call. VGG weights are random (no download): the FLOPs are the same as with ImageNet weights.

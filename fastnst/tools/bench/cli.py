@@ -15,7 +15,15 @@ from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_output_file
 from fastnst.tools.bench import __doc__ as DOC
-from fastnst.tools.bench.common import INFER_SIZES, TINY_NET, BenchConfig, Variant, default_model, parse_sizes
+from fastnst.tools.bench.common import (
+    INFER_SIZES,
+    TINY_NET,
+    VIDEO_SIZES,
+    BenchConfig,
+    Variant,
+    default_model,
+    parse_sizes,
+)
 from fastnst.tools.bench.report import format_report, run
 
 
@@ -24,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--parts", default="train,data,infer,styles",
-                   help="comma-separated subset of train,data,infer,styles (styles: the cost of style conditioning)")
+                   help="comma-separated subset of train,data,infer,styles,video (default: train,data,infer,styles; "
+                        "styles: the cost of style conditioning; video: end to end against an OpenCV loop)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and network, one or two repeats: checks the wiring in seconds")
     p.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -51,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--styles", type=int, default=4, help="styles of the conditional network (default 4)")
     g.add_argument("--styles-size", help="inference size WIDTHxHEIGHT (default 512x512)")
     g.add_argument("--styles-variants", help="comma-separated, e.g. fp32,bf16+cl+compile (default fp32)")
+    g = p.add_argument_group("video (--parts video): end to end against an OpenCV frame-by-frame loop")
+    g.add_argument("--video-sizes", help="comma-separated WIDTHxHEIGHT (default 640x360,1920x1080)")
+    g.add_argument("--video-frames", metavar="N[,N...]",
+                   help="frames per clip, one count or one per size (default: by size, 52 at 640x360, 6 at 1080p)")
+    g.add_argument("--video-variants", help="comma-separated paths (default: fp32 and the fastest compiled one)")
+    g.add_argument("--video-batch", type=int, help="frames per model call (default 1)")
+    g.add_argument("--video-rounds", type=int, help="runs of each path, in turn (default 2)")
     return p
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     parts = tuple(s.strip() for s in args.parts.split(",") if s.strip())
-    bad = [s for s in parts if s not in ("train", "data", "infer", "styles")]
+    bad = [s for s in parts if s not in ("train", "data", "infer", "styles", "video")]
     if bad or not parts:
-        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer, styles (comma-separated)")
+        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer, styles, video (comma-separated)")
     device = args.device
     if device != "auto":
         try:
@@ -72,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                   data_images=8, data_size=32, data_batch=2, data_workers=[0, 1], data_epochs=1,
                   infer_sizes=[(48, 32), (64, 64)], infer_batch=1, infer_repeats=2,
                   train_variants=["fp32", "fp32+cl"], infer_variants=["fp32", "fp32+cl", "ort"],
-                  styles_infer_size=(64, 64))
+                  styles_infer_size=(64, 64),
+                  video_sizes=[(64, 36)], video_frames=[6], video_rounds=1, video_variants=["fp32"])
     elif gpu:
         kw.update(train_size=256, batch=16, train_warmup=15, train_steps=30)
     if args.model:
@@ -117,6 +134,28 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         kw["styles_variants"] = split(args.styles_variants)
         if any(Variant.parse(t).ort for t in kw["styles_variants"]):
             raise UserError("--styles-variants: onnxruntime ('ort') is not a path of the conditioning measurement")
+    if args.video_sizes:
+        kw["video_sizes"] = parse_sizes(args.video_sizes)
+    if args.video_frames is not None:
+        sizes = len(kw.get("video_sizes") or parse_sizes(VIDEO_SIZES))
+        try:
+            frames = [int(v) for v in args.video_frames.split(",")]
+        except ValueError:
+            frames = []
+        if len(frames) not in (1, sizes) or min(frames) < 2:
+            raise UserError(f"--video-frames {args.video_frames!r}: one count >= 2, or one per --video-sizes entry")
+        kw["video_frames"] = frames * sizes if len(frames) == 1 else frames
+    if args.video_variants:
+        kw["video_variants"] = split(args.video_variants)
+        for text in kw["video_variants"]:
+            if Variant.parse(text).ort:
+                raise UserError("--video-variants: the video pipeline runs .ckpt paths here; onnxruntime is not one")
+    for name in ("video_batch", "video_rounds"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            kw[name] = value
     return BenchConfig(**kw)
 
 def _write_json(report: dict[str, Any], path: Path) -> None:

@@ -23,6 +23,7 @@ from fastnst.presets import read_preset
 PRECISIONS = ("fp32", "bf16", "fp16")
 FLAGS = ("cl", "compile", "ort")
 INFER_SIZES = "256x256,512x512,1920x1080"
+VIDEO_SIZES = "640x360,1920x1080"
 # --quick's network: every stage of the default architecture, at a size that runs in seconds.
 TINY_NET: dict[str, Any] = {"architecture": "johnson", "channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest"}
 
@@ -252,6 +253,11 @@ class BenchConfig:
     styles: int = 4  # the conditional network of the styles part
     styles_infer_size: tuple[int, int] = (512, 512)
     styles_variants: list[str] | None = None
+    video_sizes: list[tuple[int, int]] | None = None
+    video_frames: list[int] | None = None  # per size
+    video_variants: list[str] | None = None  # None: fp32 and the fastest compiled inference path
+    video_batch: int = 1
+    video_rounds: int = 2
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -268,6 +274,10 @@ class BenchConfig:
             self.styles_variants = ["fp32"]
         if self.styles < 2:
             raise UserError(f"--styles must be at least 2 (a conditional network against a one-style one), got {self.styles}")
+        if self.video_sizes is None:
+            self.video_sizes = parse_sizes(VIDEO_SIZES)
+        if self.video_frames is None:  # about the same work per size on a CPU
+            self.video_frames = [max(4, min(120, round(1.2e7 / (w * h)))) for w, h in self.video_sizes]
         if self.data_workers is None:
             n = os.cpu_count() or 1
             self.data_workers = sorted({0, 1, min(n, 8)} if n > 1 else {0})

@@ -18,6 +18,7 @@ from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
 from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.training import run_train
+from fastnst.tools.bench.video import run_video
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -94,6 +95,20 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
     if "styles" in report:
         out += ["", *format_styles(report["styles"])]
+    if "video" in report:
+        v = report["video"]
+        out += ["", f"VIDEO  end to end = decode + stylize (batch {v['batch_size']}) + encode, H.264 clip with audio; "
+                f"median of {v['rounds']} runs in turn"]
+        rows = []
+        for r in v["results"]:
+            if "error" in r:
+                rows.append([r["size"], str(r["frames"]), r["path"], "skipped" if "not installed" in r["error"]
+                             else "failed", "", "", r["error"][:70]])
+            else:
+                vs = r["vs_reference"]
+                rows.append([r["size"], str(r["frames"]), r["path"], _fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
+                             f"{r['vs_network_only']:.2f}" if "vs_network_only" in r else "", ""])
+        out.append(_table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -110,9 +125,11 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {"machine": machine_info(dev), "config": {
         "parts": list(cfg.parts), "train_variants": cfg.train_variants, "infer_variants": cfg.infer_variants,
-        "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model}}
+        "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model,
+        "video_sizes": [f"{w}x{h}" for w, h in cfg.video_sizes or []], "video_frames": cfg.video_frames}}
     report["seconds"] = {}
-    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles)):
+    for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles),
+                     ("video", run_video)):
         if part in cfg.parts:
             t0 = time.perf_counter()
             if part == "infer":

@@ -1,0 +1,261 @@
+"""Stylize a video file: decode, stylize and encode run at the same time (a decoding thread, the model in the
+calling thread, an encoding thread) with bounded queues between them, so memory does not grow with the clip's
+length and the model never waits for FFmpeg once the queues are full.
+
+The output is written under a temporary name and renamed when complete: Ctrl-C or a failure leaves nothing
+under the output's name. Frames are stylized upright (the display rotation applied, as EXIF orientation is
+for photos) and stored back in the source's orientation, so the copied display matrix shows them correctly.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.media.encoding import EncodeSettings, OutputPlan, VideoWriter, plan_output
+from fastnst.media.video import VideoInfo, decode_frames, ffmpeg_reason, probe_video, pyav
+
+_DONE = object()  # end of a queue's stream
+BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel
+
+
+@dataclass
+class VideoReport:
+    """What :func:`stylize_video` wrote: frames, seconds, frames per second, the plan and its notes."""
+
+    path: Path
+    frames: int
+    seconds: float
+    plan: OutputPlan
+    info: VideoInfo
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
+class TemporalBlend:
+    """``--temporal-blend A``: each stylized frame is pulled towards the previous output by up to ``A`` where
+    the input did not change, ``out_t = lerp(stylized_t, out_{t-1}, A * m)``, with ``m`` = 1 where the input's
+    locally averaged luma is unchanged falling to 0 at a change of :data:`BLEND_CHANGE`.
+
+    It removes flicker where the picture is still and leaves moving edges alone; the cost is a trail of the
+    previous frame in smooth regions that move slowly (measured by ``fastnst.evaluate --video``)."""
+
+    def __init__(self, amount: float) -> None:
+        if not 0.0 <= amount < 1.0:
+            raise UserError(f"--temporal-blend must be in [0, 1), got {amount}")
+        self.amount = amount
+        self._prev_out: torch.Tensor | None = None
+        self._prev_luma: torch.Tensor | None = None
+
+    def __call__(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """[1, 3, H, W] stylized and content frames in [0, 1], in order -> the blended frame."""
+        luma = F.avg_pool2d((content * content.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True),
+                            3, 1, 1, count_include_pad=False)
+        out = stylized
+        if self._prev_out is not None and self._prev_out.shape == stylized.shape and self.amount > 0:
+            m = (1 - (luma - self._prev_luma).abs() / BLEND_CHANGE).clamp_(0, 1).mul_(self.amount)
+            out = torch.lerp(stylized, self._prev_out, m)
+        self._prev_out, self._prev_luma = out, luma
+        return out
+
+
+def output_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """The frame size after ``--max-size`` (longer side at most ``max_size``, never upscaled; even sides when
+    scaling, so that yuv420p needs no padding)."""
+    if not max_size or max(width, height) <= max_size:
+        return width, height
+    s = max_size / max(width, height)
+    even = lambda v: max(6, int(round(v * s / 2)) * 2)  # noqa: E731
+    return even(width), even(height)
+
+
+class _Stage(threading.Thread):
+    """A pipeline thread whose exception is handed to the model's thread instead of being printed."""
+
+    def __init__(self, name: str, target: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None  # type: BaseException | None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the model's thread
+            self.error = exc
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event, stages: tuple[_Stage, ...] = ()) -> bool:
+    """Put ``item`` unless the pipeline stops first (False); a failed stage's error is raised here."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            for s in stages:
+                if s.error is not None:
+                    raise s.error
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event, stages: tuple[_Stage, ...] = ()) -> Any:
+    """The next item; a failed stage's error, or a stop, is raised here instead of waiting forever."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            for s in stages:
+                if s.error is not None:
+                    raise s.error
+            if stop.is_set():
+                raise RuntimeError("pipeline stopped")
+
+
+def _upright(x: torch.Tensor, rotation: int) -> torch.Tensor:
+    return torch.rot90(x, k=(rotation // 90) % 4, dims=(2, 3)) if rotation % 90 == 0 and rotation % 360 else x
+
+
+def _stored(x: torch.Tensor, rotation: int) -> torch.Tensor:
+    return torch.rot90(x, k=-(rotation // 90) % 4, dims=(2, 3)) if rotation % 90 == 0 and rotation % 360 else x
+
+
+def first_frame(src: Path, max_size: int | None = None) -> torch.Tensor:
+    """The first frame of a video as [1, 3, H, W] float32 in [0, 1], upright, after ``max_size``."""
+    info = probe_video(src)
+    w, h = output_size(info.width, info.height, max_size)
+    frame = next(decode_frames(info, None if (w, h) == (info.width, info.height) else (w, h)))
+    return _upright(torch.from_numpy(frame.rgb).permute(2, 0, 1)[None].float().div_(255), info.rotation)
+
+
+def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for f in frames:
+        batch.append(f)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: StylizeOptions | None = None, *,
+                  weights: torch.Tensor | None = None, encode: EncodeSettings | None = None, batch_size: int = 1,
+                  max_size: int | None = None, temporal_blend: float = 0.0, progress: bool = True,
+                  log: Callable[[str], None] | None = None, pad_batches: bool = False) -> VideoReport:
+    """Stylize the video ``src`` into ``dst`` (its extension picks the container) with the style ``weights``
+    ([S], None for a one-style model), ``options`` (tiling, colour, strength) per frame, ``batch_size`` frames
+    per model call, frames scaled to ``max_size`` first. ``pad_batches`` fills the last batch to full size
+    (a compiled model then never recompiles for it). Everything about the input and output is checked before
+    the first frame; the output appears complete or not at all."""
+    opts = options or StylizeOptions()
+    opts.validate()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    blend = TemporalBlend(temporal_blend) if temporal_blend else None
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    info = probe_video(src)
+    width, height = output_size(info.width, info.height, max_size)
+    if min(width, height) < 5:
+        raise UserError(f"video {src} is {width}x{height} px; both sides need at least 5 px")
+    plan = plan_output(dst, info, width, height, encode or EncodeSettings())
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    if progress:
+        say(f"fastnst: {src}: {info.describe()} -> {dst.name}: {plan.describe()}")
+    for note in plan.notes:
+        say(f"fastnst: note: {src.name}: {note}")
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    written = 0
+
+    def pipeline(tmp: Path) -> None:
+        nonlocal written
+        stop = threading.Event()
+        decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+        encoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+        writer = VideoWriter(tmp, info, plan)
+
+        def decode() -> None:
+            size = None if (width, height) == (info.width, info.height) else (width, height)
+            for frame in decode_frames(info, size):
+                if not _put(decoded, frame, stop):
+                    return
+            _put(decoded, _DONE, stop)
+
+        def encode_frames() -> None:
+            while True:
+                item = _get(encoded, stop)
+                if item is _DONE:
+                    writer.close()
+                    return
+                for rgb, pts in item:
+                    writer.write(rgb, pts)
+
+        stages = (_Stage("fastnst-decode", decode), _Stage("fastnst-encode", encode_frames))
+        bar = tqdm(total=info.frames or None, unit="frame", desc=src.name, disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+        try:
+            for s in stages:
+                s.start()
+
+            def frames() -> Iterator[Any]:
+                while (item := _get(decoded, stop, stages)) is not _DONE:
+                    yield item
+
+            for batch in _batches(frames(), batch_size):
+                out = stylize_batch(batch)
+                if not _put(encoded, [(out[i], f.pts) for i, f in enumerate(batch)], stop, stages):
+                    break
+                written += len(batch)
+                bar.update(len(batch))
+            _put(encoded, _DONE, stop, stages)
+            stages[1].join()
+            if stages[1].error is not None:
+                raise stages[1].error
+        except BaseException:
+            stop.set()
+            for s in stages:  # the encoder thread must be out of FFmpeg before the writer is closed under it
+                s.join()
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+        stop.set()
+        stages[0].join()
+        if written == 0:
+            raise UserError(f"input {src} has a video stream but no frame of it could be decoded; nothing to stylize")
+
+    @torch.inference_mode()
+    def stylize_batch(batch: list[Any]) -> Any:
+        """Decoded frames -> stylized [N, H, W, 3] uint8 in stored orientation."""
+        x = torch.stack([torch.from_numpy(f.rgb) for f in batch]).permute(0, 3, 1, 2).float().div_(255)
+        x = _upright(x, info.rotation)
+        n = x.shape[0]
+        if pad_batches and n < batch_size:
+            x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)])
+        y = model.stylize_tensor(x, weights, opts)[:n].float().cpu()
+        if blend is not None:
+            y = torch.cat([blend(y[i:i + 1], x[i:i + 1]) for i in range(n)])
+        out = _stored(y, info.rotation).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+    try:
+        atomic_write(dst, pipeline)
+    except OSError as exc:  # also FFmpeg's I/O errors (a full disk while encoding)
+        raise UserError(f"cannot write {dst} ({exc.strerror or exc})") from None
+    except pyav().error.FFmpegError as exc:
+        raise UserError(f"encoding {dst} failed ({ffmpeg_reason(exc)}); nothing was written under that name") from None
+    return VideoReport(dst, written, time.perf_counter() - start, plan, info, list(plan.notes))
