@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import resource
 import time
 from typing import Any
 
@@ -81,6 +80,11 @@ def _cpu_jiffies() -> tuple[float, float] | None:
 
 
 def _own_cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (e.g. data-loader workers)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return time.process_time()
     r = resource.getrusage(resource.RUSAGE_SELF)
     c = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime

@@ -71,6 +71,16 @@ def calibration_photos(folder: str | os.PathLike[str], count: int = CALIBRATION_
     return out
 
 
+def int8_verdict(speedup: float) -> str:
+    """One plain sentence on an int8 model whose speed is ``speedup`` x fp32's: never an improvement when slower."""
+    if speedup < 1.0:
+        return (f"the int8 model is SLOWER than fp32 on this CPU ({speedup:.2f}x): it is smaller, not faster; it is "
+                f"not an improvement here, so deploy the fp32 model where speed matters")
+    if speedup < 1.05:
+        return f"the int8 model is no faster than fp32 on this CPU ({speedup:.2f}x, within timing noise): smaller, not faster"
+    return f"the int8 model is {speedup:.2f}x as fast as fp32 on this CPU"
+
+
 def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: int, log: Any = print,
                 speed_size: int = SPEED_SIZE) -> dict[str, Any]:
     """Time int8 against fp32 in turn on the first photo (longer side ``speed_size``) and measure the PSNR of int8
@@ -94,14 +104,7 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     log(f"fastnst: int8 vs fp32 speed at {size} in onnxruntime, timed in turn ({SPEED_ROUNDS} rounds; CPU: {cpu_summary()}): "
         f"int8 {t_int8 * 1e3:.1f} ms, fp32 {t_fp32 * 1e3:.1f} ms = {speedup:.2f}x"
         + (f" (other processes used {load.fraction:.0%} of the CPUs meanwhile: timings are bent by load)" if load.busy else ""))
-    if speedup < 1.0:
-        log(f"fastnst: the int8 model is SLOWER than fp32 on this CPU ({speedup:.2f}x): it is smaller, not faster; "
-            f"it is not an improvement here, so deploy the fp32 model where speed matters")
-    elif speedup < 1.05:
-        log(f"fastnst: the int8 model is no faster than fp32 on this CPU ({speedup:.2f}x, within timing noise): "
-            f"it is smaller, not faster")
-    else:
-        log(f"fastnst: the int8 model is {speedup:.2f}x as fast as fp32 on this CPU")
+    log(f"fastnst: {int8_verdict(speedup)}")
     return {"int8_ms": t_int8 * 1e3, "fp32_ms": t_fp32 * 1e3, "speedup": speedup, "size": size, **d,
             "busy": load.busy}
 
@@ -109,8 +112,8 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
 def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
                       fmt: str | None = None, opset: int | None = None, fp16: bool = False, int8: bool = False,
                       calibration: str | os.PathLike[str] | None = None, calibration_count: int = CALIBRATION_COUNT,
-                      calibration_size: int = CALIBRATION_SIZE, check: bool = True, overwrite: bool = False,
-                      tolerance: float = TOLERANCE, log: Any = print) -> Path:
+                      calibration_size: int = CALIBRATION_SIZE, speed_size: int = SPEED_SIZE, check: bool = True,
+                      overwrite: bool = False, tolerance: float = TOLERANCE, log: Any = print) -> Path:
     """Load a training checkpoint, export it, check it against eager and write the optional variants.
 
     The file appears at ``output`` only after its check passed (it is written to a temporary name first).
@@ -181,7 +184,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
         log(f"fastnst: calibrating int8 on {len(photos)} photo(s) of {calibration} ...")
         atomic_write(dst, lambda tmp: quantize_int8(out, tmp, photos, styles))
         log(f"fastnst: wrote {dst} ({_size(dst)}; static int8, QDQ, per-channel weights)")
-        report_int8(out, dst, photos, styles, log)
+        report_int8(out, dst, photos, styles, log, speed_size)
     return out
 
 
