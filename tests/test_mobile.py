@@ -19,6 +19,7 @@ from fastnst.inference.runners import network_runner
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
 from fastnst.models import MobileNet, StyleNorm, create_model
 from fastnst.models.cost import macs_per_pixel
+from fastnst.models.layers import upsample_conv
 from fastnst.presets import read_preset
 
 from .conftest import make_photo
@@ -68,15 +69,17 @@ def test_the_onnx_count_of_multiply_adds_agrees_with_pytorchs(tmp_path: Path) ->
     assert onnx_macs_per_pixel(path) == pytest.approx(macs_per_pixel(net), rel=0.02)
 
 
-def test_subpixel_layers_start_as_nearest_upsampling() -> None:
-    """ICNR: at initialisation each 2x2 block of a sub-pixel layer's output is one value (no checkerboard)."""
+def test_upsampling_layers_are_checkerboard_free_at_initialisation() -> None:
+    """ICNR: at initialisation each 2x2 block of the sub-pixel layer's output is one value (no checkerboard)."""
     torch.manual_seed(0)
     net = MobileNet(**SMALL)
     x = torch.rand(1, 16, 9, 11)
     up = net.up[:-2](x)  # convolution and pixel shuffle
     assert torch.equal(up, F.interpolate(up[..., ::2, ::2], scale_factor=2, mode="nearest"))
-    out = F.pixel_shuffle(net.out[-1](torch.rand(1, 8, 9, 11)), 2)
-    assert torch.equal(out, F.interpolate(out[..., ::2, ::2], scale_factor=2, mode="nearest"))
+    # the output layer is a resize-convolution (nearest x2, reflection pad, 3x3 conv), computed at half resolution
+    y = torch.rand(1, 8, 9, 11)
+    literal = net.out(F.pad(F.interpolate(y, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect"))
+    assert torch.allclose(upsample_conv(y, net.out)[..., :18, :22], literal, atol=1e-5)
 
 
 def test_multi_style_pure_styles_differ_and_blends_interpolate() -> None:

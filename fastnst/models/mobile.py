@@ -5,17 +5,20 @@ stride 4) with the expensive parts replaced by what the efficient-network litera
 
 - **No wide tensor at full resolution.** The paper's network spends most of its time on its 9x9
   convolutions over 32 channels at full resolution. Here the stem is a strided convolution (3 -> 16
-  channels, straight to half resolution), and the last layer is a sub-pixel convolution (Shi et al. 2016,
-  "Real-Time Single Image and Video Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural
-  Network", ESPCN): a 3x3 convolution at half resolution to 12 channels, rearranged into the 3 channels
-  of the full-resolution image. The only full-resolution tensors are the input and the output.
+  channels, straight to half resolution), and the last layer is a resize-convolution (nearest x2, 3x3
+  convolution to 3 channels; Odena et al. 2016) computed at half resolution as the equivalent transposed
+  convolution (:func:`fastnst.models.layers.upsample_conv`). The only full-resolution tensors are the input
+  and the output. (A free sub-pixel output layer, ESPCN, trained into a visible 2-pixel checkerboard.)
 - **Depthwise-separable residual blocks** (Howard et al. 2017, "MobileNets"; as in the residual blocks of
   Sandler et al. 2018, "MobileNetV2", without the expansion): each 3x3 convolution of a residual block is a
   per-channel 3x3 convolution plus a 1x1 convolution, 1/8 of the multiply-adds at 64 channels.
-- **Upsampling as a sub-pixel convolution** too (quarter to half resolution), with ICNR initialisation
+- **Upsampling as a sub-pixel convolution** (quarter to half resolution; Shi et al. 2016, "Real-Time Single
+  Image and Video Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network", ESPCN: a 3x3
+  convolution at quarter resolution to 4x the channels, rearranged to half resolution), with ICNR initialisation
   (Aitken et al. 2017, "Checkerboard artifact free sub-pixel convolution"): at initialisation it is
   nearest-neighbour upsampling followed by a convolution, the resize-convolution that avoids checkerboard
-  artefacts (Odena et al. 2016), and training may move away from it.
+  artefacts (Odena et al. 2016), and training may move away from it. It is a regular convolution, which
+  onnxruntime runs several times faster than a transposed one.
 - **Reflection padding** as in the johnson network (``padding="reflect"``, the default): zero padding inside
   the convolutions is about 15% faster in onnxruntime, but tiles then differ from the whole image about 3x more
   near their edges (measured with ``--tile``), and photo borders get darker edges.
@@ -31,10 +34,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fastnst.models.layers import Conditional, StyleNorm, run
+from fastnst.models.layers import Conditional, StyleNorm, run, upsample_conv
 from fastnst.models.registry import register_model
 
 PADDINGS = ("zeros", "reflect")
@@ -89,7 +91,7 @@ def icnr_(conv: nn.Conv2d, scale: int = 2) -> None:
 @register_model("mobile")
 class MobileNet(nn.Module):
     """Strided stem -> stride-2 conv -> depthwise-separable residual blocks -> sub-pixel upsampling ->
-    sub-pixel output convolution -> sigmoid (see the module docstring for the sources of each choice).
+    resize-convolution to RGB -> sigmoid (see the module docstring for the sources of each choice).
 
     Args:
         channels: widths at half and at quarter resolution (default 16, 64).
@@ -118,19 +120,16 @@ class MobileNet(nn.Module):
         self.res = nn.Sequential(*[SeparableResidual(c2, s, padding) for _ in range(int(num_residual))])
         self.up = ConditionalSequential(*conv(c2, 4 * c1, 3, padding=padding), nn.PixelShuffle(2), StyleNorm(c1, s),
                                         nn.ReLU(inplace=True))
-        # one pixel more than 'same' on every side (zeros, cropped): the final crop then always cuts something,
-        # where a crop that may be empty is a shape branch torch.export would specialise on
-        self.out = nn.Sequential(*([nn.ReflectionPad2d(1)] if padding == "reflect" else []),
-                                 nn.Conv2d(c1, 3 * 4, 3, padding=1 if padding == "reflect" else 2))
+        # nearest x2 + padding + this 3x3 convolution, computed as one transposed convolution (upsample_conv)
+        self.out = nn.Conv2d(c1, 3, 3)
         icnr_(self.up[-4])
-        icnr_(self.out[-1])
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] (and [N, S] style weights) -> [N, 3, H, W] in [0, 1]."""
         y = self.down(self.stem(x, style), style)
         y = self.up(run(self.res, y, style), style)  # half resolution, 2 * ceil(H / 4) rows
-        # sub-pixel output: row 2 of the shuffled image is the first input row (one padded half-res row above)
-        y = F.pixel_shuffle(self.out(y), 2)[..., 2: 2 + x.shape[-2], 2: 2 + x.shape[-1]]
+        # one row and column more than the input at least, so the crop always cuts (export-friendly)
+        y = upsample_conv(y, self.out)[..., : x.shape[-2], : x.shape[-1]]
         # A sigmoid keeps gradients alive where a clamp would cut them (as the johnson network).
         return torch.sigmoid(y)
 
