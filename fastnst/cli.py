@@ -22,14 +22,26 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def file_error(exc: OSError) -> str:
+    """An operating-system error on a file (permissions, a full disk, a read-only file system) as one sentence."""
+    what = exc.filename if exc.filename is not None else "a file"
+    return f"{exc.strerror or type(exc).__name__} on {what}; check that path and the space and permissions of its folder"
+
+
 def run_main(fn: Callable[[], int | None], interrupted: str = "") -> int:
     """Run a command's body: its return value (None = 0) is the exit status; a :class:`UserError` prints
-    ``fastnst: error: MESSAGE`` and gives 2; Ctrl-C prints ``fastnst: interrupted`` (plus ``interrupted``,
-    e.g. what was kept) and gives 130."""
+    ``fastnst: error: MESSAGE`` and gives 2, as does an operating-system error on a named file (the commands
+    check their outputs up front; this is the net under those checks); Ctrl-C prints ``fastnst: interrupted``
+    (plus ``interrupted``, e.g. what was kept) and gives 130."""
     try:
         status = fn()
     except UserError as exc:
         print(f"{PREFIX}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"{PREFIX}: error: {file_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{PREFIX}: interrupted" + (f"; {interrupted}" if interrupted else ""), file=sys.stderr)

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path) -> int:
+    """The permission bits a file written at ``path`` should get: those of the file it replaces, else what a
+    plain ``open(path, "w")`` gives under the current umask (0644 under umask 022)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object], keep_suffix: bool = True) -> Path:
@@ -15,10 +31,12 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
     processes may write the same target), hidden, and keeps ``path``'s extension, so writers that pick the
     format from the suffix (Pillow, ``np.save``) work; it is removed if anything fails. ``keep_suffix=False``
     ends it in ``.tmp`` instead, so that globs for finished files (``*.ckpt``) never see one (a SIGKILL can
-    leave it behind).
+    leave it behind). The file gets the mode of the file it replaces, or the umask's default for a new file
+    (``mkstemp`` alone would leave it private, 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}" if keep_suffix else ".tmp")
     os.close(fd)
     tmp = Path(name)
@@ -26,6 +44,7 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
         write_fn(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -39,14 +58,119 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
     return path
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Fail before long work if ``folder`` (named by option ``what``) cannot be created or written: it is
+    created, and a file is created in it and removed. Raises a :class:`fastnst.errors.UserError` naming both."""
+    from fastnst.errors import UserError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder; choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {folder} for {what} ({exc.strerror or exc}); choose another "
+                        f"path") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fastnst-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"the folder {folder} for {what} is not writable ({exc.strerror or exc}); choose another "
+                        f"path") from None
+
+
 def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
     """Fail before long work if ``path`` (an output file named by option ``what``) is a folder or its folder
-    cannot be created; raises a :class:`fastnst.errors.UserError` naming the option."""
+    cannot be created or written; raises a :class:`fastnst.errors.UserError` naming the option."""
     from fastnst.errors import UserError
 
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; pass a file name such as {path / example}")
+    check_writable_folder(path.parent, f"{what} {path}")
+
+
+def launched_rank() -> int:
+    """This process's rank when a launcher started several (Lightning's DDP children, torchrun, srun), else 0."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+class FolderInUse(Exception):
+    """Another live process holds the folder (see :class:`FolderLock`)."""
+
+    def __init__(self, folder: Path, pid: int | None) -> None:
+        super().__init__(f"{folder} is in use by process {pid if pid is not None else '(unknown)'}")
+        self.folder, self.pid = folder, pid
+
+
+class FolderLock:
+    """An exclusive claim on a folder by one process: ``flock`` on ``FOLDER/.fastnst.lock``, which holds the
+    owner's pid. The kernel releases it when the process ends, however it ends (``kill -9`` included), so a
+    lock file left behind never blocks anyone. Where ``fcntl`` is missing (Windows) locking is skipped."""
+
+    NAME = ".fastnst.lock"
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        """Take the lock, or raise :class:`FolderInUse` naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise FolderInUse(self.folder, pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @classmethod
+    def holder(cls, folder: str | os.PathLike[str]) -> int | None:
+        """The pid of the live process holding ``folder``'s lock, else None (nothing is created)."""
+        path = Path(folder) / cls.NAME
+        if not path.is_file():
+            return None
+        try:
+            import fcntl
+
+            fd = os.open(path, os.O_RDONLY)
+        except (ImportError, OSError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_pid(fd) or -1
+        finally:
+            os.close(fd)
+        return None
+
+
+def _read_pid(fd: int) -> int | None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the folder of {what} {path} ({exc.strerror or exc}); choose another path") from None
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError):
+        return None

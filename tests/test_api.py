@@ -60,8 +60,11 @@ def test_stylize_options_match_infer(exported: dict[str, Path]) -> None:
     assert gray.mode == "RGB" and gray.size == photo.size
     rgba = np.dstack([np.asarray(photo), np.full((110, 150), 255, np.uint8)])
     assert model.stylize(rgba).shape == (110, 150, 3)
-    bf16 = fastnst.load(exported["ckpt"], "cpu", precision="bf16")
-    assert np.abs(np.asarray(bf16.stylize(photo), dtype=int) - whole).mean() < 8
+    from fastnst.inference.devices import cpu_half_support
+
+    if cpu_half_support()["bf16"]:  # refused on CPUs without native bf16 (tests/test_infer.py)
+        bf16 = fastnst.load(exported["ckpt"], "cpu", precision="bf16")
+        assert np.abs(np.asarray(bf16.stylize(photo), dtype=int) - whole).mean() < 8
 
 
 def test_bad_api_input_is_a_user_error(exported: dict[str, Path]) -> None:

@@ -19,12 +19,13 @@ CONF = ROOT / "conf"
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "__init__")
 
 
 def _compose(overrides: list[str]):
-    import train  # noqa: F401  (registers the Lightning Trainer schema)
+    from fastnst.training.hydra_checks import register_trainer_schema
 
+    register_trainer_schema()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
@@ -93,19 +94,77 @@ def test_user_command_line_keys_compose() -> None:
 
 
 @pytest.mark.parametrize("override, message", [
-    ("data.imge_size=64", "Could not override 'data.imge_size'"),
-    ("trainer.max_stpes=5", "Key 'max_stpes' not in 'LightningTrainerConf'"),
-    ("trainer.max_steps=lots", "Value 'lots' of type 'str' could not be converted to Integer"),
-    ("data.batch_size=four", "data.batch_size='four' has the wrong type"),
-    ("loss.gram_norm=cw", "loss.gram_norm='cw' has the wrong type"),
+    ("data.imge_size=64", "data.imge_size is not a setting of data (valid: _target_, root, image_size,"),
+    ("loss.gram_norm=cw", "loss.gram_norm='cw' is not valid; choose one of hw, chw"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 trains nothing"),
 ])
-def test_bad_override_fails_before_any_work(override, message, photo_dir, style_path, tmp_path) -> None:
+def test_bad_override_is_one_line_and_status_2(override, message, photo_dir, style_path, tmp_path) -> None:
+    """One case for each place a mistake is caught: composing the config, building the module, starting the run."""
     proc = run_train([*tiny_args(photo_dir, style_path, tmp_path / "run"), "trainer.max_steps=1", "logger=none",
                       override], timeout=120)
-    assert proc.returncode != 0
-    assert message in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastnst: error: ") and message in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_stpes=5", "trainer.max_stpes is not a setting of trainer (valid: "),
+    ("trainer.max_steps=lots", "trainer.max_steps='lots' has the wrong type: expected integer"),
+    ("model=big", "model=big is not an option of the model group; choose one of johnson, small"),
+    ("a=b=c", "cannot read the command line"),
+    ("hydra.run.dir=/proc/fastnst-test/run", "the run folder /proc/fastnst-test/run cannot be created or written"),
+])
+def test_command_line_mistakes_are_named_before_hydra_starts(override, message, photo_dir, style_path) -> None:
+    from fastnst.training.hydra_checks import check_command_line
+
+    problem = check_command_line([f"data.root={photo_dir}", f"style.image={style_path}", override], CONF)
+    assert problem is not None and message in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("trainer.precision", "fp17", "trainer.precision='fp17' is not valid; choose one of 64, 32, 16, "),
+    ("style.size", 0, "style.size=0 must be a number of pixels >= 16"),
+    ("data.batch_size", "four", "data.batch_size='four' has the wrong type"),
+])
+def test_bad_values_are_named_before_training(key, value, message, photo_dir, style_path, tmp_path) -> None:
+    from fastnst.errors import UserError
+    from fastnst.training import fit
+
+    from .conftest import tiny_config
+
+    with pytest.raises(UserError) as err:
+        fit(tiny_config(photo_dir, style_path, **{key: value}), tmp_path)
+    assert message in str(err.value)
+    if key == "trainer.precision":
+        assert "bf16-mixed" in str(err.value)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_help_lists_every_group_option_and_nothing_internal() -> None:
+    proc = run_train(["--help"], timeout=120)
+    assert proc.returncode == 0
+    assert "lightning_trainer" not in proc.stdout and "style.image=PAINTING" in proc.stdout
+    for group in ("data", "model", "loss", "optim", "trainer", "logger", "callbacks", "hydra/launcher"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(f"{group}: "))
+        listed = {o.strip() for o in line.split(":", 1)[1].split("(")[0].split(",")}
+        assert listed == set(_options(group)), (group, listed)
+
+
+def test_tiny_style_images_are_refused_or_warned(photo_dir, tmp_path) -> None:
+    from PIL import Image
+
+    from fastnst.errors import UserError
+    from fastnst.media.image import load_style_image
+
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tmp_path / "dot.png")
+    Image.new("RGB", (600, 8), (200, 30, 30)).save(tmp_path / "strip.png")
+    with pytest.warns(UserWarning, match="only 1x1 px and is upscaled to 512 px"):
+        assert load_style_image(tmp_path / "dot.png", 512).shape == (1, 3, 512, 512)
+    with pytest.raises(UserError, match="is 1x1 px; both sides need at least 16 px"):
+        load_style_image(tmp_path / "dot.png", None)
+    with pytest.raises(UserError, match="is 512x7 px at style size 512"):
+        load_style_image(tmp_path / "strip.png", 512)
 
 
 def test_missing_values_and_bad_paths_are_one_sentence(photo_dir, style_path, tmp_path) -> None:
@@ -125,6 +184,7 @@ def test_launch_problems_are_one_sentence(photo_dir, style_path, tmp_path) -> No
     blocker.write_text("x")
     proc = run_train([*tiny_args(photo_dir, style_path, blocker / "run"), "logger=none"], timeout=120)
     assert proc.returncode == 2 and "the run folder" in proc.stderr and "cannot be created" in proc.stderr
+
     args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "x") if not a.startswith("hydra.run.dir")]
     proc = run_train([*args, "logger=none"], env={"WORLD_SIZE": "2"}, timeout=120)
     assert proc.returncode == 2 and "pass the same hydra.run.dir" in proc.stderr
@@ -139,9 +199,21 @@ def test_smoke_run_with_wandb_offline_leaves_last_ckpt_and_previews(photo_dir, s
                       "logger=wandb"], env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    media = list((run / "wandb").rglob("media/images/preview_*.png"))  # wandb lives in the run folder
+    media = sorted((run / "wandb").rglob("offline-run-*/files/media/images/preview_*.png"))  # in the run folder
     assert media, "no preview image in the offline wandb run"
     assert (run / ".hydra" / "config.yaml").is_file()
+    # The PNG wandb wrote has exactly the pixels of the preview file (it was all black when wandb got floats).
+    import numpy as np
+    from PIL import Image
+
+    ours_files = sorted((run / "previews").glob("step_*.png"))
+    media.sort(key=lambda p: int(p.name.split("_")[1]))  # wandb names them by its own history step
+    assert len(media) == len(ours_files) >= 2
+    for png, our_png in zip(media, ours_files):
+        ours = np.asarray(Image.open(our_png).convert("RGB"))
+        theirs = np.asarray(Image.open(png).convert("RGB"))
+        assert theirs.shape == ours.shape and np.array_equal(theirs, ours), png
+        assert theirs.max() > 1 and theirs.std() > 10  # a picture, not values 0 and 1
 
 
 @pytest.mark.slow
@@ -165,7 +237,7 @@ def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_pat
     proc = run_train(["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", *args, "trainer.max_steps=2",
                       "logger=csv", "loss.style_weight=1e3,2e3"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from fastnst.formats.checkpoint import read_info, read_checkpoint
+    from fastnst.formats.checkpoint import read_checkpoint, read_info
 
     weights = set()
     for job in ("0", "1"):

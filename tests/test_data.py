@@ -182,3 +182,48 @@ def test_image_deleted_or_broken_during_a_run_is_skipped(tmp_path: Path) -> None
         batches = list(dm.train_dataloader())
     assert sum(b[0].shape[0] for b in batches) == 4
     assert sum(b[1] for b in batches) == 2
+
+
+def test_an_unreadable_file_is_never_chosen_as_the_validation_image(tmp_path: Path) -> None:
+    """data.val_count=1 and the first file in sorted order is truncated (issue 9.7): training runs, the
+    validation image is a readable one, and the message about consecutive unreadable files is not given."""
+    from fastnst.training import fit
+
+    from .conftest import make_painting, tiny_config
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        make_photo(i).save(photos / f"img_{i}.jpg", quality=90)
+    good = (photos / "img_0.jpg").read_bytes()
+    (photos / "img_0.jpg").write_bytes(good[: len(good) // 3])  # truncated
+    (photos / "img_5.jpg").write_bytes(b"not an image at all")
+    dm = StyleDataModule(str(photos), image_size=32, batch_size=2, num_workers=0, val_count=1)
+    with pytest.warns(UserWarning, match="skipping unreadable image .*img_0.jpg"):
+        dm.scan()
+    assert [p.name for p in dm.val_files] == ["img_1.jpg"]
+    assert "img_0.jpg" in [p.name for p in dm.train_files]  # still skipped and counted there
+    make_painting().save(tmp_path / "style.png")
+    cfg = tiny_config(photos, tmp_path / "style.png", **{"data.val_count": 1, "trainer.max_steps": 3,
+                                                          "trainer.val_check_interval": 2})
+    result = fit(cfg, tmp_path / "run")
+    assert result.global_step == 3
+
+
+def test_a_validation_folder_without_readable_images_is_one_sentence(tmp_path: Path, photo_dir: Path) -> None:
+    val = tmp_path / "val"
+    val.mkdir()
+    (val / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    dm = StyleDataModule(str(photo_dir), image_size=32, batch_size=2, num_workers=0, val_root=str(val), val_count=2)
+    with pytest.raises(UserError, match="data.val_root .* holds no readable image"), pytest.warns(UserWarning):
+        dm.scan()
+
+
+def test_a_set_smaller_than_the_retry_window_says_all_are_unreadable(tmp_path: Path) -> None:
+    files = []
+    for i in range(3):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"junk")
+        files.append(tmp_path / f"bad{i}.jpg")
+    ds = ImageFolderDataset(files, 32, train=False)
+    with pytest.raises(UserError, match="all 3 images of this validation set are unreadable"), pytest.warns(UserWarning):
+        ds[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -76,12 +77,19 @@ def test_sigterm_saves_stops_and_resume_matches_uninterrupted_run(photo_dir, sty
     assert 3 <= stopped_at < 30
     assert (run / "checkpoints" / f"step{stopped_at:07d}.ckpt").is_file()  # saved at the signal, not only periodically
 
-    resume = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "ckpt_path=last"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env=ENV)
+    # The printed command is the one to run: this interpreter, this script, the same overrides.
+    hint = shlex.split(err.split("Resume with:", 1)[1].strip().splitlines()[0])
+    assert hint[:2] == [sys.executable, str(ROOT / "train.py")] and f"hydra.run.dir={run}" in hint
+    resume = subprocess.run(hint, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 30
     a, b = _losses(straight), _losses(run)
     assert sorted(a) == sorted(b) == list(range(30))
+    # The resumed run appended to the same CSV log: one version folder, every step once.
+    assert [p.name for p in (run / "csv").glob("version_*")] == ["version_0"]
+    with open(run / "csv" / "version_0" / "metrics.csv") as f:
+        logged = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert logged == list(range(30))
     for step in range(30):
         assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, stopped_at, a, b)
 
@@ -184,3 +192,43 @@ def test_truncated_or_empty_checkpoint_is_one_sentence(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "cut.ckpt")
     with pytest.raises(UserError, match="is empty"):
         read_checkpoint(tmp_path / "empty.ckpt")
+
+
+@pytest.mark.slow
+def test_runs_started_in_the_same_second_get_their_own_folders(photo_dir, style_path, tmp_path) -> None:
+    """Two train.py runs started together with the default run folder: no silent overwrite (issue 9.1)."""
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path) if not a.startswith("hydra.run.dir")]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "trainer.max_steps=2", "logger=none",
+                               f"loss.style_weight={w}"], cwd=tmp_path, env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in ("1000.0", "2000.0")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    weights = set()
+    for run in runs:
+        overrides = (run / ".hydra" / "overrides.yaml").read_text()
+        weight = read_checkpoint(run / "checkpoints" / "last.ckpt")["fastnst"]["training"]["loss"]["style_weight"]
+        assert f"loss.style_weight={weight}" in overrides
+        weights.add(weight)
+    assert weights == {1000.0, 2000.0}
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_busy_run_folder_stops_and_touches_nothing(photo_dir, style_path, tmp_path) -> None:
+    run = tmp_path / "busy"
+    first = _start([*tiny_args(photo_dir, style_path, run), "trainer.max_steps=100000", "logger=none",
+                    "checkpoint.every_n_steps=2"])
+    _wait_for_checkpoint(run, first)
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    second = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_args(photo_dir, style_path, run),
+                             "trainer.max_steps=3", "logger=none", "ckpt_path=last", "seed=5"], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and f"the run folder {run} is in use by a training run (process {first.pid})" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.poll() is None  # the first run never noticed
+    os.killpg(first.pid, signal.SIGTERM)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["fastnst"]["training"]["global_step"] >= 2
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides  # the first run's record, untouched

@@ -204,6 +204,10 @@ def test_max_size_and_precision(trained_ckpt: Path, model, photo_dir: Path, tmp_
     out = tmp_path / "small.png"
     assert infer_main("--ckpt", trained_ckpt, photo_dir / "img_02.jpg", "-o", out, "--max-size", "40", "-q") == 0
     assert max(Image.open(out).size) == 40
+    from fastnst.inference.devices import cpu_half_support
+
+    if not cpu_half_support()["bf16"]:
+        return  # bf16 is refused on this CPU (tested above); --max-size was checked
     x = torch.rand(1, 3, 33, 41)
     bf16 = load(trained_ckpt, "cpu", "bf16")
     y = bf16(x)
@@ -256,7 +260,7 @@ def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_
         inputs, expect = [tmp_path / "ghost.jpg"], "input " + str(tmp_path / "ghost.jpg") + " does not exist"
     elif case == "unwritable":
         (tmp_path / "file").write_text("x")
-        inputs, extra, expect = [photo_dir], ["-o", tmp_path / "file" / "out"], "cannot create the output folder"
+        inputs, extra, expect = [photo_dir], ["-o", tmp_path / "file" / "out"], "cannot create the folder"
     elif case == "bad_strength":
         extra, expect = ["--strength", "1.5"], "--strength must be between 0 and 1"
     elif case == "tile_onnx":
@@ -432,3 +436,65 @@ def test_every_command_reports_interrupts_and_user_errors_alike(capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fastnst: interrupted; files written so far are complete",
                    "fastnst: error: model x.ckpt does not exist"]
+
+
+def test_half_precision_on_a_cpu_without_native_kernels_is_refused(trained_ckpt: Path, monkeypatch, capsys) -> None:
+    """fp16 on a CPU without native fp16 convolutions ran ~50x slower than fp32, silently (issue 9.4)."""
+    import fastnst.inference.devices as devices
+
+    real = devices.cpu_half_support()
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: {"bf16": True, "fp16": False})
+    with pytest.raises(UserError, match="--precision fp16 has no native kernels on this CPU.*use --precision bf16"):
+        load(trained_ckpt, "cpu", "fp16")
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: {"bf16": False, "fp16": False})
+    code = infer_main("--ckpt", trained_ckpt, "x.jpg", "--precision", "bf16")
+    err = capsys.readouterr().err
+    assert code == 2 and "--precision bf16 has no native kernels" in err and "--precision fp32" in err
+    monkeypatch.setattr(devices, "cpu_half_support", lambda: real)
+    if real["bf16"]:  # this machine's own answer: a native precision still loads
+        assert load(trained_ckpt, "cpu", "bf16").precision == "bf16"
+
+
+def test_an_fp16_onnx_model_says_so(trained_ckpt: Path, tmp_path: Path, photo_dir: Path, capsys) -> None:
+    from fastnst.tools.export import export_checkpoint
+
+    export_checkpoint(trained_ckpt, tmp_path / "m.onnx", fp16=True, log=lambda s: None)
+    model = load(tmp_path / "m.fp16.onnx", "cpu")
+    assert model.weights_precision == "fp16" and "fp16" in model.describe()
+    assert load(tmp_path / "m.onnx", "cpu").weights_precision == "fp32"
+    assert infer_main("--ckpt", tmp_path / "m.fp16.onnx", photo_dir / "img_00.jpg", "-o", tmp_path / "o.png") == 0
+    assert ", fp16)" in capsys.readouterr().err  # the header names the real precision
+
+
+@pytest.mark.parametrize("ext", [".gif", ".webp", ".png"])
+def test_animated_images_keep_every_frame_their_timing_and_loop(ext: str, trained_ckpt: Path, tmp_path: Path) -> None:
+    """An animated GIF, WebP or APNG was cut to its first frame without a word (issue 9.6)."""
+    frames = [make_photo(i, (52, 40)) for i in range(5)]
+    src = tmp_path / f"anim{ext}"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=[40, 80, 120, 160, 200], loop=3)
+    out = tmp_path / f"out{ext}"
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", out, "--batch-size", "2", "-q") == 0
+    with Image.open(out) as im:
+        assert getattr(im, "n_frames", 1) == 5 and im.info.get("loop") == 3
+        durations, stylized = [], []
+        for i in range(5):
+            im.seek(i)
+            im.load()
+            durations.append(im.info["duration"])
+            stylized.append(np.asarray(im.convert("RGB"), dtype=np.int16))
+    assert durations == [40, 80, 120, 160, 200]
+    assert all(s.shape == (40, 52, 3) for s in stylized)
+    assert np.abs(stylized[0] - stylized[4]).mean() > 2  # each frame stylized from its own input
+    from fastnst.media.image import load_animation
+
+    decoded = load_animation(src).frames[2]  # what the file holds (WebP input is lossy)
+    still = np.asarray(load(trained_ckpt, "cpu").stylize(decoded), dtype=np.int16)
+    assert np.abs(stylized[2] - still).mean() < (3 if ext == ".png" else 12)  # GIF: 256 colours; WebP: lossy
+
+
+def test_an_animation_into_a_one_frame_format_is_refused(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    frames = [make_photo(i, (40, 32)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 1
+    err = capsys.readouterr().err
+    assert "a.gif is animated and .jpg holds one frame" in err and not (tmp_path / "a.jpg").exists()

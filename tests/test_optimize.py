@@ -172,3 +172,32 @@ def test_presets_are_installed_as_package_data(tmp_path: Path) -> None:
     # Outside a checkout (no ../conf next to the module), the installed package data is used.
     installed = conf_dir(tmp_path / "site-packages" / "fastnst" / "presets.py")
     assert (installed / "loss" / "gatys.yaml").is_file() and (installed / "model" / "johnson.yaml").is_file()
+
+
+def test_lbfgs_tolerances_follow_the_loss_scale(content: torch.Tensor) -> None:
+    """With a loss of ~1e-9 (random VGG, tiny weights) L-BFGS stopped before its first step and returned the
+    content image (issue 9.8); its tolerances now apply to the loss relative to its starting value."""
+    style = pil_to_tensor(make_painting(64)).unsqueeze(0)
+    tiny = PerceptualLoss(**{**load_preset("gatys"), **TEST_WEIGHTS, "content_weight": 1e-6, "style_weight": 1e-6},
+                          style_images=[style])
+    result = optimize_image(content, tiny, steps=4, optimizer="lbfgs")
+    assert result.steps == 4 and not result.converged and not result.unchanged
+    assert result.final["total"] < 0.9 * result.history[0]["total"] < 1e-6
+
+
+def test_the_summary_says_which_way_the_loss_went() -> None:
+    from fastnst.tools.optimize import describe_change
+
+    assert describe_change(4.6e-06, 1.4e-05) == "rose from 4.6e-06 to 1.4e-05 (3.04x higher)"
+    assert describe_change(2.0, 0.5) == "fell from 2 to 0.5 (4x lower)"
+    assert describe_change(1.0, 1.0) == "did not change (1)"
+
+
+def test_an_unchanged_output_is_said_out_loud(tmp_path: Path, capsys) -> None:
+    content, style, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "o.png"
+    make_photo(1, (40, 32)).save(content)
+    make_painting(48).save(style)
+    assert main(["--content", str(content), "--style", str(style), "-o", str(out), "--vgg-weights", "random",
+                 "--size", "32", "--steps", "1", "--lr", "1e-12", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the saved image is the unchanged content image" in err

@@ -140,20 +140,3 @@ def test_training_runs_on_a_prepared_dataset(photo_dir: Path, style_path: Path, 
     assert result.global_step == 2 and result.last_checkpoint is not None
     assert read_checkpoint(result.last_checkpoint)["fastnst"]["training"]["image_size"] == 32
     shutil.rmtree(dst)
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
-    from fastnst.fileio import atomic_write
-
-    target = tmp_path / "index.npy"
-    atomic_write(target, lambda p: np.save(p, np.arange(3)))
-    assert np.array_equal(np.load(target), np.arange(3))
-
-    def crash(p: Path) -> None:
-        p.write_bytes(b"half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write(target, crash)
-    assert np.array_equal(np.load(target), np.arange(3))  # the old file, untouched
-    assert [p.name for p in tmp_path.iterdir()] == ["index.npy"]  # no temporary file left behind

@@ -278,3 +278,27 @@ def test_checkpoint_restores_rng_states_and_records_pooling(tmp_path: Path, phot
     module.on_load_checkpoint(ckpt)
     torch.rand(3)
     assert np.array_equal(after[1], np.random.rand(3)) and after[2] == random.random()
+
+
+def test_optimizer_and_callbacks_are_chosen_by_config(tmp_path: Path, photo_dir: Path, style_path: Path) -> None:
+    """optim._target_ picks any torch.optim class (its arguments checked); the callbacks group adds, swaps
+    or removes Lightning callbacks while fastnst's own checkpointing stays."""
+    cfg = tiny_config(photo_dir, style_path, **{"trainer.max_steps": 2, "checkpoint.every_n_steps": 1})
+    cfg["optim"] = {"_target_": "torch.optim.SGD", "lr": 0.01, "momentum": 0.9, "nesterov": True}
+    cfg["callbacks"] = {"preview": None,
+                        "lr": {"_target_": "pytorch_lightning.callbacks.LearningRateMonitor"}}
+    cfg["logger"] = {"_target_": "fastnst.training.loggers.ResumableCSVLogger", "save_dir": None, "name": "csv"}
+    result = fit(cfg, tmp_path)
+    ckpt = read_checkpoint(result.last_checkpoint)
+    group = ckpt["optimizer_states"][0]["param_groups"][0]
+    assert group["momentum"] == 0.9 and group["nesterov"] is True and group["lr"] == 0.01  # SGD, not Adam
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "lr-SGD" in header  # the added LearningRateMonitor logged
+    assert not (tmp_path / "previews").exists()  # the preview callback was switched off
+    bad = tiny_config(photo_dir, style_path)
+    bad["optim"] = {"_target_": "torch.optim.SGD", "lr": 0.01, "momentun": 0.9}
+    with pytest.raises(UserError, match="optim.momentun is not a setting of optim"):
+        fit(bad, tmp_path / "bad")
+    bad["optim"] = {"_target_": "torch.optim.Nope", "lr": 0.01}
+    with pytest.raises(UserError, match="cannot import 'torch.optim.Nope' named by optim._target_"):
+        fit(bad, tmp_path / "bad")

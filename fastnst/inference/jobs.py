@@ -18,19 +18,12 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.fileio import atomic_write
+from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.inference.devices import out_of_memory
 from fastnst.inference.runners import InferenceError
 from fastnst.inference.stylizer import StylizeOptions, Stylizer
-from fastnst.media.image import (
-    IMAGE_EXTENSIONS,
-    image_files,
-    is_image_path,
-    load_image,
-    pil_to_tensor,
-    resize_longer,
-    save_image,
-)
+from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
+                                 load_image, pil_to_tensor, resize_longer, save_animation, save_image, tensor_to_pil)
 
 
 @dataclass(frozen=True)
@@ -150,23 +143,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
             raise UserError(f"{len(existing)} output file(s) already exist, e.g. {existing[0].dst}; "
                             f"pass --overwrite to replace them or --skip-existing to keep them")
         jobs = [j for j in jobs if not j.dst.exists()]
-    _check_writable(out_dir)
+    check_writable_folder(out_dir, "-o")
     return jobs, len(existing) if skip_existing and not overwrite else 0
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {folder} ({exc.strerror or exc}); "
-                        f"choose another -o") from None
-    probe = folder / f".fastnst-write-test-{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"the output folder {folder} is not writable ({exc.strerror or exc}); "
-                        f"choose another -o") from None
 
 
 def save_atomic(t: torch.Tensor, path: Path) -> None:
@@ -190,13 +168,27 @@ class JobsReport:
     seconds: float = 0.0
 
 
-def load_content(job: Job, max_size: int | None) -> torch.Tensor:
+def load_content(job: Job, max_size: int | None) -> torch.Tensor | Animation:
+    """The job's image as [1, 3, H, W] in [0, 1], or all frames of an animated GIF / WebP / PNG."""
+    if is_animated(job.src):
+        if job.dst.suffix.lower() not in (".gif", ".webp", ".png"):
+            raise UserError(f"{job.src} is animated and {job.dst.suffix} holds one frame; write it as .gif, .webp "
+                            f"or .png (-o NAME.gif, or --ext gif) to keep every frame")
+        anim = load_animation(job.src)
+        if max_size:
+            anim.frames = [resize_longer(f, max_size) for f in anim.frames]
+        _check_size(job, anim.size)
+        return anim
     img = load_image(job.src, "image")
     if max_size:
         img = resize_longer(img, max_size)
-    if min(img.size) < 5:
-        raise UserError(f"image {job.src} is {img.size[0]}x{img.size[1]} px; both sides need at least 5 px")
+    _check_size(job, img.size)
     return pil_to_tensor(img).unsqueeze(0)
+
+
+def _check_size(job: Job, size: tuple[int, int]) -> None:
+    if min(size) < 5:
+        raise UserError(f"image {job.src} is {size[0]}x{size[1]} px; both sides need at least 5 px")
 
 
 def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iterator[tuple[Job, Future]]:
@@ -278,6 +270,25 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
             report.written.append(job.dst)
             bar.update(1)
 
+    def run_animation(job: Job, anim: Animation) -> None:
+        """Every frame, in batches, then one animated file with the input's durations and loop count."""
+        frames: list[Image.Image] = []
+        for i in range(0, len(anim.frames), per_batch):
+            x = torch.stack([pil_to_tensor(f) for f in anim.frames[i:i + per_batch]])
+            try:
+                y = model.stylize_tensor(x, weights, opts).cpu()
+            except (UserError, InferenceError) as exc:
+                fail(job, f"{job.src}: {exc}")
+                return
+            frames += [tensor_to_pil(f) for f in y]
+        try:
+            atomic_write(job.dst, lambda tmp: save_animation(frames, tmp, anim.durations, anim.loop))
+        except (OSError, ValueError) as exc:
+            fail(job, f"cannot write {job.dst} ({exc})")
+            return
+        report.written.append(job.dst)
+        bar.update(1)
+
     tiled = opts.tile is not None
     per_batch = 1 if tiled else batch_size
     buckets: dict[tuple[int, int], list[tuple[Job, torch.Tensor]]] = {}
@@ -288,6 +299,9 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
                 content = fut.result()
             except UserError as exc:
                 fail(job, str(exc))
+                continue
+            if isinstance(content, Animation):
+                run_animation(job, content)
                 continue
             key = (content.shape[-2], content.shape[-1])
             buckets.setdefault(key, []).append((job, content))

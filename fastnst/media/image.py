@@ -7,11 +7,13 @@ Every input mode becomes RGB: grayscale, palette, RGBA/LA (composited on white, 
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, ImageSequence
 
 from fastnst.errors import UserError
 
@@ -149,7 +151,84 @@ def save_image(t: torch.Tensor | Image.Image, path: str | os.PathLike[str], qual
         img.save(path)
 
 
+STYLE_MIN_SIDE = 16  # VGG19 pools four times: a smaller image has no deep features to take Grams of
+
+
 def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Tensor:
-    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it)."""
+    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it).
+
+    A painting upscaled more than 4x warns (its texture becomes a blur); one with a side under 16 px after
+    resizing is a :class:`UserError`."""
     img = load_image(path, "style image")
-    return pil_to_tensor(resize_longer_to(img, size) if size else img).unsqueeze(0)
+    w, h = img.size
+    if size and max(w, h) * 4 < size:
+        warnings.warn(f"style image {path} is only {w}x{h} px and is upscaled to {size} px on its longer side: its "
+                      f"texture becomes a blur; use a larger image or a smaller style.size", stacklevel=2)
+    if size:
+        img = resize_longer_to(img, size)
+    if min(img.size) < STYLE_MIN_SIDE:
+        raise UserError(f"style image {path} is {img.width}x{img.height} px" + (f" at style size {size}" if size else "")
+                        + f"; both sides need at least {STYLE_MIN_SIDE} px (VGG19 halves it four times)")
+    return pil_to_tensor(img).unsqueeze(0)
+
+
+# --- animations (GIF, WebP, APNG) ------------------------------------------------------------------
+
+ANIMATION_FORMATS = {"GIF": ".gif", "WEBP": ".webp", "PNG": ".png"}  # Pillow formats that hold several frames
+
+
+@dataclass
+class Animation:
+    """The frames of an animated image, each a full RGB picture (disposal and blending applied), with their
+    durations in ms and the loop count (None: the file says nothing, so it plays once; 0: forever)."""
+
+    frames: list[Image.Image]
+    durations: list[int]
+    loop: int | None
+    format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frames[0].size
+
+
+def is_animated(path: str | os.PathLike[str]) -> bool:
+    """Whether an image file holds more than one frame (an animated GIF, WebP or PNG)."""
+    try:
+        with Image.open(path) as img:
+            return bool(getattr(img, "is_animated", False)) and getattr(img, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def load_animation(path: str | os.PathLike[str], what: str = "image") -> Animation:
+    """Every frame of an animated image as RGB (transparency composited on white), with its timing."""
+    p = Path(path).expanduser()
+    try:
+        with Image.open(p) as img:
+            loop = img.info.get("loop")
+            frames, durations = [], []
+            for frame in ImageSequence.Iterator(img):
+                frame.load()  # WebP sets a frame's duration when the frame is decoded
+                durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
+                frames.append(to_rgb(frame.copy()))
+            return Animation(frames, durations, None if loop is None else int(loop), img.format or "GIF")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{what} {p} is not a readable animation ({exc})") from None
+
+
+def save_animation(frames: list[Image.Image], path: str | os.PathLike[str], durations: list[int],
+                   loop: int | None) -> None:
+    """Write frames as an animated GIF, WebP or PNG (by the extension), with the given durations and loop.
+    A GIF holds 256 colours a frame (an adaptive palette each); the GIF writer merges a frame identical to
+    the one before it into it (their durations add up)."""
+    path = Path(path)
+    kwargs: dict[str, object] = {"save_all": True, "append_images": frames[1:], "duration": durations}
+    if loop is not None:
+        kwargs["loop"] = loop
+    ext = path.suffix.lower()
+    if ext == ".webp":
+        kwargs.update(quality=95, loop=loop if loop is not None else 0)
+    elif ext == ".gif":
+        kwargs.update(disposal=2)
+    frames[0].save(path, format={".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}[ext], **kwargs)

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--steps", type=int, default=40, help="training steps (default: 40)")
-    parser.add_argument("--size", type=int, default=128, help="training crop size (default: 128)")
+    parser.add_argument("--crop", "--size", dest="size", type=int, default=128, metavar="PX",
+                        help="training crop size, data.image_size (default: 128)")
     args = parser.parse_args(argv)
 
     out = Path(args.out).resolve()

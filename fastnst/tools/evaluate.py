@@ -5,13 +5,13 @@ total, exactly as training computes them (:class:`fastnst.losses.PerceptualLoss`
 luminance against the content image and the stylization latency. ``--compare DIR`` measures another
 set of stylized outputs of the same images (e.g. from ``fastnst.optimize``) side by side.
 
-Every image is resized so that its longer side is ``--size``: content and TV losses are means and
+Every image is resized so that its longer side is ``--longer-side``: content and TV losses are means and
 Gram matrices are divided by the number of positions, so the numbers are comparable across images,
 and all images are measured at one scale. Model outputs are measured on 8-bit levels, as they would
 be saved, so a model and a folder of saved images are measured alike.
 
     python -m fastnst.evaluate --ckpt runs/x/checkpoints/last.ckpt --style starry_night.jpg \\
-        --images photos/ --size 256 --json report.json
+        --images photos/ --longer-side 256 --json report.json
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from PIL import Image
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
-from fastnst.fileio import check_output_file
+from fastnst.fileio import check_output_file, check_writable_folder
 from fastnst.formats import ModelInfo
 from fastnst.inference import load
 from fastnst.inference.devices import resolve_device
@@ -65,7 +65,7 @@ def luminance_ssim(stylized: torch.Tensor, content: torch.Tensor) -> float:
     win = min(7, *a.shape)
     win -= 1 - win % 2  # odd, as SSIM's window must be
     if win < 3:
-        raise UserError(f"images of {a.shape[1]}x{a.shape[0]} px are too small for SSIM; use a larger --size")
+        raise UserError(f"images of {a.shape[1]}x{a.shape[0]} px are too small for SSIM; use a larger --longer-side")
     return float(structural_similarity(a, b, data_range=1.0, win_size=win))
 
 
@@ -161,9 +161,9 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     and return the report: settings, ``summary`` (per set: metric -> mean/median/worst), ``per_image``
     and ``skipped`` (unreadable images, missing or mismatched counterparts)."""
     if size < MIN_SIZE:
-        raise UserError(f"--size must be at least {MIN_SIZE} px, got {size}")
+        raise UserError(f"--longer-side must be at least {MIN_SIZE} px, got {size}")
     if style_size is not None and style_size < MIN_SIZE:
-        raise UserError(f"--style-size must be at least {MIN_SIZE} px, got {style_size}")
+        raise UserError(f"--style-longer-side must be at least {MIN_SIZE} px, got {style_size}")
     dev = resolve_device(device)
     net = load(model, dev)
     info = net.info
@@ -194,6 +194,8 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
                     for f in files if f not in pairs]
         files = [f for f in files if f in pairs]
     out_dir = Path(save_outputs).expanduser() if save_outputs else None
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--save-outputs")  # before the evaluation, not after it
 
     from tqdm import tqdm
 
@@ -304,9 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which style of a multi-style model to evaluate (name or index)")
     p.add_argument("--style", default=None, help="style image (default: the one the model was trained on, if present)")
     p.add_argument("--images", required=True, help="folder of content images (searched recursively) or one image")
-    p.add_argument("--size", type=int, default=256, help="longer side every image is resized to (default 256)")
-    p.add_argument("--style-size", type=int, default=None,
-                   help="longer side of the style image (default: the model's training style size, else --size)")
+    p.add_argument("--longer-side", "--size", dest="size", type=int, default=256, metavar="PX",
+                   help="every image is resized so that its longer side is PX (default 256; --size is the old name)")
+    p.add_argument("--style-longer-side", "--style-size", dest="style_size", type=int, default=None, metavar="PX",
+                   help="longer side of the style image (default: the model's training style size, else --longer-side)")
     p.add_argument("--compare", default=None, metavar="DIR2",
                    help="folder of other stylized outputs of the same images, matched by name (photo.jpg <-> photo.png)")
     p.add_argument("--preset", default=None, help="measure under this loss preset (conf/loss/NAME.yaml or a .yaml "

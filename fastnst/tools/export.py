@@ -29,7 +29,7 @@ import torch
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
-from fastnst.fileio import atomic_write
+from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
 from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, convert_fp16, export_onnx, quantize_int8,
                                   time_onnx_in_turn)
@@ -151,10 +151,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} already exists; pass --overwrite to replace it or choose another -o")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {out.parent} ({exc.strerror or exc})") from None
+    check_writable_folder(out.parent, "-o")
     info = info.replace(exported_from=ckpt.name)
     styles = info.num_styles
 

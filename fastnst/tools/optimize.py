@@ -62,6 +62,7 @@ class OptimizeResult:
     seconds: float
     converged: bool = False
     saved: list[int] = field(default_factory=list)
+    unchanged: bool = False  # the saved image equals the start image (8-bit)
 
 
 def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -152,6 +153,12 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
             opt = torch.optim.LBFGS([z], lr=lr, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
             group = opt.param_groups[0]
             first_eval = [False]
+            # L-BFGS's tolerances (gradient 1e-7, change 1e-9) are absolute: on a loss of 1e-6 (random VGG
+            # weights, small loss weights) it stopped before the first step and returned the content image.
+            # Optimising loss / (its value at the start) makes them relative to the loss's own scale.
+            with torch.no_grad():
+                start_total = float(loss(torch.sigmoid(z), content_feats=content_feats)["total"])
+            scale = abs(start_total) if math.isfinite(start_total) and start_total != 0 else 1.0
 
             def closure() -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
@@ -162,8 +169,9 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
                     first_eval[0] = False
                     history.append({"step": done, **values})
                     show(values)
-                terms["total"].backward()
-                return terms["total"]
+                scaled = terms["total"] / scale
+                scaled.backward()
+                return scaled
 
             while done < steps:
                 # Chunks of iterations: each optimizer.step() starts with one extra evaluation, so not one per step.
@@ -190,8 +198,18 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
     with torch.no_grad():
         final = _floats(loss(image, content_feats=content_feats))
     history.append({"step": done, **final})
+    unchanged = torch.equal(image, start.clamp(0, 1).mul(255).round().div(255))
     return OptimizeResult(image=image.cpu(), history=history, final=final, steps=done,
-                          seconds=time.perf_counter() - t0, converged=converged, saved=saved)
+                          seconds=time.perf_counter() - t0, converged=converged, saved=saved, unchanged=unchanged)
+
+
+def describe_change(first: float, last: float) -> str:
+    """``fell from A to B (Nx lower)``, ``rose from A to B (Nx higher)`` or ``did not change (A)``."""
+    if last == first:
+        return f"did not change ({first:.4g})"
+    if last < first:
+        return f"fell from {first:.4g} to {last:.4g} (" + (f"{first / last:.3g}x lower)" if last > 0 else "to zero)")
+    return f"rose from {first:.4g} to {last:.4g} (" + (f"{last / first:.3g}x higher)" if first > 0 else "from zero)")
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -217,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", required=True, help="style image (painting)")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--steps", type=int, default=500, help="Adam updates or L-BFGS iterations (default 500)")
-    p.add_argument("--size", type=int, default=512, help="longer side of the content and output in px (default 512)")
-    p.add_argument("--style-size", type=int, default=None, help="longer side of the style image (default: --size)")
+    p.add_argument("--longer-side", "--size", dest="size", type=int, default=512, metavar="PX",
+                   help="longer side of the content and output in px (default 512; --size is the old name)")
+    p.add_argument("--style-longer-side", "--style-size", dest="style_size", type=int, default=None, metavar="PX",
+                   help="longer side of the style image (default: --longer-side)")
     p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam", help="default adam (the seed text's)")
     p.add_argument("--init", choices=("content", "noise"), default="content", help="start image (default content)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.02 for adam, 1 for lbfgs)")
@@ -238,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Optimise as ``args`` say, save the image, intermediates and loss terms; returns the saved report."""
     if args.size < MIN_SIZE or (args.style_size is not None and args.style_size < MIN_SIZE):
-        raise UserError(f"--size and --style-size must be at least {MIN_SIZE} px")
+        raise UserError(f"--longer-side and --style-longer-side must be at least {MIN_SIZE} px")
     if args.save_every < 0:
         raise UserError(f"--save-every must be 0 (off) or a number of steps, got {args.save_every}")
     out = Path(args.output).expanduser()
@@ -275,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "output": str(out), "content": str(args.content), "style": str(args.style), "size": [w, h],
         "style_size": args.style_size or args.size, "optimizer": args.optimizer, "init": args.init,
         "lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], "seed": args.seed,
-        "steps": result.steps, "converged": result.converged, "seconds": round(result.seconds, 3),
+        "steps": result.steps, "converged": result.converged, "unchanged": result.unchanged, "seconds": round(result.seconds, 3),
         "device": str(device), "preset": args.preset, "loss": settings, "vgg_weights": vgg,
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
         "final": result.final, "history": result.history, "intermediates": intermediates,
@@ -284,9 +304,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     side.write_text(json.dumps(report, indent=2) + "\n")
     print(format_history(result), file=sys.stdout)
     first, last = result.history[0]["total"], result.final["total"]
-    ratio = f"{first / last:.3g}x lower" if last > 0 else "to zero"
-    print(f"loss fell from {first:.4g} to {last:.4g} ({ratio}) in {result.steps} steps, {result.seconds:.1f} s"
+    print(f"loss {describe_change(first, last)} in {result.steps} steps, {result.seconds:.1f} s"
           + (" (L-BFGS converged early)" if result.converged else ""))
+    if result.unchanged:
+        print(f"fastnst-optimize: warning: the saved image is the unchanged {args.init} image: the optimiser made no "
+              f"change that survives 8-bit rounding; raise --steps or --lr, or the loss weights", file=sys.stderr)
     print(f"saved {out}; loss terms in {side}" + (f"; {len(intermediates)} intermediate images" if intermediates else ""))
     return report
 

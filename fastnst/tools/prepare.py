@@ -1,4 +1,4 @@
-"""``python -m fastnst.prepare SRC DST --size 256``: pre-resize a folder of photos once, so training never
+"""``python -m fastnst.prepare SRC DST --shorter-side 256``: pre-resize a folder of photos once, so training never
 decodes a JPEG again; then train with data.root=DST. The format: :mod:`fastnst.training.prepared`.
 
 Resumable: run the same command again after an interruption (at most the last few seconds are lost).
@@ -19,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 epilog="Resumable: run the same command again after an interruption.")
     p.add_argument("src", help="folder of photos (searched recursively), e.g. COCO train2014")
     p.add_argument("dst", help="output folder (created); train with data.root=DST")
-    p.add_argument("--size", type=int, default=256, help="shorter side in pixels, at least data.image_size (default 256)")
+    p.add_argument("--shorter-side", "--size", dest="size", type=int, default=256, metavar="PX",
+                   help="every photo is resized so that its shorter side is PX, at least the training crop "
+                        "data.image_size (default 256; --size is the old name)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all CPUs)")
     p.add_argument("--limit", type=int, default=None, help="stop after the first N files (a later run continues)")
     p.add_argument("--overwrite", action="store_true", help="start DST again from scratch")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
@@ -12,13 +13,14 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from torchvision.utils import make_grid
 
-from fastnst.media.image import save_image
+from fastnst.fileio import atomic_write
+from fastnst.media.image import save_image, tensor_to_pil
 
 
 class ImagePreview(pl.Callback):
     """Every ``every_n_steps`` steps (and at the end), stylize fixed validation images and log a grid:
-    content images on the top row, stylized below. To wandb as an image; with any other logger (or
-    none) as ``previews/step_XXXXXXX.png`` in the run folder (and to TensorBoard when it is used)."""
+    content images on the top row, stylized below. Always as ``previews/step_XXXXXXX.png`` in the run
+    folder, and to wandb and TensorBoard when they are the logger, with the very same 8-bit pixels."""
 
     def __init__(self, every_n_steps: int = 500, num_images: int = 4, dirpath: str | None = None) -> None:
         self.every_n_steps, self.num_images, self.dirpath = every_n_steps, num_images, dirpath
@@ -43,16 +45,17 @@ class ImagePreview(pl.Callback):
         with torch.no_grad():
             styled = pl_module(content.to(pl_module.device)).float().clamp(0, 1).cpu()
         grid = make_grid(torch.cat([content, styled]), nrow=len(content), padding=2)
+        # Pixels leave the program here: 8-bit once, for every destination (wandb casts floats in [0, 1]
+        # to uint8 by truncation, which made its previews black).
+        image = tensor_to_pil(grid)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="preview", images=[grid], step=step, caption=[f"step {step}"])
+                logger.log_image(key="preview", images=[image], step=step, caption=[f"step {step}"])
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("preview", grid, global_step=step)
-        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
-            return None
+                logger.experiment.add_image("preview", np.asarray(image), global_step=step, dataformats="HWC")
         folder = Path(self.dirpath or trainer.default_root_dir) / "previews"
         path = folder / f"step_{step:07d}.png"
-        save_image(grid, path)
+        atomic_write(path, lambda tmp: save_image(image, tmp))
         return path
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,

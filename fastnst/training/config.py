@@ -1,5 +1,5 @@
 """From a plain config dict (what train.py composes with Hydra) to the objects of a run: the data module,
-the LightningModule, the logger and the callbacks. ``_target_`` nodes are built with
+the LightningModule and the callbacks (the logger: :mod:`fastnst.training.loggers`). ``_target_`` nodes are built with
 ``hydra.utils.instantiate``; every argument is checked against the target's signature first, so a
 misspelt key or a wrong type is one sentence naming it, not a traceback from deep inside a constructor.
 """
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import inspect
 import typing
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import CSVLogger, Logger
 
 from fastnst.errors import UserError
 from fastnst.training.module import StyleTransferModule, split_optim
@@ -30,6 +28,24 @@ def locate(target: Any, where: str) -> Any:
         return get_object(target)
     except Exception:  # ImportError, AttributeError, ValueError wrapped by Hydra
         raise UserError(f"cannot import {target!r} named by {where}._target_") from None
+
+
+def literal_choices(hint: Any) -> list[Any] | None:
+    """The allowed values of a ``Literal`` annotation (or a Union/Optional of Literals), else None."""
+    if typing.get_origin(hint) is typing.Literal:
+        return list(typing.get_args(hint))
+    if typing.get_origin(hint) is typing.Union:
+        values: list[Any] = []
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                values.append(None)
+                continue
+            inner = literal_choices(arg)
+            if inner is None:
+                return None
+            values += inner
+        return values
+    return None
 
 
 def check_arguments(fn: Any, kwargs: dict[str, Any], where: str) -> None:
@@ -51,6 +67,12 @@ def check_arguments(fn: Any, kwargs: dict[str, Any], where: str) -> None:
             raise UserError(f"{where}.{key} is not a setting of {where} (valid: {valid})")
         hint = hints.get(key)
         if hint is None or hint is Any:
+            continue
+        choices = literal_choices(hint)
+        if choices is not None:
+            if value not in choices:
+                shown = ", ".join(str(c) for c in dict.fromkeys(choices) if c is not None)
+                raise UserError(f"{where}.{key}={value!r} is not valid; choose one of {shown}")
             continue
         try:
             pydantic.TypeAdapter(hint, config=pydantic.ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
@@ -116,9 +138,15 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
     from fastnst.losses import PerceptualLoss
+    from fastnst.losses.vgg import MIN_SIZE
     from fastnst.models import model_class
 
-    paths, names = style_list(cfg.get("style") or {})
+    style = cfg.get("style") or {}
+    paths, names = style_list(style)
+    size = style.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
+        raise UserError(f"style.size={size!r} must be a number of pixels >= {MIN_SIZE} (each painting's longer side), "
+                        f"or null to keep the paintings' own size")
     model = dict(cfg.get("model") or {})
     arch = model.pop("architecture", "johnson")
     model.pop("num_styles", None)
@@ -126,7 +154,7 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
     node, _ = split_optim(cfg.get("optim"))
     check_arguments(locate(node["_target_"], "optim"), {k: v for k, v in node.items() if k != "_partial_"}, "optim")
-    kwargs = dict(style_images=paths, style_names=names, style_size=(cfg.get("style") or {}).get("size"),
+    kwargs = dict(style_images=paths, style_names=names, style_size=size,
                   network={"architecture": arch, **model}, loss=cfg.get("loss") or {}, optim=cfg.get("optim") or {},
                   channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
                   on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)))
@@ -135,28 +163,6 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
 
 
 # --- logger and callbacks ------------------------------------------------------------------------
-
-def build_logger(cfg: dict[str, Any], run_dir: Path) -> Logger | bool:
-    """The logger of the ``logger`` group (``save_dir: null`` is the run folder); CSV if it cannot start."""
-    node = cfg.get("logger")
-    if not node:
-        return False
-    node = dict(node)
-    if "save_dir" in node and node["save_dir"] is None:
-        node["save_dir"] = str(run_dir)
-    target = node.get("_target_", "")
-    try:
-        logger = instantiate(node, "logger")
-        if str(target).endswith("WandbLogger"):
-            _ = logger.experiment  # start wandb now, so a failure falls back before training starts
-        return logger
-    except UserError:
-        raise
-    except Exception as exc:
-        warnings.warn(f"the logger {target} could not start ({type(exc).__name__}: {exc}); logging to CSV in "
-                      f"{run_dir} instead", stacklevel=1)
-        return CSVLogger(save_dir=str(run_dir), name="csv")
-
 
 def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
     """The ``callbacks`` group: ``{name: {_target_: ..., **arguments}}``; a null entry is switched off.

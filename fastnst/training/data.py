@@ -24,6 +24,17 @@ from fastnst.errors import UserError
 from fastnst.media.image import find_images, open_image, pil_to_tensor, resize_shorter
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def readable(path: Path, size: int) -> bool:
+    """Whether ``path`` decodes (as training would decode it); a warning names it when it does not."""
+    try:
+        open_image(path, draft_size=size)
+        return True
+    except UNREADABLE as exc:
+        warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=2)
+        return False
 
 
 def _list_items(root: str, what: str) -> list[Path] | list[int]:
@@ -70,16 +81,19 @@ class ImageFolderDataset(Dataset):
             index, seed = key.index, key.seed
         else:
             index, seed = int(key), (int(key),)
-        for attempt in range(MAX_RETRIES):
+        tries = min(MAX_RETRIES, len(self.files))
+        for attempt in range(tries):
             path = self.files[(index + attempt) % len(self.files)]
             rng = np.random.default_rng([*seed, attempt]) if self.train else None
             try:
                 # Count the file at ``index`` only: neighbours tried as stand-ins are counted at their own index.
                 return self._load(path, rng), int(attempt > 0)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            except UNREADABLE as exc:
                 warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=1)
-        raise UserError(f"{MAX_RETRIES} consecutive images from {self.files[index]} on are unreadable; "
-                        f"check the data folder")
+        if tries == len(self.files):
+            raise UserError(f"all {tries} images of this {'training' if self.train else 'validation'} set are "
+                            f"unreadable (e.g. {self.files[index]}); check the data folder")
+        raise UserError(f"{tries} consecutive images from {self.files[index]} on are unreadable; check the data folder")
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -171,17 +185,42 @@ class StyleDataModule(pl.LightningDataModule):
             return
         files = _list_items(self.root, "data.root")
         if self.val_root:
-            val = _list_items(self.val_root, "data.val_root")[: self.val_count]
+            candidates = _list_items(self.val_root, "data.val_root")
+            val = self._readable_subset(candidates, range(self.val_count), set())
+            if self.val_count > 0 and not val:
+                raise UserError(f"data.val_root {self.val_root} holds no readable image ({len(candidates)} tried); "
+                                f"point it at a folder of photos, or leave it null to hold out training images")
         else:
-            # Hold out an evenly spread, fixed set so validation never sees training images.
+            # Hold out an evenly spread, fixed set so validation never sees training images; an unreadable
+            # pick is replaced by the next readable file (it stays in the training set, where it is skipped).
             k = min(self.val_count, max(0, len(files) - 1)) if len(files) > 1 else 0
             step = len(files) / k if k else 0
-            picked = {int(i * step) for i in range(k)}
-            val = [f for i, f in enumerate(files) if i in picked]
-            files = [f for i, f in enumerate(files) if i not in picked]
+            wanted = [int(i * step) for i in range(k)]
+            val = self._readable_subset(files, wanted, set(), limit=max(0, len(files) - 1))
+            chosen = set(val)
+            files = [f for f in files if f not in chosen]
         if self.limit:
             files = files[: self.limit]
         self.train_files, self.val_files = files, val
+
+    def _readable_subset(self, items: Sequence[Any], wanted: Any, taken: set[Any], limit: int | None = None) -> list[Any]:
+        """The items at positions ``wanted``, each unreadable one replaced by the next readable item not yet
+        taken (at most ``limit`` items in all). Items of a prepared dataset are always readable."""
+        out: list[Any] = []
+        bad: set[int] = set()
+        for i in wanted:
+            if limit is not None and len(out) >= limit:
+                break
+            for j in range(i, len(items)):
+                item = items[j]
+                if j in bad or item in taken:
+                    continue
+                if isinstance(item, int) or readable(item, self.image_size):
+                    out.append(item)
+                    taken.add(item)
+                    break
+                bad.add(j)
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         self.scan()

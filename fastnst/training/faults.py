@@ -17,7 +17,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_info
 
 from fastnst.errors import UserError
-from fastnst.fileio import atomic_write
+from fastnst.fileio import FolderInUse, FolderLock, atomic_write, launched_rank
 from fastnst.formats.checkpoint import read_checkpoint
 
 
@@ -113,6 +113,26 @@ class GracefulStop(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+
+@contextlib.contextmanager
+def claim_run_folder(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive claim on the run folder while training (the first process of a launch only: DDP
+    ranks share it). A second run started in the same folder, by accident or by two jobs started in the same
+    second, stops with one sentence instead of overwriting the first run's checkpoints."""
+    if launched_rank() > 0:
+        yield
+        return
+    try:
+        lock = FolderLock(run_dir).acquire()
+    except FolderInUse as exc:
+        who = f"process {exc.pid}" if exc.pid and exc.pid > 0 else "another process"
+        raise UserError(f"the run folder {run_dir} is in use by a training run ({who}); wait for it to finish, or "
+                        f"start this run in another folder (hydra.run.dir=...)") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_writable(folder: Path, need_bytes: int) -> None:

@@ -30,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fastnst.errors import UserError
-from fastnst.fileio import atomic_write
+from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.media.image import find_images
 
 FORMAT = "fastnst-prepared"
@@ -287,6 +287,7 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
         raise UserError(f"DST {dst_p} is inside SRC {src_p}; write the prepared dataset somewhere else")
     files = find_images(src_p, "SRC")
     sources = [f.relative_to(src_p).as_posix() for f in files]
+    check_writable_folder(dst_p, "DST")
     writer = _Writer(dst_p, size, src_p, sources, overwrite)
     target = len(files) if limit is None else min(len(files), max(limit, writer.done))
     todo = list(range(writer.done, target))

@@ -18,8 +18,15 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
-from fastnst.training.config import build_callbacks, build_logger, build_module, check_arguments, instantiate
-from fastnst.training.faults import AtomicCheckpointIO, GracefulStop, check_writable, remove_stale_temporaries
+from fastnst.training.config import build_callbacks, build_module, check_arguments, instantiate
+from fastnst.training.faults import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    check_writable,
+    claim_run_folder,
+    remove_stale_temporaries,
+)
+from fastnst.training.loggers import build_logger
 from fastnst.training.module import NonFiniteLossError, StyleTransferModule
 
 CHECKPOINT_BYTES = 60_000_000  # network + Adam state + style Grams is ~25 MB; keep a margin
@@ -93,7 +100,16 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     ckpt_cfg = cfg.get("checkpoint") or {}
     checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
     check_writable(checkpoint_dir, CHECKPOINT_BYTES)
+    with claim_run_folder(run_dir):
+        return _fit(cfg, run_dir, checkpoint_dir, ckpt_cfg, callbacks)
+
+
+def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dict[str, Any],
+         callbacks: list[pl.Callback] | None) -> RunResult:
     remove_stale_temporaries(checkpoint_dir)
+    if (cfg.get("trainer") or {}).get("max_steps") == 0:
+        raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
+                        "(or -1 to train for trainer.max_epochs)")
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
 
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
@@ -120,7 +136,7 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
         if key in trainer_cfg:
             raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
-    logger = build_logger(cfg, run_dir)
+    logger = build_logger(cfg, run_dir, resuming=ckpt_path is not None)
     if logger:
         try:
             logger.log_hyperparams(cfg)  # the resolved config, as composed

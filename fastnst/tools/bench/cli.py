@@ -13,7 +13,7 @@ import torch
 
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
-from fastnst.fileio import atomic_write
+from fastnst.fileio import atomic_write, check_output_file
 from fastnst.tools.bench import __doc__ as DOC
 from fastnst.tools.bench.common import INFER_SIZES, TINY_NET, BenchConfig, Variant, model_preset, parse_sizes
 from fastnst.tools.bench.report import format_report, run
@@ -145,7 +145,7 @@ def _main(args: argparse.Namespace) -> None:
     save = None
     if args.json:
         path = Path(args.json).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after minutes of measuring
+        check_output_file(path, "--json", "bench.json")  # fail now, not after minutes of measuring
         save = lambda r: _write_json(r, path)  # noqa: E731
     report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), save=save)
     print(format_report(report), flush=True)
