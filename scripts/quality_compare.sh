@@ -33,7 +33,7 @@ for m in $MODELS; do
       hydra.run.dir="$OUT/$m"
   fi
   "$PYTHON" -m fastnst.evaluate --ckpt "$OUT/$m/checkpoints/last.ckpt" --style "$DATA/styles/$STYLE" \
-    --images "$DATA/heldout/content" --size "$SIZE" --preset johnson --vgg-weights "$VGG" --json "$OUT/$m.json"
+    --images "$DATA/heldout/content" --longer-side "$SIZE" --preset johnson --vgg-weights "$VGG" --json "$OUT/$m.json"
 done
 "$PYTHON" - "$OUT" $MODELS <<'PY'
 import json, sys

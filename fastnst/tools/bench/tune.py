@@ -24,7 +24,8 @@ import torch
 from fastnst.errors import UserError
 from fastnst.inference.devices import cpu_half_support
 from fastnst.inference.machine import OtherLoad, cpu_summary, drift
-from fastnst.inference.tuning import PathChoice, model_key, record
+from fastnst.fileio import check_writable_folder
+from fastnst.inference.tuning import PathChoice, cache_dir, model_key, record
 from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
 
 DEFAULT_SIZES = "512x512,1920x1080"
@@ -170,6 +171,7 @@ def tune_main(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     sizes = parse_sizes(args.size or DEFAULT_SIZES)
     tolerance = EXACT_TOLERANCE if args.exact else DEFAULT_TOLERANCE
+    check_writable_folder(cache_dir(), "the tuning cache folder (FASTNST_CACHE_DIR)")  # before minutes of timing
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     print(f"fastnst bench --tune  CPU: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory(prefix="fastnst-tune-") as tmp:
