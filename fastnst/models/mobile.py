@@ -24,7 +24,7 @@ stride 4) with the expensive parts replaced by what the efficient-network litera
   near their edges (measured with ``--tile``), and photo borders get darker edges.
 
 Every normalisation is a :class:`fastnst.models.StyleNorm` (conditional instance norm, Dumoulin et al. 2017),
-so the network is multi-style, blends styles and tiles like the default one. About 6.5k multiply-adds per
+so the network is multi-style, blends styles and tiles like the default one. About 6.3k multiply-adds per
 output pixel with the defaults (``python -m fastnst.info MODEL`` prints the count), against 134k for the
 default ``johnson`` network. The output has exactly the input's size for any size >= 5 px.
 """
