@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile a .ckpt model: slower first image (compilation), faster after; a new "
                         "image size or batch size recompiles once into a shape-generic graph, not once per size "
                         "(needs a C++ compiler on CPU; --tile runs uncompiled)")
+    p.add_argument("--fast", action="store_true",
+                   help="on the CPU, run the path this machine measured fastest for this model near the size of the "
+                        "first image (precision, channels-last, compile or onnxruntime; tune once with "
+                        "python -m fastnst.bench --tune --ckpt MODEL --size WxH)")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size run together (default: 1)")
     p.add_argument("--max-size", type=int, metavar="N",
                    help="downscale so that the longer side is at most N px before stylizing (the output has "

@@ -62,6 +62,8 @@ for file in ("train_eager", "train_compiled", "infer_eager", "infer_compiled", "
     r = json.loads(f.read_text())
     report.setdefault("machine", r["machine"])
     report.setdefault("seconds", {}).update({file: v for v in r.get("seconds", {}).values()})
+    for name, load in r.get("load", {}).items():  # other processes' load during each part, from its first file
+        report.setdefault("load", {}).setdefault(name, load)
     part = file.split("_")[0]
     if part not in r:
         continue

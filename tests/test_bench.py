@@ -35,7 +35,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["--quick", "--device", "cpu", "--json", str(out), "--data-workers", "0",
+        rc = main(["--quick", "--device", "cpu", "--json", str(out), "--data-workers", "0", "--no-peer",
                          "--train-variants", "fp32", "--infer-variants", "ort"])
     assert rc == 0
     return json.loads(out.read_text()), buf.getvalue()

@@ -12,9 +12,11 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -118,11 +120,20 @@ def ort_error_message(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int | None = None) -> Any:
+GRAPH_LEVELS = ("all", "extended", "basic", "none")
+
+
+def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int | None = None,
+                optimization: str = "all") -> Any:
     """The onnxruntime session fastnst runs an .onnx model with (inference, export checks, the benchmark):
-    all graph optimisations, errors-only logging, CUDA provider on ``cuda`` devices (then CPU), ``threads``
-    intra-op threads (None: onnxruntime's default, one per physical core)."""
+    graph optimisations ``optimization`` (all, the default, includes the CPU layout transformations; ``extended``
+    or ``basic`` leave them out, which some CPUs run faster: ``fastnst.bench --tune`` measures it), errors-only
+    logging, CUDA provider on ``cuda`` devices (then CPU), ``threads`` intra-op threads (None: onnxruntime's
+    default, one per physical core)."""
     import onnxruntime as ort
+
+    if optimization not in GRAPH_LEVELS:
+        raise UserError(f"unknown onnxruntime optimisation level {optimization!r}; use one of {', '.join(GRAPH_LEVELS)}")
 
     path = Path(path)
     if device.type == "cuda":
@@ -136,7 +147,10 @@ def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int
         providers = ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no shape-inference chatter in the user's terminal
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
     if threads:
         options.intra_op_num_threads = threads
     try:
@@ -180,6 +194,45 @@ def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1
     return results
 
 
+def onnx_macs_per_pixel(path: str | os.PathLike[str], size: tuple[int, int] = (256, 256)) -> float:
+    """Multiply-adds of the convolutions of any image-to-image ONNX model per output pixel, measured by running
+    it once on a [1, 3, H, W] image (``size`` = (H, W)) with every convolution's tensors exposed: their real
+    shapes, whatever computes the padding (a peer's model, an int8 model whose weights are dequantised)."""
+    import onnx
+    import onnxruntime as ort
+
+    proto = read_onnx(path)
+    dims = {t.name: list(t.dims) for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    wanted = {name for n in convs for name in (n.input[0], n.input[1], n.output[0]) if name not in dims}
+    known = {o.name for o in proto.graph.output}
+    for name in sorted(wanted - known):
+        proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the convolutions as written
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    h, w = size
+    feeds = {}
+    for inp in session.get_inputs():
+        if len(inp.shape) == 4:
+            feeds[inp.name] = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+        else:  # style weights: an even blend
+            n = int(inp.shape[-1])
+            feeds[inp.name] = np.full([d if isinstance(d, int) else 1 for d in inp.shape], 1.0 / n, np.float32)
+    names = [o.name for o in session.get_outputs()]
+    shapes = {**dims, **dict(zip(names, (list(v.shape) for v in session.run(names, feeds))))}
+    total = 0.0
+    for n in convs:
+        weight = shapes[n.input[1]]
+        # the weight shape holds the group division: Conv [Cout, Cin/g, kh, kw], ConvTranspose [Cin, Cout/g, kh, kw]
+        if n.op_type == "Conv":  # per output element: Cin/g * kh * kw
+            total += float(np.prod(shapes[n.output[0]])) * float(np.prod(weight[1:]))
+        else:  # per input element: Cout/g * kh * kw
+            total += float(np.prod(shapes[n.input[0]])) * float(np.prod(weight[1:]))
+    return total / (h * w)
+
+
 def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
     """An ONNX variant with fp16 weights and compute; inputs and outputs stay float32 [0, 1]."""
     import onnx
@@ -190,9 +243,32 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Pa
     return Path(dst)
 
 
-def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """An ONNX variant with int8 weights (onnxruntime dynamic quantisation; activations quantised on the fly)."""
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Sequence[np.ndarray],
+                  num_styles: int = 1) -> Path:
+    """An int8 variant by static quantisation (onnxruntime, QDQ format): weights int8 per output channel,
+    activations uint8 with ranges measured on ``calibration`` (photos, float32 [1, 3, H, W] in [0, 1], the kind
+    of image the model will see). Only convolutions are quantised: the instance norms, which hold the styles,
+    stay float. A multi-style model is calibrated with every style in turn."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quant_pre_process, quantize_static)
+
+    if not calibration:
+        raise UserError("int8 quantisation needs calibration photos (--calibration DIR)")
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            feeds = []
+            for i, x in enumerate(calibration):
+                feed = {IMAGE_INPUT: x}
+                if num_styles > 1:  # every style's scale and shift gives other activation ranges
+                    w = np.zeros(num_styles, np.float32)
+                    w[i % num_styles] = 1.0
+                    feed[STYLE_INPUT] = w
+                feeds.append(feed)
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -200,23 +276,55 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> P
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantise the original instead
             pre = Path(src)
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QUInt8)
+        quantize_static(str(pre), str(dst), Photos(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True})
     return Path(dst)
 
 
-def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[str], num_styles: int = 1,
-                 shapes: Any = CHECK_SHAPES) -> dict[str, float]:
-    """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` over ``shapes``."""
+def time_onnx_in_turn(paths: Sequence[str | os.PathLike[str]], image: np.ndarray, num_styles: int = 1,
+                      rounds: int = 5, threads: int | None = None) -> list[float]:
+    """Median seconds per run of each model on ``image`` [1, 3, H, W], timed in turn (the order rotating each
+    round) after one warm-up run each, so load from other processes hits every model alike."""
+    import statistics
+    import time
+
+    sessions = [ort_session(p, torch.device("cpu"), threads) for p in paths]
+    weights = None if num_styles == 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    for s in sessions:
+        run_session(s, image, weights)
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(rounds):
+        order = list(range(len(sessions)))
+        order = order[r % len(order):] + order[: r % len(order)]
+        for i in order:
+            t0 = time.perf_counter()
+            run_session(sessions[i], image, weights)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def compare_on_images(reference: str | os.PathLike[str], variant: str | os.PathLike[str], images: Sequence[np.ndarray],
+                      num_styles: int = 1) -> dict[str, float]:
+    """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` on real ``images``."""
     ref_s, var_s = (ort_session(p, torch.device("cpu")) for p in (reference, variant))
     worst = {"max_abs": 0.0, "mean_abs": 0.0, "psnr_db": float("inf")}
-    for x in check_inputs(shapes, seed=1):
+    for x in images:
         for style in check_styles(num_styles):
             s = None if style is None else style.numpy()
-            d = diff(run_session(var_s, x.numpy(), s), run_session(ref_s, x.numpy(), s))
+            d = diff(run_session(var_s, x, s), run_session(ref_s, x, s))
             worst = {"max_abs": max(worst["max_abs"], d["max_abs"]), "mean_abs": max(worst["mean_abs"], d["mean_abs"]),
                      "psnr_db": min(worst["psnr_db"], d["psnr_db"])}
     return worst
 
 
+def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[str], num_styles: int = 1,
+                 shapes: Any = CHECK_SHAPES) -> dict[str, float]:
+    """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` over ``shapes``."""
+    return compare_on_images(reference, variant, [x.numpy() for x in check_inputs(shapes, seed=1)], num_styles)
+
+
 __all__ = ["ExportCheckError", "check_onnx", "compare_onnx", "convert_fp16", "export_onnx", "onnx_info",
-           "onnx_precision", "ort_session", "quantize_int8", "read_onnx", "run_session"]
+           "onnx_macs_per_pixel", "onnx_precision", "ort_session", "quantize_int8", "read_onnx", "run_session",
+           "compare_on_images", "time_onnx_in_turn"]

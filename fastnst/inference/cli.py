@@ -73,6 +73,33 @@ def benchmark(model: Stylizer, x: torch.Tensor, options: StylizeOptions | None =
                            batch_size, lat, len(choices))
 
 
+def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
+    """``--fast``: the model with the path tuned for this machine at the size of the first input image."""
+    from PIL import Image
+
+    from fastnst.inference.devices import resolve_device
+    from fastnst.inference.tuning import load_fast
+
+    chosen = [f for f, on in (("--precision " + args.precision, args.precision != "fp32"),
+                               ("--channels-last", args.channels_last), ("--compile", args.compile)) if on]
+    if chosen:
+        raise UserError(f"--fast chooses the precision and fast paths itself; drop {' and '.join(chosen)}")
+    if resolve_device(args.device).type != "cpu":
+        raise UserError("--fast picks among CPU paths measured by fastnst.bench --tune; on a GPU use "
+                        "--precision fp16 (or bf16) --channels-last --compile, or --device cpu")
+    src = find_inputs(args.inputs)[0][0]
+    try:
+        with Image.open(src) as im:
+            w, h = im.size
+    except OSError:
+        w, h = 512, 512  # an unreadable first image is reported by the job itself; any size will do here
+    if args.max_size and max(w, h) > args.max_size:
+        scale = args.max_size / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    return load_fast(args.model, (w, h), tiled=opts.tile is not None, say=say)
+
+
 def run_cli(args: Any) -> int:
     """Run ``infer.py`` with parsed arguments; returns the exit status (0 all written, 1 some failed)."""
     opts = StylizeOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_stats_size=args.tile_stats_size,
@@ -91,7 +118,10 @@ def run_cli(args: Any) -> int:
                             audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
-    model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
+    if getattr(args, "fast", False):
+        model = _load_fast(args, opts)
+    else:
+        model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
     sheet = bool(getattr(args, "sheet", False))

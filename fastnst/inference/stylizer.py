@@ -253,13 +253,15 @@ def _unknown_info(path: Path) -> ModelInfo:
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
-         channels_last: bool = False, compile: bool = False, threads: int | None = None) -> Stylizer:
+         channels_last: bool = False, compile: bool = False, threads: int | None = None,
+         onnx_optimization: str = "all") -> Stylizer:
     """Load a model file for stylizing: a training checkpoint (``.ckpt``), a pytorch/examples model
     (``.pth``), an ONNX model (``.onnx``, run with onnxruntime) or a torch.export program (``.pt2``).
     Safely: a model file is data, never code.
 
     ``device``: auto, cpu, cuda, cuda:N, mps. ``precision`` (fp32, bf16, fp16), ``channels_last`` and
-    ``compile`` apply to eager networks (``.ckpt``, ``.pth``); ``threads`` to ``.onnx`` models.
+    ``compile`` apply to eager networks (``.ckpt``, ``.pth``); ``threads`` and ``onnx_optimization`` (onnxruntime's
+    graph optimisation level: all, extended, basic, none) to ``.onnx`` models.
     """
     p = Path(path).expanduser()
     fmt = detect_format(p)
@@ -285,7 +287,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         info = onnx_info(proto, p) or _unknown_info(p)
         file_precision = onnx_precision(proto)
         del proto
-        session = ort_session(p, dev, threads)
+        session = ort_session(p, dev, threads, onnx_optimization)
         names = [i.name for i in session.get_inputs()]
         expected = 1 if info.num_styles == 1 else 2
         if len(names) != expected:

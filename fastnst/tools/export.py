@@ -1,6 +1,7 @@
 """Export a trained network for deployment and check it against PyTorch eager.
 
-``python -m fastnst.export --ckpt MODEL --format onnx -o model.onnx [--fp16] [--int8]`` (or ``fastnst-export``).
+``python -m fastnst.export --ckpt MODEL --format onnx -o model.onnx [--fp16] [--int8 --calibration DIR]``
+(or ``fastnst-export``).
 MODEL is a training checkpoint (.ckpt) or a pytorch/examples model (.pth), loaded with :func:`fastnst.load`;
 the formats themselves (writers, readers, parity checks) are in :mod:`fastnst.formats`.
 
@@ -9,6 +10,10 @@ float32 [S] for a multi-style network), output ``stylized`` of the same size, cl
 :class:`fastnst.ModelInfo` is in its metadata. After export the file passes the onnx checker and onnxruntime
 must match eager within 1e-3 on two sizes (one not a multiple of 4, and pure styles and a blend for a
 multi-style network). ``.pt2`` is a ``torch.export`` program with the same contract.
+
+``--int8`` quantises statically (QDQ, per-channel int8 weights, activation ranges calibrated on the user's
+photos in ``--calibration DIR``), then times int8 against fp32 in turn on one of those photos and measures its
+PSNR against fp32 on all of them, and says plainly when int8 is slower than fp32 on this CPU.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
-from fastnst.formats.onnx import check_onnx, compare_onnx, convert_fp16, export_onnx, quantize_int8
+from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, convert_fp16, export_onnx, quantize_int8,
+                                  time_onnx_in_turn)
 from fastnst.formats.pt2 import check_pt2, export_pt2
 from fastnst.inference import load
 
@@ -36,13 +45,79 @@ def _variant_path(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.stem}.{tag}{path.suffix}")
 
 
+CALIBRATION_COUNT = 32  # photos used for calibration: activation ranges settle after a few dozen
+CALIBRATION_SIZE = 384  # their longer side: instance norms make the ranges nearly independent of the size
+SPEED_SIZE = 512  # longer side of the photo int8 and fp32 are timed on
+SPEED_ROUNDS = 5
+
+
+def calibration_photos(folder: str | os.PathLike[str], count: int = CALIBRATION_COUNT,
+                       size: int = CALIBRATION_SIZE) -> list[np.ndarray]:
+    """Up to ``count`` photos of ``folder`` (sorted, recursive) as float32 [1, 3, H, W] in [0, 1], longer side
+    ``size``; unreadable files are skipped, none readable is a UserError."""
+    from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
+
+    out = []
+    for path in find_images(folder, "--calibration")[: max(count, 1) * 2]:
+        if len(out) == count:
+            break
+        try:
+            img = load_image(path)
+        except UserError:
+            continue
+        out.append(pil_to_tensor(resize_longer_to(img, size)).unsqueeze(0).numpy())
+    if not out:
+        raise UserError(f"--calibration {folder} holds no readable image")
+    return out
+
+
+def int8_verdict(speedup: float) -> str:
+    """One plain sentence on an int8 model whose speed is ``speedup`` x fp32's: never an improvement when slower."""
+    if speedup < 1.0:
+        return (f"the int8 model is SLOWER than fp32 on this CPU ({speedup:.2f}x): it is smaller, not faster; it is "
+                f"not an improvement here, so deploy the fp32 model where speed matters")
+    if speedup < 1.05:
+        return f"the int8 model is no faster than fp32 on this CPU ({speedup:.2f}x, within timing noise): smaller, not faster"
+    return f"the int8 model is {speedup:.2f}x as fast as fp32 on this CPU"
+
+
+def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: int, log: Any = print,
+                speed_size: int = SPEED_SIZE) -> dict[str, Any]:
+    """Time int8 against fp32 in turn on the first photo (longer side ``speed_size``) and measure the PSNR of int8
+    against fp32 on every photo; say plainly whether int8 is an improvement in speed on this CPU."""
+    import torch.nn.functional as F
+
+    from fastnst.inference.machine import OtherLoad, cpu_summary
+
+    x = torch.from_numpy(photos[0])
+    h, w = x.shape[-2:]
+    scale = speed_size / max(h, w)
+    x = F.interpolate(x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bilinear",
+                      antialias=scale < 1, align_corners=False).clamp(0, 1).numpy()
+    with OtherLoad() as load:
+        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS)
+    d = compare_on_images(fp32, int8, photos, num_styles)
+    speedup = t_fp32 / t_int8
+    size = f"{x.shape[-1]}x{x.shape[-2]}"
+    log(f"fastnst: int8 vs fp32 on {len(photos)} calibration photo(s): PSNR {d['psnr_db']:.1f} dB (worst), max abs diff "
+        f"{d['max_abs']:.3f}, mean abs diff {d['mean_abs']:.4f} (pixel values in [0, 1])")
+    log(f"fastnst: int8 vs fp32 speed at {size} in onnxruntime, timed in turn ({SPEED_ROUNDS} rounds; CPU: {cpu_summary()}): "
+        f"int8 {t_int8 * 1e3:.1f} ms, fp32 {t_fp32 * 1e3:.1f} ms = {speedup:.2f}x"
+        + (f" (other processes used {load.fraction:.0%} of the CPUs meanwhile: timings are bent by load)" if load.busy else ""))
+    log(f"fastnst: {int8_verdict(speedup)}")
+    return {"int8_ms": t_int8 * 1e3, "fp32_ms": t_fp32 * 1e3, "speedup": speedup, "size": size, **d,
+            "busy": load.busy}
+
+
 def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
                       fmt: str | None = None, opset: int | None = None, fp16: bool = False, int8: bool = False,
-                      check: bool = True, overwrite: bool = False, tolerance: float = TOLERANCE,
-                      log: Any = print) -> Path:
+                      calibration: str | os.PathLike[str] | None = None, calibration_count: int = CALIBRATION_COUNT,
+                      calibration_size: int = CALIBRATION_SIZE, speed_size: int = SPEED_SIZE, check: bool = True,
+                      overwrite: bool = False, tolerance: float = TOLERANCE, log: Any = print) -> Path:
     """Load a training checkpoint, export it, check it against eager and write the optional variants.
 
     The file appears at ``output`` only after its check passed (it is written to a temporary name first).
+    ``int8`` needs ``calibration``, a folder of photos (static quantisation; see :func:`report_int8`).
     """
     ckpt = Path(ckpt).expanduser()
     if ckpt.suffix.lower() in (".onnx", ".pt2"):
@@ -58,6 +133,14 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
         raise UserError(f"--format {fmt} does not match the output name {out}; use a .{fmt} file name")
     if (fp16 or int8) and fmt != "onnx":
         raise UserError("--fp16 and --int8 variants are made with onnxruntime; use --format onnx")
+    if calibration is not None and not int8:
+        raise UserError("--calibration is for --int8; add --int8 or drop --calibration")
+    if int8 and calibration is None:
+        raise UserError("--int8 needs --calibration DIR: a folder of photos like the ones the model will stylize "
+                        "(a few dozen), on which the activation ranges of the int8 model are measured")
+    if calibration_count < 1 or calibration_size < 32:
+        raise UserError("--calibration-count must be at least 1 and --calibration-size at least 32 px")
+    photos = calibration_photos(calibration, calibration_count, calibration_size) if int8 else []  # fail before exporting
     model = load(ckpt, "cpu")
     net, info = model.network, model.info
     if net is None:  # detect_format accepted only .ckpt/.pt/.pth above
@@ -87,13 +170,18 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
 
     atomic_write(out, write)
     log(f"fastnst: wrote {out} ({_size(out)}; styles {', '.join(info.styles)}; {info.architecture} {info.config})")
-    for tag, make in (("fp16", convert_fp16), ("int8", quantize_int8)):
-        if (tag == "fp16" and fp16) or (tag == "int8" and int8):
-            dst = _variant_path(out, tag)
-            atomic_write(dst, lambda tmp: make(out, tmp))
-            d = compare_onnx(out, dst, styles)
-            log(f"fastnst: wrote {dst} ({_size(dst)}); vs fp32: max abs diff {d['max_abs']:.4f}, mean abs diff "
-                f"{d['mean_abs']:.5f}, PSNR {d['psnr_db']:.1f} dB (pixel values in [0, 1])")
+    if fp16:
+        dst = _variant_path(out, "fp16")
+        atomic_write(dst, lambda tmp: convert_fp16(out, tmp))
+        d = compare_onnx(out, dst, styles)
+        log(f"fastnst: wrote {dst} ({_size(dst)}); vs fp32: max abs diff {d['max_abs']:.4f}, mean abs diff "
+            f"{d['mean_abs']:.5f}, PSNR {d['psnr_db']:.1f} dB (pixel values in [0, 1])")
+    if int8:
+        dst = _variant_path(out, "int8")
+        log(f"fastnst: calibrating int8 on {len(photos)} photo(s) of {calibration} ...")
+        atomic_write(dst, lambda tmp: quantize_int8(out, tmp, photos, styles))
+        log(f"fastnst: wrote {dst} ({_size(dst)}; static int8, QDQ, per-channel weights)")
+        report_int8(out, dst, photos, styles, log, speed_size)
     return out
 
 
@@ -105,7 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: STYLE.onnx in the current folder)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--fp16", action="store_true", help="also write NAME.fp16.onnx (half-precision weights)")
-    p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (int8 dynamic quantisation)")
+    p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (static int8 quantisation, calibrated on "
+                   "--calibration DIR), and report its speed and PSNR against fp32")
+    p.add_argument("--calibration", metavar="DIR", help="photos to calibrate --int8 on (a few dozen like the ones you "
+                   "will stylize)")
+    p.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT, metavar="N",
+                   help=f"photos of DIR used (default {CALIBRATION_COUNT})")
+    p.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE, metavar="PX",
+                   help=f"longer side the calibration photos are resized to (default {CALIBRATION_SIZE})")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="max abs diff allowed vs eager (default 1e-3)")
     p.add_argument("--no-check", action="store_true", help="skip the checker and the parity check")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -115,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_main(lambda: export_checkpoint(args.ckpt, args.output, fmt=args.format, opset=args.opset,
-                                              fp16=args.fp16, int8=args.int8, check=not args.no_check,
+                                              fp16=args.fp16, int8=args.int8, calibration=args.calibration,
+                                              calibration_count=args.calibration_count,
+                                              calibration_size=args.calibration_size, check=not args.no_check,
                                               overwrite=args.overwrite, tolerance=args.tolerance) and None)
 
 

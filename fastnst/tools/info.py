@@ -98,7 +98,29 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(p), "bytes": p.stat().st_size, **facts}
     if info is not None:
         out["model"] = {**info.to_dict(), "format_version": info.format_version}  # as the file has it
+    out["macs_per_pixel"] = _macs_per_pixel(p, fmt, info)
     return out
+
+
+def _macs_per_pixel(path: Path, fmt: str, info: ModelInfo | None) -> float | None:
+    """Multiply-adds per output pixel at 256x256: of the ONNX graph itself, or of the architecture the file
+    records (built with random weights: the count does not depend on them); None if neither can be had."""
+    if fmt == "onnx":
+        from fastnst.formats.onnx import onnx_macs_per_pixel
+
+        try:
+            return onnx_macs_per_pixel(path)
+        except Exception:  # noqa: BLE001 - a file onnxruntime cannot run still gets its other facts
+            return None
+    if info is None:
+        return None
+    from fastnst.models import create_model
+    from fastnst.models.cost import macs_per_pixel
+
+    try:
+        return macs_per_pixel(create_model(info.architecture, **info.config))
+    except Exception:  # noqa: BLE001 - an architecture that is not installed here (a plugin)
+        return None
 
 
 def _settings(d: dict[str, Any]) -> str:
@@ -133,6 +155,8 @@ def format_description(d: dict[str, Any]) -> str:
                 rows.append(("loss", describe_loss(loss)))
                 rows.append(("VGG19 weights", f"{loss.get('vgg_weights', 'imagenet')} ({loss.get('vgg_pooling', 'max')} pooling)"))
     rows.append(("parameters", f"{d['parameters']:,}"))
+    if d.get("macs_per_pixel") is not None:
+        rows.append(("multiply-adds", f"{d['macs_per_pixel'] / 1e3:,.1f}k per output pixel (at 256x256)"))
     if "precision" in d:
         rows.append(("precision", d["precision"]))
     if "resumable" in d:

