@@ -138,3 +138,28 @@ def test_eager_fast_paths_compute_the_same_image() -> None:
     model = Stylizer(Path("m.ckpt"), "ckpt", torch.device("cpu"), "fp32", run,
                      ModelInfo(architecture="mobile", config=net.config(), styles=["s"]), net)
     assert model.stylize_tensor(x, None, StylizeOptions()).shape == x.shape
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_trains_several_styles_and_learns_a_new_one_with_the_old_ones_kept(photo_dir: Path, style_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """model=mobile through the real training path: a 3-style run, then a 4th style by its norm rows only."""
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.training import fit
+
+    from .conftest import make_pattern, multi_config
+
+    mobile = {"architecture": "mobile", "channels": [8, 16], "num_residual": 1}
+    base = fit(multi_config(photo_dir, style_dir, model=dict(mobile), **{"trainer.max_steps": 2}), tmp_path / "a")
+    painting = tmp_path / "noise.png"
+    make_pattern("noise").save(painting)
+    added = fit(multi_config(photo_dir, [painting], model=dict(mobile), init_from=str(base.last_checkpoint),
+                             train_only="norm", **{"trainer.max_steps": 2}), tmp_path / "b")
+    old, _ = load_network(base.last_checkpoint)
+    new, info = load_network(added.last_checkpoint)
+    assert info.architecture == "mobile" and len(info.styles) == 4 and info.styles[-1] == "noise"
+    x = torch.rand(1, 3, 37, 29)
+    with torch.no_grad():
+        for i in range(3):
+            assert torch.equal(old(x, torch.eye(3)[i][None]), new(x, torch.eye(4)[i][None]))
+        assert (new(x, torch.eye(4)[3][None]) - new(x, torch.eye(4)[0][None])).abs().max() > 1e-4
