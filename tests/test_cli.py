@@ -111,7 +111,7 @@ def test_bad_override_is_one_line_and_status_2(override, message, photo_dir, sty
 @pytest.mark.parametrize("override, message", [
     ("trainer.max_stpes=5", "trainer.max_stpes is not a setting of trainer (valid: "),
     ("trainer.max_steps=lots", "trainer.max_steps='lots' has the wrong type: expected integer"),
-    ("model=big", "model=big is not an option of the model group; choose one of johnson, small"),
+    ("model=big", "model=big is not an option of the model group; choose one of johnson, mobile, small"),
     ("a=b=c", "cannot read the command line"),
     ("hydra.run.dir=/proc/fastnst-test/run", "the run folder /proc/fastnst-test/run cannot be created or written"),
 ])
