@@ -33,11 +33,20 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     import contextlib
     import io
 
+    import logging
+    import warnings
+
+    import pytorch_lightning  # noqa: F401
+
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level, filters = rank_zero.level, list(warnings.filters)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["--quick", "--device", "cpu", "--json", str(out), "--data-workers", "0", "--no-peer",
                          "--train-variants", "fp32", "--infer-variants", "ort"])
     assert rc == 0
+    # the bench quiets Lightning only while it runs: the caller's logging and warnings are as they were
+    assert rank_zero.level == level and warnings.filters == filters
     return json.loads(out.read_text()), buf.getvalue()
 
 

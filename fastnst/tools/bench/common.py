@@ -216,20 +216,27 @@ class PeakMemory:
             self._peak = max(self._peak, self._rss())
             self.peak_mib = (self._peak - self._base) / 2**20 if self._base else float("nan")
 
-def _quiet_lightning() -> None:
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's info lines and known harmless warnings off while the bench runs; the logger levels and
+    warning filters are restored afterwards, so a caller in the same process (a test, a notebook) keeps its own."""
     import pytorch_lightning  # noqa: F401  (creates its loggers, so their levels can be set)
 
     prefixes = ("pytorch_lightning", "lightning")
-    for name in [*logging.root.manager.loggerDict, *prefixes]:
-        if name.startswith(prefixes):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*self.log\\(\\)` but the `self.trainer` reference.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*VGG19 is RANDOMLY INITIALISED.*")
-    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    loggers = [logging.getLogger(n) for n in {*logging.root.manager.loggerDict, *prefixes} if n.startswith(prefixes)]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        for message in (".*module\\(s\\) in eval mode.*", ".*no `val_dataloader`.*", ".*LeafSpec.*",
+                        ".*self.log\\(\\)` but the `self.trainer` reference.*", ".*does not have many workers.*",
+                        ".*VGG19 is RANDOMLY INITIALISED.*", ".*GPU available but not used.*"):
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     """``256x256,1920x1080`` -> [(256, 256), (1920, 1080)] as (width, height)."""

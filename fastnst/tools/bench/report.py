@@ -146,7 +146,6 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    _quiet_lightning()
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     report: dict[str, Any] = {"machine": machine_info(dev), "config": {
@@ -154,6 +153,13 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         "infer_sizes": [f"{w}x{h}" for w, h in cfg.infer_sizes], "model": cfg.model,
         "video_sizes": [f"{w}x{h}" for w, h in cfg.video_sizes or []], "video_frames": cfg.video_frames}}
     report["seconds"] = {}
+    with _quiet_lightning():
+        _run_parts(cfg, log, save, report)
+    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return report
+
+def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None] | None,
+               report: dict[str, Any]) -> None:
     report["load"] = {}
     def on_row(live: dict[str, Any]) -> None:
         report["infer"] = live
@@ -171,5 +177,3 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
         report["load"][part] = load.to_dict()
         if save:
             save(report)
-    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    return report
