@@ -74,13 +74,15 @@ def test_pt2_matches_eager(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_export_cli_variants_and_same_picture(trained_ckpt: Path, tmp_path: Path) -> None:
+def test_export_cli_variants_and_same_picture(trained_ckpt: Path, photo_dir: Path, tmp_path: Path) -> None:
     onnx_path = tmp_path / "m.onnx"
     r = subprocess.run([sys.executable, "-m", "fastnst.export", "--ckpt", str(trained_ckpt), "--format", "onnx",
-                        "-o", str(onnx_path), "--fp16", "--int8"], capture_output=True, text=True, timeout=600,
-                       cwd=ROOT)
+                        "-o", str(onnx_path), "--fp16", "--int8", "--calibration", str(photo_dir),
+                        "--calibration-count", "3", "--calibration-size", "64"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert "parity vs PyTorch eager" in r.stdout and r.stdout.count("vs fp32: max abs diff") == 2
+    assert "parity vs PyTorch eager" in r.stdout and "m.fp16.onnx" in r.stdout and "vs fp32: max abs diff" in r.stdout
+    assert "int8 vs fp32 on 3 calibration photo(s): PSNR" in r.stdout and "int8 vs fp32 speed at" in r.stdout
     for variant in ("m.fp16.onnx", "m.int8.onnx"):
         assert (tmp_path / variant).stat().st_size < onnx_path.stat().st_size
     meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
