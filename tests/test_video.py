@@ -367,7 +367,9 @@ def test_ctrl_c_in_a_subprocess_leaves_no_output(trained_ckpt: Path, tmp_path: P
     out = tmp_path / "o" / "long_out.mp4"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "--ckpt", str(trained_ckpt), str(src), "-o",
-                             str(out), "--tile", "48"], stderr=subprocess.PIPE, text=True, env=env)
+                             str(out), "--tile", "48"], stderr=subprocess.PIPE, text=True, env=env,
+                            # Ctrl-C as in a terminal, even when these tests run as a background job (which ignores it)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith(".") for p in out.parent.glob("*")
                                              if out.parent.exists()):
