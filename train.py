@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fastnst.training.hydra_checks import check_command_line, register_trainer_schema
+from fastnst.training.hydra_checks import check_command_line, override_value, register_trainer_schema
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_trainer_schema()
@@ -31,7 +31,9 @@ def one_line(message: str) -> str:
 def resume_hint(run_dir: str) -> str:
     """The command that continues this run: the interpreter and script that were used, the same overrides."""
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-    return shlex.join([sys.executable, sys.argv[0], *overrides, "ckpt_path=last", f"hydra.run.dir={run_dir}"])
+    # Quoted twice where needed: for Hydra's override grammar (a space, a comma, a non-ASCII letter), then for the shell.
+    return shlex.join([sys.executable, sys.argv[0], *overrides, "ckpt_path=last",
+                       f"hydra.run.dir={override_value(run_dir)}"])
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

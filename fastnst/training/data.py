@@ -254,12 +254,24 @@ class StyleDataModule(pl.LightningDataModule):
             # where it stopped. Lightning also steps on an epoch's last batch, so an epoch of B batches
             # has ceil(B / accumulate) steps.
             acc = self.trainer.accumulate_grad_batches
-            steps_per_epoch = -(-self.sampler.batches // acc)
+            steps_per_epoch = -(-self._batches_per_epoch() // acc)
             epoch, step_in_epoch = divmod(self.trainer.global_step, steps_per_epoch)
             self.sampler.resume(epoch, step_in_epoch * acc)
         ds = self._dataset(self.train_files, True, self.root)
         return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                           **self._loader_kwargs())
+
+    def _batches_per_epoch(self) -> int:
+        """The batches of an epoch as the trainer runs them: the sampler's, cut by ``trainer.limit_train_batches``
+        as Lightning cuts them (an int: at most that many; a fraction: that share, rounded down)."""
+        assert self.sampler is not None
+        batches = self.sampler.batches
+        limit = getattr(self.trainer, "limit_train_batches", None)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return max(1, min(batches, limit))
+        if isinstance(limit, float) and limit < 1.0:
+            return max(1, int(batches * limit))
+        return batches
 
     def val_dataloader(self) -> DataLoader | list:
         self.scan()

@@ -176,3 +176,19 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - reported with the composition below
         multirun = False
     return _run_folder_problem(argv, multirun) or _composition_problem(argv, conf_dir)
+
+
+def override_value(value: str) -> str:
+    """``value`` written for a ``key=value`` override so that Hydra reads it back unchanged: as it is where Hydra's
+    grammar allows, else single-quoted (``'`` escaped, and backslashes where they precede a quote or the end)."""
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        if OverridesParser.create().parse_override(f"key={value}").value() == value:
+            return value
+    except Exception:  # Hydra's lexer or parser refused it: quote it
+        pass
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"

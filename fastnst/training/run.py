@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
+from fastnst.training.checkpoints import StepCheckpoints
 from fastnst.training.config import build_callbacks, build_module, check_arguments, instantiate
 from fastnst.training.faults import (
     AtomicCheckpointIO,
@@ -130,17 +130,19 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
                         f"or start a new run in another folder (hydra.run.dir=...)")
 
     every = int(ckpt_cfg.get("every_n_steps", 500))
-    stopper = GracefulStop(str(checkpoint_dir))
-    periodic = ModelCheckpoint(dirpath=str(checkpoint_dir), filename="step{step:07d}", auto_insert_metric_name=False,
-                               every_n_train_steps=every if every > 0 else None, save_top_k=-1, save_last=True,
-                               save_on_train_epoch_end=False, enable_version_counter=False)
+    stopper = GracefulStop()
+    checkpoints = StepCheckpoints(checkpoint_dir, every)
     # fastnst's own callbacks (the fault guarantees rest on them), then the callbacks group, then the caller's.
-    callbacks = [periodic, RunReport(str(checkpoint_dir)), stopper, *build_callbacks(_with_default_callbacks(cfg), run_dir),
-                 *(callbacks or [])]
+    callbacks = [checkpoints, RunReport(str(checkpoint_dir)), stopper,
+                 *build_callbacks(_with_default_callbacks(cfg), run_dir), *(callbacks or [])]
     trainer_cfg = dict(cfg.get("trainer") or {})
     for key in ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"):
         if key in trainer_cfg:
             raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
+    if trainer_cfg.get("enable_checkpointing") is False:
+        raise UserError("trainer.enable_checkpointing=false: fastnst always keeps the checkpoints a run needs to "
+                        "resume; set checkpoint.every_n_steps=0 to write them only at the end and when stopped")
+    trainer_cfg.pop("enable_checkpointing", None)
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
     if module.norm_only is not None and str(trainer_cfg.get("precision")) in ("bf16-true", "16-true"):
         raise UserError(f"trainer.precision={trainer_cfg['precision']} would round the old styles' weights to half "
@@ -169,13 +171,11 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
     except NonFiniteLossError as exc:
         raise UserError(str(exc)) from None
     last = checkpoint_dir / "last.ckpt"
-    if stopper.saved_path is None and not (every > 0 and trainer.global_step % every == 0):
-        # The end of training gets a step-numbered checkpoint too, not only every N steps (a multiple of N
-        # was just saved by the periodic checkpoint). A signal arriving now waits until both are written.
-        with stopper.guard():
-            trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
-            trainer.save_checkpoint(last, weights_only=False)
+    # A run that finished otherwise than at a batch end (max_epochs, a callback stopping it after validation) gets its
+    # final step's checkpoint now. A signal arriving meanwhile waits until it is written.
+    with stopper.guard():
+        checkpoints.save_final(trainer)
     # A signal after the last step (during the final save) does not make a finished run a stopped one.
-    stopped = stopper.signal_received if stopper.saved_path is not None else None
+    stopped = stopper.signal_received if stopper.stopped_at is not None else None
     return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step, stopped)
 
