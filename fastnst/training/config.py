@@ -135,11 +135,29 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 # --- the module ----------------------------------------------------------------------------------
 
+def check_model(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The ``model`` group as (architecture, constructor arguments), checked by building the network once (a few
+    milliseconds): a wrong type, choice, width or count is one sentence naming ``model.KEY``."""
+    from fastnst.models import create_model, model_class
+
+    model = dict(model)
+    arch = model.pop("architecture", "johnson")
+    model.pop("num_styles", None)
+    cls = model_class(arch)
+    check_arguments(cls, model, "model")
+    try:
+        create_model(arch, **model)
+    except ValueError as exc:  # the architecture's own checks ("channels must be 3 positive widths ...")
+        key = str(exc).split(" ", 1)[0]
+        named = key in inspect.signature(cls).parameters
+        raise UserError(f"model.{exc}" if named else f"the {arch} network's settings are invalid: {exc}") from None
+    return arch, model
+
+
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
     from fastnst.losses import PerceptualLoss
     from fastnst.losses.vgg import MIN_SIZE
-    from fastnst.models import model_class
 
     style = cfg.get("style") or {}
     paths, names = style_list(style)
@@ -147,10 +165,7 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise UserError(f"style.size={size!r} must be a number of pixels >= {MIN_SIZE} (each painting's longer side), "
                         f"or null to keep the paintings' own size")
-    model = dict(cfg.get("model") or {})
-    arch = model.pop("architecture", "johnson")
-    model.pop("num_styles", None)
-    check_arguments(model_class(arch), model, "model")
+    arch, model = check_model(cfg.get("model") or {})
     check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
     node, _ = split_optim(cfg.get("optim"))
     check_arguments(locate(node["_target_"], "optim"), {k: v for k, v in node.items() if k != "_partial_"}, "optim")

@@ -171,6 +171,13 @@ class StyleDataModule(pl.LightningDataModule):
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}")
         if limit is not None and limit < 1:
             raise UserError(f"data.limit must be a positive number of images or null, got {limit}")
+        if num_workers is not None and num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 (load in the training process) or more, or null (up to 8), "
+                            f"got {num_workers}")
+        if val_count < 0:
+            raise UserError(f"data.val_count must be 0 (no validation) or more, got {val_count}")
+        if prefetch_factor < 1:
+            raise UserError(f"data.prefetch_factor must be at least 1 batch per loader process, got {prefetch_factor}")
         self.root, self.val_root = root, val_root
         self.image_size, self.batch_size, self.limit = image_size, batch_size, limit
         self.val_count, self.seed, self.prefetch_factor = val_count, seed, prefetch_factor
@@ -222,6 +229,14 @@ class StyleDataModule(pl.LightningDataModule):
                 bad.add(j)
         return out
 
+    def check_batches(self, world_size: int = 1) -> None:
+        """Every device gets at least one whole batch of training images (called before training starts)."""
+        self.scan()
+        n = len(self.train_files)
+        if n // world_size < self.batch_size:
+            raise UserError(f"data.root {self.root} has {n} training images, fewer than data.batch_size="
+                            f"{self.batch_size} x {world_size} device(s); add images or lower data.batch_size")
+
     def setup(self, stage: str | None = None) -> None:
         self.scan()
 
@@ -245,9 +260,7 @@ class StyleDataModule(pl.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
         n = len(self.train_files)
-        if n // world < self.batch_size:
-            raise UserError(f"data.root {self.root} has {n} training images, fewer than data.batch_size="
-                            f"{self.batch_size} x {world} device(s); add images or lower data.batch_size")
+        self.check_batches(world)
         self.sampler = ResumableSampler(n, self.batch_size, self.seed, True, rank, world)
         if self.trainer is not None and self.trainer.global_step > 0:
             # Restored from a checkpoint (always written right after an optimizer step): continue mid-epoch

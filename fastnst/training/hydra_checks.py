@@ -107,7 +107,7 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
         return f"cannot read the command line ({str(exc).splitlines()[0]}); overrides look like key=value"
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name="train"):
-            compose("train", overrides=overrides, return_hydra_config=True)
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as exc:
         found = re.search(r"Could not find '([\w/]+)/([^']+)'", str(exc))
         options = ", ".join(exc.options or []) if getattr(exc, "options", None) else ""
@@ -136,6 +136,26 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
         return text.splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - any other composition failure, still one sentence
         return f"the configuration cannot be composed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    return _settings_problem(cfg)
+
+
+def _settings_problem(cfg: Any) -> str | None:
+    """The data and model settings checked as training checks them (no file is read): one sentence, or None."""
+    from omegaconf import OmegaConf
+
+    from fastnst.errors import UserError
+    from fastnst.training.config import check_model, instantiate
+
+    try:
+        data, model = (OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else {} for k in ("data", "model"))
+    except Exception:  # noqa: BLE001 - an interpolation problem is reported by the training entry itself
+        return None
+    try:
+        if isinstance(data, dict) and data.get("_target_"):
+            instantiate(data, "data")
+        check_model(model if isinstance(model, dict) else {})
+    except UserError as exc:
+        return str(exc)
     return None
 
 

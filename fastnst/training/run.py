@@ -18,7 +18,7 @@ from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
 from fastnst.training.checkpoints import StepCheckpoints
-from fastnst.training.config import build_callbacks, build_module, check_arguments, instantiate
+from fastnst.training.config import build_callbacks, build_module, check_arguments, check_model, instantiate
 from fastnst.training.faults import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -101,23 +101,25 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
 
     ``callbacks`` are added to fastnst's own (checkpoints, previews, report, graceful stop)."""
     run_dir = Path(run_dir)
+    # Settings first, before anything is read or written: the data, model and trainer arguments.
+    datamodule = instantiate(cfg["data"], "data")
+    check_model(cfg.get("model") or {})
+    if (cfg.get("trainer") or {}).get("max_steps") == 0:
+        raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
+                        "(or -1 to train for trainer.max_epochs)")
     ckpt_cfg = cfg.get("checkpoint") or {}
     checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
     check_writable(checkpoint_dir, CHECKPOINT_BYTES)
     with claim_run_folder(run_dir):
-        return _fit(cfg, run_dir, checkpoint_dir, ckpt_cfg, callbacks)
+        return _fit(cfg, datamodule, run_dir, checkpoint_dir, ckpt_cfg, callbacks)
 
 
-def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dict[str, Any],
-         callbacks: list[pl.Callback] | None) -> RunResult:
+def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path, checkpoint_dir: Path,
+         ckpt_cfg: dict[str, Any], callbacks: list[pl.Callback] | None) -> RunResult:
     remove_stale_temporaries(checkpoint_dir)
-    if (cfg.get("trainer") or {}).get("max_steps") == 0:
-        raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
-                        "(or -1 to train for trainer.max_epochs)")
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
 
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
-    datamodule = instantiate(cfg["data"], "data")
     datamodule.scan()
     module = build_module(cfg)
     if module.target_bytes:  # many styles make every checkpoint larger by their targets
@@ -160,6 +162,8 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
                              use_distributed_sampler=False)
     except (ValueError, TypeError, MisconfigurationException) as exc:
         raise UserError(f"the trainer settings are invalid: {str(exc).splitlines()[0]}") from None
+    if hasattr(datamodule, "check_batches"):
+        datamodule.check_batches(trainer.world_size)
     if trainer.world_size > 1 and module.hparams.on_nonfinite == "skip":
         raise UserError("on_nonfinite=skip works on one device only (DDP cannot skip a step on one rank); use on_nonfinite=stop")
     try:
