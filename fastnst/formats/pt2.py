@@ -28,6 +28,7 @@ from fastnst.formats.deploy import (
     dynamic_shapes,
     raise_if_above,
 )
+from fastnst.formats.checkpoint import pickle_refusal, quiet_unpickler
 from fastnst.formats.metadata import ModelInfo
 
 META_FILE = "fastnst.json"
@@ -97,12 +98,12 @@ def read_pt2(path: str | os.PathLike[str]) -> tuple[Any, ModelInfo | None]:
     p = Path(path)
     info = read_pt2_info(p)
     try:
-        with _pickles_as_data_only():
+        with _pickles_as_data_only(), quiet_unpickler():
             program = torch.export.load(p)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"model {p} was refused: it contains code or objects that are not plain data "
-                        f"({first[:160]}); only load models you trust and that fastnst wrote") from None
+        found = pickle_refusal(str(exc)) or "a pickle instruction"
+        raise UserError(f"model {p} was refused: it would run code or build objects ({found}) instead of holding "
+                        f"plain data; only load models you trust and that fastnst wrote") from None
     except Exception as exc:  # noqa: BLE001 - the deserialiser raises many types for a damaged archive
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model {p} is corrupt or not a torch.export .pt2 archive ({first[:160]})") from None

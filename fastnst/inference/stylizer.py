@@ -248,8 +248,11 @@ def _as_input_type(image: Image.Image, is_array: bool) -> Any:
     return np.asarray(image) if is_array else image
 
 
-def _unknown_info(path: Path) -> ModelInfo:
-    return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
+def _foreign(path: Path, kind: str, inputs: list[str]) -> UserError:
+    """A model file fastnst did not write: refused at load time, before any image is read."""
+    shown = ", ".join(repr(n) for n in inputs) or "none"
+    return UserError(f"model {path} has no fastnst metadata, so it is not a style network fastnst exported ({kind} "
+                     f"graph with inputs {shown}); stylize with the .ckpt, or a file written by fastnst export from it")
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
@@ -278,28 +281,37 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
         return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
     if fmt == "onnx":
+        from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT
         from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 
         if precision != "fp32":
             raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
                             f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
         proto = read_onnx(p)
-        info = onnx_info(proto, p) or _unknown_info(p)
+        info = onnx_info(proto, p)
+        initializers = {t.name for t in proto.graph.initializer}
+        names = [i.name for i in proto.graph.input if i.name not in initializers]
+        outputs = [o.name for o in proto.graph.output]
+        if info is None:
+            raise _foreign(p, "an ONNX", names)
+        expected = [IMAGE_INPUT] + ([STYLE_INPUT] if info.num_styles > 1 else [])
+        if names != expected or outputs != [OUTPUT]:
+            raise UserError(f"model {p} has inputs {names} and outputs {outputs}; a fastnst ONNX model of "
+                            f"{info.num_styles} style(s) has {expected} and ['{OUTPUT}'], so its metadata does not "
+                            f"describe it: export it again with fastnst export")
         file_precision = onnx_precision(proto)
         del proto
         session = ort_session(p, dev, threads, onnx_optimization)
-        names = [i.name for i in session.get_inputs()]
-        expected = 1 if info.num_styles == 1 else 2
-        if len(names) != expected:
-            raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
-                            f"{expected}")
         return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
     from fastnst.formats.pt2 import read_pt2
 
     if precision != "fp32":
         raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
     program, info = read_pt2(p)
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info or _unknown_info(p))
+    if info is None:
+        raise _foreign(p, "a torch.export", [s.arg.name for s in program.graph_signature.input_specs
+                                            if s.kind.name == "USER_INPUT"])
+    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info)
 
 
 __all__ = ["StylizeOptions", "Stylizer", "load"]
