@@ -235,7 +235,8 @@ def run_cli(args: Any) -> int:
             raise UserError(f"{videos[0]} is a video and --sheet makes one still image; stylize it without --sheet")
     jobs, skipped = plan_jobs(args.inputs, args.output, overwrite=args.overwrite, skip_existing=args.skip_existing,
                               ext=args.ext, variants=variants,
-                              default_suffix="_sheet" if sheet else "" if variants else "_stylized")
+                              default_suffix="_sheet" if sheet else "" if variants else "_stylized",
+                              folder_suffix="_sheet" if sheet else "")
     say(f"fastnst: model {model.describe()}")
     if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
         done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, weights=styles[jobs[0].style], encode=encode,

@@ -102,7 +102,7 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
 
 def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bool = False,
               skip_existing: bool = False, ext: str | None = None, variants: Sequence[str] | None = None,
-              default_suffix: str = "_stylized") -> tuple[list[Job], int]:
+              default_suffix: str = "_stylized", folder_suffix: str = "") -> tuple[list[Job], int]:
     """Map INPUTs (files, folders searched recursively, glob patterns) to output files.
 
     One input file: ``output`` is a file (its extension picks the format) or a folder; default
@@ -111,7 +111,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     ``overwrite`` (or are skipped with ``skip_existing``). Returns the jobs and the number skipped.
 
     ``variants`` (style names) make one output per input and name, ``<output stem>_<name><ext>``, with job
-    ``style`` the name's position; ``default_suffix`` ends the default output name of one input file.
+    ``style`` the name's position; ``default_suffix`` ends the default output name of one input file, and
+    ``folder_suffix`` the name of every output written into a folder (``--sheet``: ``NAME_sheet.EXT``).
     """
     if not inputs:
         raise UserError("no inputs given; pass image or video files, folders or glob patterns")
@@ -133,7 +134,7 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         else:
             o = Path(output).expanduser()
             if o.is_dir() or output.endswith(("/", os.sep)) or not o.suffix:
-                out_file = o / (src.stem + own)
+                out_file = o / (src.stem + folder_suffix + own)
             elif video and o.suffix.lower() in CONTAINERS:
                 out_file = o
             elif video:
@@ -156,8 +157,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         jobs.append(Job(pairs[0][0], out_file))
     else:
         for src, rel in pairs:
-            suffix = video_suffix(src) if is_video_path(src) else ext
-            jobs.append(Job(src, out_dir / (rel.with_suffix(suffix) if suffix else rel)))
+            suffix = (video_suffix(src) if is_video_path(src) else ext) or rel.suffix
+            jobs.append(Job(src, out_dir / rel.with_name(rel.stem + folder_suffix + suffix)))
     if variants:
         jobs = [Job(j.src, j.dst.with_name(f"{j.dst.stem}_{name}{j.dst.suffix}"), k) for j in jobs
                 for k, name in enumerate(variants)]
