@@ -263,3 +263,14 @@ def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_pat
         assert (sweep / job / ".hydra" / "overrides.yaml").is_file()
     assert weights == {1e3, 2e3}
     assert list((sweep / ".submitit").rglob("*_result.pkl"))  # the jobs really went through submitit
+
+
+def test_checking_the_model_settings_draws_no_random_numbers() -> None:
+    """The check builds the network once; the run's own network must still start from the seed's weights."""
+    import torch
+
+    from fastnst.training.config import check_model
+
+    before = torch.get_rng_state()
+    check_model({"architecture": "johnson", "channels": [8, 16, 16], "num_residual": 1})
+    assert torch.equal(before, torch.get_rng_state())

@@ -232,8 +232,47 @@ def test_folder_with_a_bad_image_writes_the_others(trained_ckpt: Path, tmp_path:
     r = run_infer("--ckpt", trained_ckpt, src, "-o", tmp_path / "out")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
-    assert "b.jpg is not a readable image" in r.stderr and "1 of 3 image(s) failed" in r.stderr
+    assert "b.jpg is not a readable image" in r.stderr and "1 of 3 image(s) failed; 2 written to " in r.stderr
+    assert f"{tmp_path / 'out' / 'b.jpg'} was not written" in r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("bad", ["text", "empty", "truncated", "tiny"])
+def test_one_bad_image_is_exit_2_naming_the_output_asked_for(bad: str, trained_ckpt: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """Nothing written is status 2 for an image as for a video, and the line names -o's file (issue 21.9)."""
+    src = tmp_path / f"{bad}.png"
+    if bad == "text":
+        src.write_text("not an image")
+    elif bad == "empty":
+        src.write_bytes(b"")
+    elif bad == "truncated":
+        make_photo(1).save(src)
+        src.write_bytes(src.read_bytes()[:200])
+    else:
+        make_photo(1, (4, 4)).save(src)
+    out = tmp_path / "x.png"
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", out, "-q") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fastnst: error: image {src}") and \
+        lines[0].endswith(f"; {out} was not written"), lines
+    assert not out.exists()
+
+
+def test_exit_status_rule_for_folders(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """All inputs failed: 2 and 'nothing was written to OUT'; the rule is in --help."""
+    from fastnst.inference.cli import build_parser
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_text("no")
+    (src / "b.png").write_bytes(b"")
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "out", "-q") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"fastnst: error: all 2 image(s) failed; nothing was written to {tmp_path / 'out'}"
+    text = " ".join(build_parser().format_help().split())
+    assert ("exit status: 0 every output was written; 1 some inputs failed and the others were written; 2 nothing "
+            "was written") in text
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong_type", "corrupt_ckpt", "corrupt_onnx", "folder_model",
@@ -506,6 +545,6 @@ def test_animated_images_keep_every_frame_their_timing_and_loop(ext: str, traine
 def test_an_animation_into_a_one_frame_format_is_refused(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
     frames = [make_photo(i, (40, 32)) for i in range(3)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50)
-    assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 1
+    assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 2
     err = capsys.readouterr().err
     assert "a.gif is animated and .jpg holds one frame" in err and not (tmp_path / "a.jpg").exists()

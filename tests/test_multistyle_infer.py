@@ -282,7 +282,7 @@ def test_an_animation_gets_every_frame_in_every_style(model, multi_ckpt: Path, t
         expected = (model.stylize_tensor(x, _weights(i))[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
         got = np.asarray(outs[name].frames[1].convert("RGB"), dtype=np.float32)
         assert np.abs(got - expected).max() <= 1, name
-    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheet.png", "-q") == 1
+    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheet.png", "-q") == 2
     assert "anim.png is animated and --sheet makes one still image" in capsys.readouterr().err
     assert not (tmp_path / "sheet.png").exists()
 

@@ -1,8 +1,7 @@
 """``fastnst stylize`` and ``python infer.py``: the parser, ``run_cli(args)`` (load, plan, stylize, report) and
 ``--benchmark``.
 
-Exit status: 0 all written, 1 some files failed (the others were written), 2 nothing done (bad model, options
-or paths)."""
+Exit status (:data:`EXIT_STATUS`, also in ``--help``): the same rule for images and videos, one input or many."""
 
 from __future__ import annotations
 
@@ -20,10 +19,10 @@ import torch
 
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
-from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
-from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
+from fastnst.inference.video import TemporalBlend, first_frame
 from fastnst.media.encoding import EncodeSettings, check_encoder
 from fastnst.media.video import is_video_path
 
@@ -42,10 +41,14 @@ EXAMPLES = [
     '--ckpt last.ckpt clip.mov -o out.mp4 --max-size 720 --crf 18 --temporal-blend 0.5',
 ]
 
+EXIT_STATUS = ("exit status: 0 every output was written; 1 some inputs failed and the others were written; "
+               "2 nothing was written (a bad model, option or path, or every input failed); 130 interrupted (the "
+               "outputs written so far are complete)")
+
 
 def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog_name(prog), description="Stylize images and videos with a trained fastnst network.",
-               examples=EXAMPLES)
+               epilog=EXIT_STATUS, examples=EXAMPLES)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders (recursive) or glob patterns")
     p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
                    help="training checkpoint (.ckpt), exported model (.onnx, .pt2) or pytorch/examples model (.pth)")
@@ -238,12 +241,6 @@ def run_cli(args: Any) -> int:
                               default_suffix="_sheet" if sheet else "" if variants else "_stylized",
                               folder_suffix="_sheet" if sheet else "")
     say(f"fastnst: model {model.describe()}")
-    if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
-        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, weights=styles[jobs[0].style], encode=encode,
-                             batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
-                             progress=not args.quiet, log=say, pad_batches=model.compiled)
-        say(f"fastnst: wrote {done.path} in {done.seconds:.1f} s ({done.frames} frames, {done.fps:.2f} frames/s)")
-        return 0
     if skipped:
         say(f"fastnst: {skipped} existing output(s) kept (--skip-existing)")
     if variants:
@@ -252,17 +249,27 @@ def run_cli(args: Any) -> int:
                            batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet,
                            encode=encode, temporal_blend=args.temporal_blend)
     report.skipped_existing = skipped
-    where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
-        if jobs else Path(args.output or "stylized")
+    return _report(report, jobs, args.output, say)
+
+
+def _report(report: JobsReport, jobs: list[Job], output: str | None, say: Any) -> int:
+    """The run's last line and its exit status (:data:`EXIT_STATUS`): it names the output the user asked for."""
+    where = jobs[0].dst if len(jobs) == 1 else Path(output) if output else \
+        Path(os.path.commonpath([j.dst.parent for j in jobs])) if jobs else Path("stylized")
     frames = f" ({report.frames} video frames, {report.frames / max(report.seconds, 1e-9):.2f} frames/s)" \
         if report.frames else ""
     noun = "file(s)" if any(is_video_path(j.src) for j in jobs) else "image(s)"
-    if report.failed:
-        print(f"fastnst: {len(report.failed)} of {len(jobs)} {noun} failed; {len(report.written)} written to "
-              f"{where}{frames}", file=sys.stderr)
-        return 1
-    say(f"fastnst: wrote {len(report.written)} {noun} to {where} in {report.seconds:.1f} s{frames}")
-    return 0
+    if not report.failed:
+        say(f"fastnst: wrote {where if len(jobs) == 1 else f'{len(report.written)} {noun} to {where}'} in "
+            f"{report.seconds:.1f} s{frames}")
+        return 0
+    if not report.written:
+        if len(jobs) > 1:  # one input: its own error line (above) already says that its output was not written
+            print(f"fastnst: error: all {len(jobs)} {noun} failed; nothing was written to {where}", file=sys.stderr)
+        return 2
+    print(f"fastnst: {len(report.failed)} of {len(jobs)} {noun} failed; {len(report.written)} written to "
+          f"{where}{frames}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -229,6 +229,12 @@ def _check_size(job: Job, size: tuple[int, int]) -> None:
         raise UserError(f"image {job.src} is {size[0]}x{size[1]} px; both sides need at least 5 px")
 
 
+def _not_written(group: Sequence[Job]) -> str:
+    """The end of a failed input's error line: which of the requested outputs are missing."""
+    names = ", ".join(str(j.dst) for j in group)
+    return f"{names} {'was' if len(group) == 1 else 'were'} not written"
+
+
 def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iterator[tuple[Job, Future]]:
     """Decode the next ``depth`` images in background threads while the model runs (Pillow frees the GIL)."""
     if depth <= 0:
@@ -291,7 +297,7 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     def fail(group: list[Job], msg: str) -> None:
         for job in group:
             report.failed.append((job.src, msg))
-        say(f"fastnst: error: {msg}; skipped")
+        say(f"fastnst: error: {msg}; {_not_written(group)}")
         bar.update(len(group))
 
     def write(job: Job, y: torch.Tensor | Image.Image) -> None:
@@ -390,7 +396,8 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     for job in videos:
         if sheet:
             report.failed.append((job.src, f"{job.src} is a video and --sheet makes one still image"))
-            say(f"fastnst: error: {job.src} is a video and --sheet makes one still image; stylize it without --sheet")
+            say(f"fastnst: error: {job.src} is a video and --sheet makes one still image (stylize it without --sheet); "
+                f"{_not_written([job])}")
             continue
         try:
             done = stylize_video(model, job.src, job.dst, opts, weights=choices[job.style], encode=encode,
@@ -399,14 +406,14 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
         except (UserError, InferenceError) as exc:
             message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
             report.failed.append((job.src, message))
-            say(f"fastnst: error: {message}; skipped")
+            say(f"fastnst: error: {message}; {_not_written([job])}")
             continue
         except RuntimeError as exc:
             if not out_of_memory(exc):
                 raise
             report.failed.append((job.src, f"ran out of memory stylizing {job.src}"))
-            say(f"fastnst: error: ran out of memory stylizing the video {job.src} (batch of {batch_size} frames); "
-                f"use a smaller --batch-size, --max-size or --tile 512; skipped")
+            say(f"fastnst: error: ran out of memory stylizing the video {job.src} (batch of {batch_size} frames; "
+                f"use a smaller --batch-size, --max-size or --tile 512); {_not_written([job])}")
             continue
         report.written.append(job.dst)
         report.frames += done.frames

@@ -13,6 +13,7 @@ from typing import Any
 
 import pydantic
 import pytorch_lightning as pl
+import torch
 
 from fastnst.errors import UserError
 from fastnst.training.module import StyleTransferModule, split_optim
@@ -146,7 +147,9 @@ def check_model(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     cls = model_class(arch)
     check_arguments(cls, model, "model")
     try:
-        create_model(arch, **model)
+        # Built aside: the global random state (which initialises the real network later) is left untouched.
+        with torch.random.fork_rng(devices=[]):
+            create_model(arch, **model)
     except ValueError as exc:  # the architecture's own checks ("channels must be 3 positive widths ...")
         key = str(exc).split(" ", 1)[0]
         named = key in inspect.signature(cls).parameters

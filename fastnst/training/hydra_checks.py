@@ -140,22 +140,27 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
 
 
 def _settings_problem(cfg: Any) -> str | None:
-    """The data and model settings checked as training checks them (no file is read): one sentence, or None."""
+    """The data and model settings checked as training checks them (no file is read): one sentence, or None. A
+    missing value (``data.root=???``) or a broken interpolation is left to the training entry, which names it."""
     from omegaconf import OmegaConf
 
     from fastnst.errors import UserError
     from fastnst.training.config import check_model, instantiate
 
-    try:
-        data, model = (OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else {} for k in ("data", "model"))
-    except Exception:  # noqa: BLE001 - an interpolation problem is reported by the training entry itself
-        return None
-    try:
-        if isinstance(data, dict) and data.get("_target_"):
-            instantiate(data, "data")
-        check_model(model if isinstance(model, dict) else {})
-    except UserError as exc:
-        return str(exc)
+    for key in ("model", "data"):
+        if key not in cfg:
+            continue
+        try:
+            node = OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+        except Exception:  # noqa: BLE001 - see above
+            continue
+        try:
+            if key == "model" and isinstance(node, dict):
+                check_model(node)
+            elif key == "data" and isinstance(node, dict) and node.get("_target_"):
+                instantiate(node, "data")
+        except UserError as exc:
+            return str(exc)
     return None
 
 
