@@ -548,3 +548,16 @@ def test_an_animation_into_a_one_frame_format_is_refused(trained_ckpt: Path, tmp
     assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 2
     err = capsys.readouterr().err
     assert "a.gif is animated and .jpg holds one frame" in err and not (tmp_path / "a.jpg").exists()
+
+
+@pytest.mark.parametrize("command", [["train.py", "--help"], ["infer.py", "--help"], ["-m", "fastnst", "--help"],
+                                     ["-m", "fastnst", "info", "MODEL", "--json"], ["-m", "fastnst.info", "MODEL"]])
+def test_output_into_a_closed_pipe_stops_quietly(command: list[str], trained_ckpt: Path) -> None:
+    """``... | head -1``: the reader is gone before the command writes; no BrokenPipeError traceback (issue 21.12)."""
+    args = [str(ROOT / c) if c.endswith(".py") else str(trained_ckpt) if c == "MODEL" else c for c in command]
+    p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # as head does after its line: every write of the command now fails
+    err = p.stderr.read().decode()
+    # 141 as a program stopped by SIGPIPE (argparse's own --help ignores the failed write: 0)
+    assert p.wait(timeout=120) in (141, 0 if command[-1] == "--help" and command[0] != "train.py" else 141), err
+    assert err == "", err

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.style_outputs import each_style
@@ -272,6 +272,7 @@ def _report(report: JobsReport, jobs: list[Job], output: str | None, say: Any) -
     return 1
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """``fastnst stylize`` / ``python infer.py``: parse ``argv``, stylize, return the exit status."""
     args = build_parser().parse_args(argv)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file, check_writable_folder
 from fastnst.formats import ModelInfo
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself

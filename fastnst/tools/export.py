@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_main(lambda: export_checkpoint(args.ckpt, args.output, fmt=args.format, opset=args.opset,

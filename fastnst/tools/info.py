@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.formats import ModelInfo, detect_format
 
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file
 from fastnst.inference.devices import resolve_device
@@ -329,6 +329,7 @@ def format_history(result: OptimizeResult, rows: int = 6) -> str:
     return "\n".join(lines)
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself

@@ -16,6 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fastnst.cli import quiet_on_broken_pipe
 from fastnst.presets import CONF_DIR
 from fastnst.training.hydra_checks import check_command_line, override_value, register_trainer_schema
 
@@ -76,6 +77,7 @@ def _train(cfg: DictConfig) -> None:
         print(f"fastnst: finished at step {result.global_step}; checkpoint {result.last_checkpoint}")
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None, invocation: Sequence[str] | None = None) -> None:
     """Train with Hydra overrides ``argv`` (default: the process's arguments); exits with Hydra's status.
     ``invocation`` is how the command was typed (it starts the printed resume command)."""

@@ -33,7 +33,11 @@ TARGET_REPORT_BYTES = 32_000_000  # style targets at least this large are report
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or Inf at ``step``; the run stops (its checkpoints so far are kept)."""
+
+    def __init__(self, value: float, step: int) -> None:
+        super().__init__(f"the training loss became {value} at step {step}")
+        self.value, self.step = value, step
 
 
 def split_optim(optim: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -246,9 +250,7 @@ class StyleTransferModule(pl.LightningModule):
             bad = trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
         if bad:
             if self.hparams.on_nonfinite == "stop":
-                raise NonFiniteLossError(
-                    f"the training loss became {total.item()} at step {self.global_step}; the run stopped and the "
-                    f"last good checkpoint was kept (lower optim.lr, or set on_nonfinite=skip to skip such batches)")
+                raise NonFiniteLossError(total.item(), self.global_step)
             self.skipped_batches += 1
             self.log("train/nonfinite_skipped", float(self.skipped_batches), on_step=True, batch_size=1)
             return None

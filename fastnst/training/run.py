@@ -87,6 +87,17 @@ def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
                       f"come from {old_paths} and are the ones kept", stacklevel=1)
 
 
+def _kept(checkpoint_dir: Path, checkpoints: StepCheckpoints) -> str:
+    """What a run that stopped on an error leaves to resume from, as the end of a sentence."""
+    last = checkpoint_dir / "last.ckpt"
+    if last.is_file():
+        step = read_checkpoint(last).get("global_step")
+        return f"kept its last good checkpoint, {last} (step {step})"
+    every = checkpoints.every_n_steps
+    return ("no checkpoint was written before it" + (f" (the first comes at step {every}, checkpoint.every_n_steps)"
+                                                     if every > 0 else ""))
+
+
 def _with_default_callbacks(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config without a callbacks group (a plain dict from Python) gets conf/callbacks/default.yaml's."""
     if cfg.get("callbacks") is not None:
@@ -173,7 +184,8 @@ def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path,
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen VGG, on purpose
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{exc}; the run stopped and {_kept(checkpoint_dir, checkpoints)} (lower optim.lr, or set "
+                        f"on_nonfinite=skip to skip such batches)") from None
     last = checkpoint_dir / "last.ckpt"
     # A run that finished otherwise than at a batch end (max_epochs, a callback stopping it after validation) gets its
     # final step's checkpoint now. A signal arriving meanwhile waits until it is written.
