@@ -393,3 +393,27 @@ def test_refused_pickles_are_one_whole_sentence(trained_ckpt: Path, tmp_path: Pa
         f"fastnst: error: model {plain} was refused: it would run code or build objects (a pickle instruction) "
         f"instead of holding plain data; only load files that hold weights"]
     assert not marker.exists()
+
+
+def test_info_counts_the_same_parameters_in_every_format(tmp_path: Path) -> None:
+    """One network, one parameter count: .ckpt-like, .onnx, int8 .onnx and .pt2 of a mobile network agree, and it is
+    the network's learnable parameters (issue 21.13); int8 scales and folded constants are not parameters."""
+    from fastnst.formats.onnx import export_onnx, quantize_int8
+    from fastnst.formats.pt2 import export_pt2
+    from fastnst.models import create_model
+    from fastnst.tools.info import describe_model, format_description
+
+    net = create_model("mobile", channels=[8, 16], num_residual=1).eval()
+    expected = sum(p.numel() for p in net.parameters())
+    info = ModelInfo(net.architecture, net.config(), ["s"])
+    onnx_path = export_onnx(net, tmp_path / "m.onnx", info)
+    int8 = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", [np.random.rand(1, 3, 32, 32).astype(np.float32)])
+    pt2 = export_pt2(net, tmp_path / "m.pt2", info)
+    import onnx
+
+    stored = sum(int(np.prod(t.dims)) for t in onnx.load(str(int8)).graph.initializer)
+    assert stored != expected  # what a naive count of the int8 file would say
+    for path in (onnx_path, int8, pt2):
+        d = describe_model(path)
+        assert (d["parameters"], d["parameters_counted"]) == (expected, "network"), path
+        assert f"parameters     {expected:,}\n" in format_description(d) + "\n"
