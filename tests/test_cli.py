@@ -194,6 +194,19 @@ def test_missing_values_and_bad_paths_are_one_sentence(photo_dir, style_path, tm
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
 
 
+def test_too_few_images_for_several_devices_is_said_once_before_any_rank_starts(photo_dir, style_path, tmp_path) -> None:
+    """trainer.devices=3 on the CPU with 10 photos and batches of 4: checked before DDP starts the other ranks, so
+    the sentence is printed once, on its own line (issue 21.14)."""
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "run") if not a.startswith("data.batch_size")]
+    proc = run_train([*args, "logger=none", "trainer.max_steps=1", "trainer.devices=3", "data.batch_size=4"],
+                     timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    message = "has 10 training images, fewer than data.batch_size=4 x 3 device(s)"
+    assert proc.stderr.count(message) == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("fastnst: error: data.root ")
+    assert "Sanity Checking" not in proc.stderr
+
+
 def test_launch_problems_are_one_sentence(photo_dir, style_path, tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
