@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,11 @@ from fastnst.formats.metadata import ModelInfo
 META_FILE = "fastnst.json"
 
 
-def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo) -> Path:
+def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, archive_name: str | None = None) -> Path:
     """Write ``net`` as a ``torch.export`` program (.pt2) with dynamic batch, height and width.
+
+    The archive's inner folder is ``archive_name`` (default: ``path``'s stem), as ``torch.export.save`` names it
+    after the file it writes; a caller writing a temporary file first passes the final file's stem.
 
     Networks with a learned transposed-conv upsampling (``upsample=transpose``) are refused: their crop makes
     torch.export specialise on the image size modulo 4 (the ONNX export handles them).
@@ -52,7 +56,11 @@ def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo) ->
                                       dynamic_shapes=dynamic_shapes(info.num_styles),
                                       prefer_deferred_runtime_asserts_over_guards=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={META_FILE: info.to_json()})
+    name = archive_name or path.stem
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pt2.") as folder:
+        staged = Path(folder) / f"{name}.pt2"
+        torch.export.save(program, staged, extra_files={META_FILE: info.to_json()})
+        os.replace(staged, path)
     return path
 
 

@@ -160,7 +160,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
             if fmt == "onnx":
                 export_onnx(net, tmp, info, opset=opset)
             else:
-                export_pt2(net, tmp, info)
+                export_pt2(net, tmp, info, archive_name=out.stem)  # the archive's folder: not the temporary name
         except PermissionError as exc:
             raise UserError(f"cannot write {out} ({exc.strerror or exc})") from None
         if check:  # before the rename: a model that fails its check never replaces a good one
