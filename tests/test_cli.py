@@ -258,6 +258,17 @@ def test_ddp_two_cpu_processes(photo_dir, style_path, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_multirun_flag_may_follow_the_overrides(photo_dir, style_path, tmp_path) -> None:
+    """``-m`` typed after the overrides (Hydra's own parser takes it only before them) still sweeps."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "unused") if not a.startswith("hydra.run.dir")]
+    proc = run_train([*args, "-m", "trainer.max_steps=1", "logger=none", "loss.style_weight=1e3,2e3",
+                      f"hydra.sweep.dir={sweep}"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.parent.parent.name for p in sweep.glob("*/checkpoints/last.ckpt")) == ["0", "1"]
+
+
+@pytest.mark.slow
 def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_path, tmp_path) -> None:
     """hydra-submitit-launcher's local executor: two jobs in their own processes and folders, each trained."""
     sweep = tmp_path / "sweep"

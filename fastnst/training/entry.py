@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None, invocation: Sequence[str] | None = N
     ``invocation`` is how the command was typed (it starts the printed resume command)."""
     global _invocation
     args = list(sys.argv[1:] if argv is None else argv)
+    # Hydra's parser takes -m/--multirun only before the overrides (after one, the rest is "unrecognized"). An override
+    # never starts with "-", so the flag moves to the front wherever it was typed.
+    sweep = [a for a in args if a in ("-m", "--multirun")]
+    args = sweep[:1] + [a for a in args if a not in ("-m", "--multirun")]
     if invocation is not None:
         _invocation = list(invocation)
     problem = check_command_line(args, CONF_DIR)
