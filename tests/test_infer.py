@@ -561,3 +561,17 @@ def test_output_into_a_closed_pipe_stops_quietly(command: list[str], trained_ckp
     # 141 as a program stopped by SIGPIPE (argparse's own --help ignores the failed write: 0)
     assert p.wait(timeout=120) in (141, 0 if command[-1] == "--help" and command[0] != "train.py" else 141), err
     assert err == "", err
+
+
+def test_threads_flag_sets_the_model_threads(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """--threads N: the advice for a busy machine (docs/speed.md) is one flag, for every model format."""
+    photo = tmp_path / "p.png"
+    make_photo(1, (40, 32)).save(photo)
+    before = torch.get_num_threads()
+    try:
+        assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "o.png", "--threads", "1", "-q") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "x.png", "--threads", "0") == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err

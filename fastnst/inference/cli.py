@@ -64,6 +64,9 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="keep existing output files and skip their inputs")
     p.add_argument("--ext", metavar="EXT", help="output format for folder runs, e.g. png (default: the input's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the model, PyTorch and onnxruntime alike (default: one per core); on a "
+                        "machine other programs keep busy, 1 is often far faster than competing for every core")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
     p.add_argument("--channels-last", action="store_true",
@@ -190,7 +193,7 @@ def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
         scale = args.max_size / max(w, h)
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    return load_fast(args.model, (w, h), tiled=opts.tile is not None, say=say)
+    return load_fast(args.model, (w, h), threads=getattr(args, "threads", None), tiled=opts.tile is not None, say=say)
 
 
 def run_cli(args: Any) -> int:
@@ -211,10 +214,16 @@ def run_cli(args: Any) -> int:
                             audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     if getattr(args, "fast", False):
         model = _load_fast(args, opts)
     else:
-        model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
+        model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile,
+                     threads=threads)
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
     sheet = bool(getattr(args, "sheet", False))
