@@ -276,7 +276,7 @@ def test_exit_status_rule_for_folders(trained_ckpt: Path, tmp_path: Path, capsys
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong_type", "corrupt_ckpt", "corrupt_onnx", "folder_model",
-                                  "missing_input", "unwritable", "bad_strength", "tile_onnx", "empty_folder",
+                                  "missing_input", "unwritable", "bad_strength", "empty_folder",
                                   "cuda"])
 def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_path: Path, capsys) -> None:
     photo = photo_dir / "img_00.jpg"
@@ -302,14 +302,6 @@ def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_
         inputs, extra, expect = [photo_dir], ["-o", tmp_path / "file" / "out"], "cannot create the folder"
     elif case == "bad_strength":
         extra, expect = ["--strength", "1.5"], "--strength must be between 0 and 1"
-    elif case == "tile_onnx":
-        model_arg = tmp_path / "m.onnx"
-        from fastnst.formats.checkpoint import load_network
-        from fastnst.formats.onnx import export_onnx
-
-        net, info = load_network(trained_ckpt)
-        export_onnx(net, model_arg, info)
-        extra, expect = ["--tile", "64"], "--tile needs the network's weights"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         inputs, expect = [tmp_path / "empty"], "contains no images"
@@ -575,3 +567,54 @@ def test_threads_flag_sets_the_model_threads(trained_ckpt: Path, tmp_path: Path,
         torch.set_num_threads(before)
     assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "x.png", "--threads", "0") == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(trained_ckpt: Path, multi_ckpt: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every exported format of a one-style and a three-style model: .onnx, fp16 and int8 .onnx, .pt2."""
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.formats.onnx import convert_fp16, export_onnx, quantize_int8
+    from fastnst.formats.pt2 import export_pt2
+
+    folder = tmp_path_factory.mktemp("exported")
+    calibration = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+                   for p in sorted(photo_dir.glob("*.jpg"))[:2]]
+    out = {}
+    for name, ckpt in (("one", trained_ckpt), ("multi", multi_ckpt)):
+        net, info = load_network(ckpt)
+        onnx_path = export_onnx(net, folder / f"{name}.onnx", info)
+        out[name] = {"ckpt": ckpt, "onnx": onnx_path, "pt2": export_pt2(net, folder / f"{name}.pt2", info),
+                     "fp16": convert_fp16(onnx_path, folder / f"{name}.fp16.onnx"),
+                     "int8": quantize_int8(onnx_path, folder / f"{name}.int8.onnx", calibration, info.num_styles)}
+    return out
+
+
+@pytest.mark.parametrize("name", ["one", "multi"])
+def test_tile_works_with_every_model_format(name: str, exported: dict) -> None:
+    """--tile with .onnx (fp32, fp16, int8) and .pt2 runs the file's own graph with the whole image's norm statistics
+    shared between tiles: fp32 .onnx and .pt2 tiles are the .ckpt's tiles (issue 21.7)."""
+    files = exported[name]
+    x = torch.from_numpy(np.asarray(make_photo(7, (230, 170)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    opts = StylizeOptions(tile=96, tile_overlap=32, tile_stats_size=128)
+    ckpt = load(files["ckpt"], "cpu")
+    w = ckpt.style_weights(None if name == "one" else "dots=0.3,waves=0.7")
+    ref = ckpt.stylize_tensor(x, w, opts)
+    assert float((ref - ckpt.stylize_tensor(x, w)).abs().mean()) > 1e-4  # the statistics (128 px) are not the tiles'
+    for fmt, limit in (("onnx", 1e-4), ("pt2", 1e-4), ("fp16", 2e-2), ("int8", 0.25)):
+        model = load(files[fmt], "cpu")
+        tiled = model.stylize_tensor(x, w, opts)
+        assert tiled.shape == x.shape
+        assert float((tiled - ref).abs().max()) < limit, fmt
+        # tiles share one set of statistics: as close to the file's own whole-image output as the .ckpt's tiles are
+        err = float((tiled - model.stylize_tensor(x, w)).abs().mean())
+        assert err < 2 * float((ref - ckpt.stylize_tensor(x, w)).abs().mean()) + 1e-3, fmt
+
+
+def test_tile_with_an_exported_model_on_the_command_line(exported: dict, tmp_path: Path) -> None:
+    photo = tmp_path / "p.png"
+    make_photo(3, (200, 150)).save(photo)
+    for fmt in ("onnx", "pt2"):
+        assert infer_main("--ckpt", exported["one"][fmt], photo, "--tile", "64", "-o", tmp_path / f"{fmt}.png", "-q") == 0
+    assert infer_main("--ckpt", exported["one"]["ckpt"], photo, "--tile", "64", "-o", tmp_path / "ckpt.png", "-q") == 0
+    for fmt in ("onnx", "pt2"):
+        assert np.abs(pixels(tmp_path / f"{fmt}.png") - pixels(tmp_path / "ckpt.png")).max() <= 1, fmt

@@ -84,7 +84,8 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
                    help="downscale so that the longer side is at most N px before stylizing (the output has "
                         "that size); strokes keep the size they had at the training resolution")
     p.add_argument("--tile", type=int, metavar="N",
-                   help="stylize images larger than N px in overlapping N x N tiles (bounded memory; .ckpt only)")
+                   help="stylize images larger than N px in overlapping N x N tiles (bounded memory; every model format: "
+                        "the tiles share the whole image's norm statistics)")
     p.add_argument("--tile-overlap", type=int, metavar="M",
                    help="tile overlap in px, blended with a linear ramp (default: min(96, N/3))")
     p.add_argument("--tile-stats-size", type=int, default=1024, metavar="S",
@@ -224,8 +225,6 @@ def run_cli(args: Any) -> int:
     else:
         model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile,
                      threads=threads)
-    if opts.tile is not None and model.network is None:
-        model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
     sheet = bool(getattr(args, "sheet", False))
     each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
     styles = each if each is not None else [model.style_weights(args.style)]

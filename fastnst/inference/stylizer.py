@@ -9,6 +9,7 @@ network registry; never Hydra, the data module, VGG or Lightning.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +25,7 @@ from fastnst.inference.color import blend, preserve_color
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
 from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
-from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+from fastnst.inference.tiling import EagerTiles, TileModel, stylize_tiled
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
 
 if TYPE_CHECKING:
@@ -79,12 +80,15 @@ class Stylizer:
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
                  info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, tiles: Callable[[], TileModel] | None = None) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
         self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
         self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
-        self._tiler: nn.Module | None = None
+        # Built on the first tiled image: the eager network's fixed-norm copy, or an exported graph rewritten to take
+        # the whole image's norm statistics (fastnst.inference.tiling_exported).
+        self._make_tiles = tiles or (lambda: EagerTiles(self._eager_network()))
+        self._tiles: TileModel | None = None
 
     # --- what the model is ---------------------------------------------------------------------------
     @property
@@ -132,16 +136,18 @@ class Stylizer:
         w = self.style_weights(style)
         return None if w is None else w.reshape(1, -1)
 
-    def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylize one [1, 3, H, W] image tile by tile; see :func:`fastnst.inference.tiling.stylize_tiled`."""
+    def _eager_network(self) -> nn.Module:
         if self.network is None:
-            raise UserError(f"--tile needs the network's weights to share instance-norm statistics between tiles; "
-                            f"a .{self.format} model cannot do that, so pass the training checkpoint (.ckpt) "
-                            f"or use --max-size")
-        if self._tiler is None:
-            self._tiler = fixed_norm_copy(self.network)
+            raise UserError(f"--tile cannot run {self.path}: it holds no network fastnst can tile; use --max-size")
+        return self.network
+
+    def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize one [1, 3, H, W] image tile by tile, every format alike; see
+        :func:`fastnst.inference.tiling.stylize_tiled`."""
+        if self._tiles is None:
+            self._tiles = self._make_tiles()
         style = None if weights is None else weights.reshape(1, -1)
-        return stylize_tiled(self.network, self._tiler, x, tile=options.tile or 0, overlap=options.overlap,
+        return stylize_tiled(self._tiles, x, tile=options.tile or 0, overlap=options.overlap,
                              stats_size=options.tile_stats_size, style=style, post=options.post)
 
     def stylize_tensor(self, x: torch.Tensor, weights: torch.Tensor | None = None,
@@ -302,7 +308,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         file_precision = onnx_precision(proto)
         del proto
         session = ort_session(p, dev, threads, onnx_optimization)
-        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
+        from fastnst.inference.tiling_exported import OnnxTiles
+
+        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision,
+                        tiles=lambda: OnnxTiles(p, info, dev, threads, onnx_optimization))
     from fastnst.formats.pt2 import read_pt2
 
     if precision != "fp32":
@@ -311,7 +320,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
     if info is None:
         raise _foreign(p, "a torch.export", [s.arg.name for s in program.graph_signature.input_specs
                                             if s.kind.name == "USER_INPUT"])
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info)
+    from fastnst.inference.tiling_exported import ProgramTiles
+
+    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info,
+                    tiles=lambda: ProgramTiles(program, info, p, dev))
 
 
 __all__ = ["StylizeOptions", "Stylizer", "load"]
