@@ -24,6 +24,7 @@ from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
 from fastnst.inference.video import TemporalBlend, first_frame
 from fastnst.media.encoding import EncodeSettings, check_encoder
+from fastnst.media.limits import set_max_pixels
 from fastnst.media.video import is_video_path
 
 
@@ -86,6 +87,10 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, metavar="N",
                    help="stylize images larger than N px in overlapping N x N tiles (bounded memory; every model format: "
                         "the tiles share the whole image's norm statistics)")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="the largest image (width x height, per frame) to take in; default: what the memory available "
+                        "now allows for this command (about 40 bytes a pixel; an image too large for the network alone "
+                        "is tiled automatically)")
     p.add_argument("--tile-overlap", type=int, metavar="M",
                    help="tile overlap in px, blended with a linear ramp (default: min(96, N/3))")
     p.add_argument("--tile-stats-size", type=int, default=1024, metavar="S",
@@ -215,6 +220,7 @@ def run_cli(args: Any) -> int:
                             audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
+    set_max_pixels(getattr(args, "max_pixels", None))  # this command's limit (None: from memory)
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
@@ -225,11 +231,12 @@ def run_cli(args: Any) -> int:
     else:
         model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile,
                      threads=threads)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    model.log = say
     sheet = bool(getattr(args, "sheet", False))
     each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
     styles = each if each is not None else [model.style_weights(args.style)]
     variants = model.styles if each is not None and not sheet else None
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     if args.benchmark:
         src = find_inputs(args.inputs)[0][0]

@@ -28,6 +28,7 @@ from fastnst.inference.video import stylize_video
 from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
                                  load_image, pil_to_tensor, resize_longer, save_animation, save_image, tensor_to_pil)
+from fastnst.media.limits import FLAG, HELD_RESIZED, HELD_STYLIZED, PixelBudget
 from fastnst.media.video import CONTAINERS, VIDEO_EXTENSIONS, is_video_path
 
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
@@ -206,18 +207,27 @@ class JobsReport:
     frames: int = 0  # video frames written
 
 
-def load_content(job: Job, max_size: int | None) -> torch.Tensor | Animation:
-    """The job's image as [1, 3, H, W] in [0, 1], or all frames of an animated GIF / WebP / PNG."""
+def content_budget(max_size: int | None, copies: int = 1) -> PixelBudget:
+    """What stylizing one input holds per pixel of it (decoded, then downscaled by ``--max-size``, or stylized at
+    full size, in tiles where the network would not fit), with ``copies`` inputs in memory at once."""
+    return PixelBudget(HELD_RESIZED if max_size else HELD_STYLIZED, FLAG, copies, "stylizing it")
+
+
+def load_content(job: Job, max_size: int | None, copies: int = 1) -> torch.Tensor | Animation:
+    """The job's image as [1, 3, H, W] in [0, 1], or all frames of an animated GIF / WebP / PNG; an image too large
+    for the memory available (with ``copies`` inputs held at once) is refused before it is decoded."""
+    budget = content_budget(max_size, copies)
     if is_animated(job.src):
         if job.dst.suffix.lower() not in (".gif", ".webp", ".png"):
             raise UserError(f"{job.src} is animated and {job.dst.suffix} holds one frame; write it as .gif, .webp "
                             f"or .png (-o NAME.gif, or --ext gif) to keep every frame")
-        anim = load_animation(job.src)
+        # every frame is held, as RGB in and out, while each is stylized in turn
+        anim = load_animation(job.src, "image", PixelBudget(2 * HELD_RESIZED, FLAG, copies, "stylizing it"))
         if max_size:
             anim.frames = [resize_longer(f, max_size) for f in anim.frames]
         _check_size(job, anim.size)
         return anim
-    img = load_image(job.src, "image")
+    img = load_image(job.src, "image", budget)
     if max_size:
         img = resize_longer(img, max_size)
     _check_size(job, img.size)
@@ -369,7 +379,10 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     buckets: dict[tuple[int, int], list[tuple[list[Job], torch.Tensor]]] = {}
     pending = 0
     try:
-        loads = _prefetch(lambda j: load_content(j, max_size), [g[0] for g in groups], 0 if tiled else 2 * per_batch)
+        depth = 0 if tiled else 2 * per_batch
+        # the images being decoded ahead and the batch being stylized are in memory together
+        copies = 1 if len(groups) == 1 else min(len(groups), depth + per_batch)
+        loads = _prefetch(lambda j: load_content(j, max_size, copies), [g[0] for g in groups], depth)
         for group, (_, fut) in zip(groups, loads):
             try:
                 content = fut.result()

@@ -8,9 +8,11 @@ network registry; never Hydra, the data module, VGG or Lightning.
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,12 +29,22 @@ from fastnst.inference.runners import Runner, network_runner, onnx_runner, progr
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
 from fastnst.inference.tiling import EagerTiles, TileModel, stylize_tiled
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
+from fastnst.media.limits import HELD_STYLIZED, SHARE, PixelBudget, available_bytes
 
 if TYPE_CHECKING:
     from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 MIN_SIDE = 5
+MIN_AUTO_TILE, MAX_AUTO_TILE = 128, 2048  # tile sides chosen for memory (a larger tile only saves blending)
+UNKNOWN_NETWORK_BYTES = 1400.0  # an architecture not installed here: about the default network's estimate
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes still free on ``device``: the GPU's free memory, else what this process can allocate."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return available_bytes()
 
 
 @dataclass
@@ -89,6 +101,10 @@ class Stylizer:
         # the whole image's norm statistics (fastnst.inference.tiling_exported).
         self._make_tiles = tiles or (lambda: EagerTiles(self._eager_network()))
         self._tiles: TileModel | None = None
+        self._network_bytes: float | None = None
+        self._tiling_noted: set[tuple[int, ...]] = set()
+        # Where notes go (tiling chosen for memory); the commands send them to stderr, the Python API warns.
+        self.log: Callable[[str], None] = lambda message: warnings.warn(message, stacklevel=3)
 
     # --- what the model is ---------------------------------------------------------------------------
     @property
@@ -154,13 +170,54 @@ class Stylizer:
                        options: StylizeOptions | None = None) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized [N, 3, H, W] float32 on x's device, with ``options`` applied;
         ``weights``: [S] style weights for the whole batch (None for a one-style model)."""
-        opts = options or StylizeOptions()
+        opts = self.fit_in_memory(x, options or StylizeOptions())
         if opts.tile is not None and max(x.shape[-2:]) > opts.tile:
             outs = [self.tiled(x[i:i + 1].cpu(), opts, weights) for i in range(x.shape[0])]
             # no concatenation for one image: a copy of a full-size float image is what tiling avoids
             return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(x.device)
         batch = None if weights is None else weights.reshape(1, -1)
         return opts.post(self(x, batch), x)
+
+    def fit_in_memory(self, x: torch.Tensor, opts: StylizeOptions) -> StylizeOptions:
+        """``opts``, with tiles when ``x`` [N, 3, H, W] stylized whole would need more memory than the model's device
+        has available (and no tile size was asked for): the network then holds one tile's activations, sized to a
+        quarter of that memory (between 128 and 2048 px), and the image its float input and output."""
+        if opts.tile is not None or max(x.shape[-2:]) <= MIN_AUTO_TILE:
+            return opts
+        per_pixel = self.network_bytes_per_pixel() + HELD_STYLIZED
+        free = device_memory(self.device) * SHARE
+        if x.shape[0] * x.shape[-2] * x.shape[-1] * per_pixel <= free:
+            return opts
+        side = int(math.sqrt(max(free / 4, 0) / self.network_bytes_per_pixel())) // 32 * 32
+        tile = max(MIN_AUTO_TILE, min(MAX_AUTO_TILE, side))
+        if max(x.shape[-2:]) <= tile:
+            return opts
+        key = tuple(x.shape)
+        if key not in self._tiling_noted:
+            self._tiling_noted.add(key)
+            self.log(f"fastnst: {x.shape[-1]}x{x.shape[-2]} px{f' (batch of {x.shape[0]})' if x.shape[0] > 1 else ''}"
+                     f" would need about {x.shape[0] * x.shape[-2] * x.shape[-1] * per_pixel / 1e9:.1f} GB stylized "
+                     f"whole and {free / SHARE / 1e9:.1f} GB is available: stylizing in {tile} px tiles (--tile)")
+        return replace(opts, tile=tile)
+
+    def network_bytes_per_pixel(self) -> float:
+        """The estimated working memory of the network per pixel of its input (see
+        :func:`fastnst.models.cost.activation_bytes_per_pixel`); onnxruntime's arena counts half as much again."""
+        if self._network_bytes is None:
+            from fastnst.models import create_model
+            from fastnst.models.cost import activation_bytes_per_pixel
+
+            try:
+                if self.network is not None:
+                    estimate = activation_bytes_per_pixel(self.network)
+                else:
+                    with torch.random.fork_rng(devices=[]):
+                        estimate = activation_bytes_per_pixel(create_model(self.info.architecture,
+                                                                           **self.info.config).eval())
+            except Exception:  # noqa: BLE001 - an architecture not installed here: the default network's figure
+                estimate = UNKNOWN_NETWORK_BYTES
+            self._network_bytes = estimate * (1.5 if self.format == "onnx" else 1.0)
+        return self._network_bytes
 
     # --- images --------------------------------------------------------------------------------------
     def stylize(self, image: ImageLike, style: StyleChoice = None, *, tile: int | None = None,
@@ -242,6 +299,9 @@ def _image_tensor(image: Any, max_size: int | None) -> tuple[torch.Tensor, bool]
         pil = image
     else:
         raise UserError(f"stylize takes a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    if max_size is None:  # stylized at this size: its float copies must fit (the network tiles itself if needed)
+        PixelBudget(HELD_STYLIZED, "fastnst.media.limits.set_max_pixels(N)", doing="stylizing it").check(
+            *pil.size, "the image", pil.mode)
     pil = to_rgb(pil)
     if max_size is not None:
         if max_size < MIN_SIDE:

@@ -22,15 +22,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastnst.errors import UserError
 from fastnst.media.image import find_images, open_image, pil_to_tensor, resize_shorter
+from fastnst.media.limits import HELD_RESIZED, PixelBudget
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # ImageTooLarge is a ValueError
+
+
+def training_budget() -> PixelBudget:
+    """What decoding one training photo may take: decoded then resized at once, in every loader process at the same
+    time (an image larger than that is skipped and counted like an unreadable one)."""
+    info = torch.utils.data.get_worker_info()
+    return PixelBudget(HELD_RESIZED, copies=info.num_workers if info is not None else 1, doing="reading it")
 
 
 def readable(path: Path, size: int) -> bool:
     """Whether ``path`` decodes (as training would decode it); a warning names it when it does not."""
     try:
-        open_image(path, draft_size=size)
+        open_image(path, draft_size=size, budget=training_budget())
         return True
     except UNREADABLE as exc:
         warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=2)
@@ -68,7 +76,7 @@ class ImageFolderDataset(Dataset):
 
     def _load(self, path: Path, rng: np.random.Generator | None) -> torch.Tensor:
         s = self.image_size
-        img = resize_shorter(open_image(path, draft_size=s), s)
+        img = resize_shorter(open_image(path, draft_size=s, budget=training_budget()), s)
         w, h = img.size
         if rng is not None:
             left, top = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))

@@ -171,13 +171,16 @@ class PreparedDataset(Dataset):
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _decode(job: tuple[str, int]) -> tuple[bytes, int, int] | str:
-    """Pixels of one file as the training pipeline decodes them, or the error as text."""
+def _decode(job: tuple[str, int, int]) -> tuple[bytes, int, int] | str:
+    """Pixels of one file as the training pipeline decodes them, or the error as text (an image too large for the
+    memory available to each of the ``copies`` decoding processes is one)."""
     from fastnst.media.image import open_image, resize_shorter
+    from fastnst.media.limits import HELD_RESIZED, PixelBudget
 
-    path, size = job
+    path, size, copies = job
     try:
-        img = resize_shorter(open_image(path, draft_size=size), size)
+        img = resize_shorter(open_image(path, draft_size=size, budget=PixelBudget(HELD_RESIZED, copies=copies,
+                                                                                    doing="reading it")), size)
         arr = np.asarray(img, dtype=np.uint8)
         return arr.tobytes(), arr.shape[0], arr.shape[1]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
@@ -298,8 +301,8 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
         from tqdm import tqdm
 
         bar = tqdm(total=target, initial=writer.done, unit="img", desc=f"prepare {size}px", dynamic_ncols=True)
-    jobs = [(str(files[i]), size) for i in todo]
     pool = mp.get_context().Pool(workers) if workers > 1 and len(todo) > 32 else None
+    jobs = [(str(files[i]), size, workers if pool else 1) for i in todo]
     try:
         results = pool.imap(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
         last = time.monotonic()
