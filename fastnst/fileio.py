@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from fastnst.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)  # the only way to read it; set back at once
@@ -61,8 +63,6 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
 def check_writable_folder(folder: Path, what: str) -> None:
     """Fail before long work if ``folder`` (named by option ``what``) cannot be created or written: it is
     created, and a file is created in it and removed. Raises a :class:`fastnst.errors.UserError` naming both."""
-    from fastnst.errors import UserError
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{what} {folder} is a file, not a folder; choose another path")
@@ -83,8 +83,6 @@ def check_writable_folder(folder: Path, what: str) -> None:
 def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
     """Fail before long work if ``path`` (an output file named by option ``what``) is a folder or its folder
     cannot be created or written; raises a :class:`fastnst.errors.UserError` naming the option."""
-    from fastnst.errors import UserError
-
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; pass a file name such as {path / example}")
     check_writable_folder(path.parent, f"{what} {path}")

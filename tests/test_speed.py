@@ -20,7 +20,8 @@ from fastnst.inference.tuning import PathChoice, cache_file, lookup, model_key, 
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.cli import main as bench_main
-from fastnst.tools.bench.report import format_report, load_warning
+from fastnst.tools.bench.report import format_report
+from fastnst.tools.bench.tables import load_warning
 from fastnst.tools.export import export_checkpoint, int8_verdict
 from fastnst.tools.export import main as export_main
 from fastnst.tools.info import describe_model, format_description

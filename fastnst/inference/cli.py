@@ -14,9 +14,12 @@ from typing import Any
 import torch
 
 from fastnst.errors import UserError
+from fastnst.inference.devices import resolve_device
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.options import StylizeOptions
 from fastnst.inference.style_outputs import each_style
-from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
+from fastnst.inference.stylizer import Stylizer, load
+from fastnst.inference.tuning import load_fast
 from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
 from fastnst.media.encoding import EncodeSettings, check_encoder
 from fastnst.media.video import is_video_path
@@ -76,9 +79,6 @@ def benchmark(model: Stylizer, x: torch.Tensor, options: StylizeOptions | None =
 def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
     """``--fast``: the model with the path tuned for this machine at the size of the first input image."""
     from PIL import Image
-
-    from fastnst.inference.devices import resolve_device
-    from fastnst.inference.tuning import load_fast
 
     chosen = [f for f, on in (("--precision " + args.precision, args.precision != "fp32"),
                                ("--channels-last", args.channels_last), ("--compile", args.compile)) if on]

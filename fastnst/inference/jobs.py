@@ -22,8 +22,10 @@ from PIL import Image
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.inference.devices import out_of_memory
+from fastnst.inference.options import StylizeOptions
 from fastnst.inference.runners import InferenceError
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.inference.style_outputs import compose_sheet
+from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
@@ -275,8 +277,6 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
         raise UserError(f"--max-size must be at least 5 px, got {max_size}")
     choices = list(styles) if styles is not None else [weights]
     from tqdm import tqdm
-
-    from fastnst.inference.style_outputs import compose_sheet
 
     report = JobsReport()
     start = time.perf_counter()

@@ -9,9 +9,8 @@ network registry; never Hydra, the data module, VGG or Lightning.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -20,52 +19,21 @@ from torch import nn
 
 from fastnst.errors import UserError
 from fastnst.formats import ModelFormat, ModelInfo, detect_format
-from fastnst.inference.color import blend, preserve_color
+from fastnst.formats.checkpoint import load_network
+from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
+from fastnst.formats.pt2 import read_pt2
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
+from fastnst.inference.options import StylizeOptions
 from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
+from fastnst.inference.style_outputs import compose_sheet, each_style
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+from fastnst.inference.video import VideoReport, stylize_video
+from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
-
-if TYPE_CHECKING:
-    from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 MIN_SIDE = 5
-
-
-@dataclass
-class StylizeOptions:
-    """How to stylize: tiling, colour preservation and strength (all pixel-exact when off)."""
-
-    tile: int | None = None
-    tile_overlap: int | None = None  # None: min(96, tile // 3), enough for the paper network's receptive field
-    tile_stats_size: int = 1024
-    preserve_color: bool = False
-    strength: float = 1.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.strength <= 1.0:
-            raise UserError(f"--strength must be between 0 and 1, got {self.strength}")
-        if self.tile is not None:
-            if self.tile < 32:
-                raise UserError(f"--tile must be at least 32 px, got {self.tile}")
-            if not 0 <= self.overlap <= self.tile // 2:
-                raise UserError(f"--tile-overlap must be between 0 and half the tile ({self.tile // 2}), "
-                                f"got {self.overlap}")
-        if self.tile_stats_size < 32:
-            raise UserError(f"--tile-stats-size must be at least 32 px, got {self.tile_stats_size}")
-
-    @property
-    def overlap(self) -> int:
-        if self.tile_overlap is not None:
-            return self.tile_overlap
-        return min(96, (self.tile or 0) // 3)
-
-    def post(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        if self.preserve_color:
-            stylized = preserve_color(stylized, content)
-        return blend(stylized, content, self.strength)
 
 
 class Stylizer:
@@ -186,8 +154,6 @@ class Stylizer:
     def style_sheet(self, image: ImageLike, **options: Any) -> ImageLike:
         """One labelled image: the photo and its stylization in every style of a multi-style model, side by
         side (panels at most 1024 px); ``options`` are :meth:`stylize`'s keyword arguments."""
-        from fastnst.inference.style_outputs import compose_sheet, each_style
-
         weights = each_style(self.styles, None, sheet=True) or []
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
@@ -202,9 +168,6 @@ class Stylizer:
         every frame with its timestamp, size, rotation, pixel aspect and the audio kept; written atomically.
         ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
         (frames, seconds, fps, the encoding used)."""
-        from fastnst.inference.video import stylize_video
-        from fastnst.media.encoding import EncodeSettings
-
         opts, _ = _options(options)
         return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
                              encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
@@ -271,15 +234,11 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
                         f"so drop {flags} or pass the .ckpt")
     dev = resolve_device(device)
     if fmt == "ckpt":
-        from fastnst.formats.checkpoint import load_network
-
         check_precision(dev, precision)
         net, info = load_network(p)
         net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
         return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
     if fmt == "onnx":
-        from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
-
         if precision != "fp32":
             raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
                             f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
@@ -294,7 +253,6 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
             raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
                             f"{expected}")
         return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
-    from fastnst.formats.pt2 import read_pt2
 
     if precision != "fp32":
         raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")

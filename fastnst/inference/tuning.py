@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.formats.onnx import check_onnx, export_onnx
 from fastnst.inference.machine import machine_key
+from fastnst.inference.stylizer import load
 
 CACHE_VERSION = 1
 ORT_LEVELS = ("all", "extended", "basic")  # onnxruntime's GraphOptimizationLevel, fastest-first by default
@@ -97,8 +100,6 @@ def record(model: dict[str, Any], size: tuple[int, int], batch: int, result: dic
            threads: int | None = None) -> Path:
     """Store a tuning result (``result["choice"]`` and what was measured) for ``model`` at ``size`` (W, H),
     replacing an older one for the same machine, model, size and batch. Returns the cache file."""
-    from fastnst.fileio import atomic_write
-
     data = _read()
     machine = machine_key(threads)
     entry = {"machine": machine, "model": model, "size": list(size), "batch": batch,
@@ -145,8 +146,6 @@ def load_fast(path: str | os.PathLike[str], size: tuple[int, int], *, threads: i
     """:func:`fastnst.load` with the path this machine measured fastest for the model at ``size`` (W, H); the plain
     eager fp32 model, and a sentence saying how to tune, when it never tuned this model. ``tiled``: tiling runs
     the eager network, so an onnxruntime choice gives way to the fastest eager path measured."""
-    from fastnst.inference.stylizer import load
-
     p = Path(path).expanduser()
     base = load(p, "cpu", threads=threads)
     key = model_key(base.info.architecture, base.info.config, base.format)
@@ -172,9 +171,6 @@ def load_fast(path: str | os.PathLike[str], size: tuple[int, int], *, threads: i
         return load(p, "cpu", threads=threads, onnx_optimization=choice.ort_level)
     onnx_path = exported_onnx(p)
     if not onnx_path.is_file():
-        from fastnst.fileio import atomic_write
-        from fastnst.formats.onnx import check_onnx, export_onnx
-
         say(f"fastnst: --fast: exporting {p.name} to ONNX once ({onnx_path}) ...")
         net = base.network
         onnx_path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,19 +16,29 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.inference.options import StylizeOptions
 from fastnst.media.encoding import EncodeSettings, OutputPlan, VideoWriter, plan_output
 from fastnst.media.video import VideoInfo, decode_frames, ffmpeg_reason, probe_video, pyav
 
 _DONE = object()  # end of a queue's stream
 BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel
+
+
+class FrameModel(Protocol):
+    """What the video pipeline needs of a model (a :class:`fastnst.Stylizer` is one): a compiled model wants
+    every batch at full size, so that it never recompiles for the last one."""
+
+    compiled: bool
+
+    def stylize_tensor(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                       options: StylizeOptions | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -151,7 +161,7 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: StylizeOptions | None = None, *,
+def stylize_video(model: FrameModel, src: str | Path, dst: str | Path, options: StylizeOptions | None = None, *,
                   weights: torch.Tensor | None = None, encode: EncodeSettings | None = None, batch_size: int = 1,
                   max_size: int | None = None, temporal_blend: float = 0.0, progress: bool = True,
                   log: Callable[[str], None] | None = None, pad_batches: bool = False) -> VideoReport:

@@ -1,5 +1,6 @@
 """Perceptual losses: the frozen VGG19 trunk (:mod:`.vgg`), loss terms as pure functions (:mod:`.terms`),
-the composer returning named, weighted terms (:mod:`.perceptual`) and the presets of ``conf/loss``
+what a term module is (:mod:`.base`), the video stability term (:mod:`.temporal`), the composer returning
+named, weighted terms (:mod:`.perceptual`) and the presets of ``conf/loss``
 (:mod:`.presets`). Training and the tools use this package; inference and export never import it."""
 
 from fastnst.losses.perceptual import LossInputs, LossTerm, PerceptualLoss

@@ -10,45 +10,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.losses.base import LossInputs, LossTerm
+from fastnst.losses.temporal import TemporalTerm
 from fastnst.losses.terms import GramNorm, content_loss, gram_distance, gram_matrix, total_variation
 from fastnst.losses.vgg import VGGFeatures
 
 STYLE_SAMPLES = "style_per_image"  # key of the [N] per-image style losses (unweighted) in forward's result
-
-
-@dataclass
-class LossInputs:
-    """What a term may look at. ``features``: VGG features of ``output`` for every layer any term asked for;
-    ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
-    (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
-    again, such as a stability term), None outside training; ``seed``: the seed of this step's random draws
-    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0)."""
-
-    output: torch.Tensor
-    content: torch.Tensor | None
-    features: dict[str, torch.Tensor]
-    content_features: Mapping[str, torch.Tensor]
-    styles: torch.Tensor | None = None
-    stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
-    seed: int | None = None
-    details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
-
-
-class LossTerm(nn.Module):
-    """A loss term: ``forward(inputs: LossInputs) -> scalar tensor`` (unweighted; the composer weighs it).
-
-    ``vgg_layers`` names the VGG19 layers of the output it reads from ``inputs.features``; ``needs_network``
-    says it calls ``inputs.stylize`` (training passes it only to losses that have such a term)."""
-
-    vgg_layers: tuple[str, ...] = ()
-    needs_network: bool = False
 
 
 class ContentTerm(LossTerm):
@@ -176,8 +149,6 @@ class PerceptualLoss(nn.Module):
         if temporal_weight < 0:
             raise UserError(f"loss.temporal_weight must be >= 0, got {temporal_weight}")
         if temporal_weight > 0:
-            from fastnst.losses.temporal import TemporalTerm
-
             try:
                 extra["temporal"] = TemporalTerm(temporal_shift, temporal_zoom, temporal_noise)
             except ValueError as exc:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from fastnst.losses.vgg import VGG19_URL
+
 ROOT = Path(__file__).resolve().parents[2]
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "motorcycle_left")
@@ -70,8 +72,6 @@ def draw_painting(path: Path, size: int = 512, seed: int = 7) -> Path:
 
 def imagenet_vgg_cached() -> bool:
     import torch
-
-    from fastnst.losses.vgg import VGG19_URL
 
     return (Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name).is_file()
 

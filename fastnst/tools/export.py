@@ -35,6 +35,8 @@ from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, c
                                   time_onnx_in_turn)
 from fastnst.formats.pt2 import check_pt2, export_pt2
 from fastnst.inference import load
+from fastnst.inference.machine import OtherLoad, cpu_summary
+from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
 
 
 def _size(path: Path) -> str:
@@ -55,8 +57,6 @@ def calibration_photos(folder: str | os.PathLike[str], count: int = CALIBRATION_
                        size: int = CALIBRATION_SIZE) -> list[np.ndarray]:
     """Up to ``count`` photos of ``folder`` (sorted, recursive) as float32 [1, 3, H, W] in [0, 1], longer side
     ``size``; unreadable files are skipped, none readable is a UserError."""
-    from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
-
     out = []
     for path in find_images(folder, "--calibration")[: max(count, 1) * 2]:
         if len(out) == count:
@@ -86,8 +86,6 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     """Time int8 against fp32 in turn on the first photo (longer side ``speed_size``) and measure the PSNR of int8
     against fp32 on every photo; say plainly whether int8 is an improvement in speed on this CPU."""
     import torch.nn.functional as F
-
-    from fastnst.inference.machine import OtherLoad, cpu_summary
 
     x = torch.from_numpy(photos[0])
     h, w = x.shape[-2:]

@@ -27,9 +27,12 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.inference import load
+from fastnst.inference.options import StylizeOptions
+from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.video import TemporalBlend
 from fastnst.media.clips import MOTIONS, Window, motion_windows, render_clip, warp_previous
+from fastnst.media.image import find_images, load_image
 
 SENSOR_NOISE = 0.02  # standard deviation of the static clip's noise, pixels in [0, 1] (about 5 levels)
 
@@ -88,8 +91,6 @@ def stylize_frames(model: Stylizer, frames: np.ndarray, weights: torch.Tensor | 
 
 def make_clip(photo: Path, motion: str, frames: int, size: tuple[int, int]) -> tuple[np.ndarray, list[Window]]:
     """A clip of ``motion`` over ``photo``, first scaled so that a frame shows about half its width."""
-    from fastnst.media.image import load_image
-
     img = load_image(photo, "photo")
     scale = min(1.0, 2 * size[0] / img.width, 2 * size[1] / img.height)
     if scale < 1:
@@ -105,9 +106,6 @@ def video_report(model: str | Path, photos: str | Path, motions: Sequence[str] =
                  style: str | int | None = None) -> dict[str, Any]:
     """Flicker and sharpness of ``model`` on clips of every ``motion`` over every photo of ``photos`` (a file
     or a folder), for every ``--temporal-blend`` level in ``blends``; per clip and averaged per motion."""
-    from fastnst.inference import load
-    from fastnst.media.image import find_images
-
     for m in motions:
         if m not in MOTIONS:
             raise UserError(f"--motions: unknown motion {m!r}; use {', '.join(MOTIONS)}")

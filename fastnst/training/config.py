@@ -15,6 +15,10 @@ import pydantic
 import pytorch_lightning as pl
 
 from fastnst.errors import UserError
+from fastnst.losses import PerceptualLoss
+from fastnst.losses.vgg import MIN_SIZE
+from fastnst.media.image import find_images
+from fastnst.models import model_class
 from fastnst.training.module import StyleTransferModule, split_optim
 
 
@@ -104,8 +108,6 @@ def instantiate(node: dict[str, Any], where: str, **extra: Any) -> Any:
 
 def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(paths, names) of the styles of the ``style`` group: ``image`` (one), or ``images`` (a list or a folder)."""
-    from fastnst.media.image import find_images
-
     image, images = style.get("image"), style.get("images")
     if image and images:
         raise UserError("style.image and style.images are both set; pass one painting with style.image or several "
@@ -137,10 +139,6 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
-    from fastnst.losses import PerceptualLoss
-    from fastnst.losses.vgg import MIN_SIZE
-    from fastnst.models import model_class
-
     style = cfg.get("style") or {}
     paths, names = style_list(style)
     size = style.get("size")

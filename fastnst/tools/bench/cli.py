@@ -18,6 +18,7 @@ from fastnst.tools.bench import __doc__ as DOC
 from fastnst.tools.bench.common import (INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, Variant, model_preset,
                                         parse_sizes)
 from fastnst.tools.bench.report import format_report, run
+from fastnst.tools.bench.tune import tune_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,8 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> None:
     if args.tune:
-        from fastnst.tools.bench.tune import tune_main
-
         tune_main(args)
         return
     if args.ckpt or args.size or args.exact or args.tune_paths:

