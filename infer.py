@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from fastnst.cli import Parser, run_main
+from fastnst.inference.devices import PRECISIONS
 
 EPILOG = """examples:
   python infer.py --ckpt runs/x/checkpoints/last.ckpt photo.jpg -o photo_styled.png
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="keep existing output files and skip their inputs")
     p.add_argument("--ext", metavar="EXT", help="output format for folder runs, e.g. png (default: the input's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
     p.add_argument("--channels-last", action="store_true",
                    help="run a .ckpt model in channels-last memory format (faster convolutions on most CPUs and GPUs)")

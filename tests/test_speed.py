@@ -16,7 +16,7 @@ from fastnst.errors import UserError
 from fastnst.formats.onnx import onnx_macs_per_pixel, onnx_precision, read_onnx
 from fastnst.inference import load
 from fastnst.inference import machine
-from fastnst.inference.tuning import PathChoice, cache_file, lookup, model_key, record
+from fastnst.inference.tuning import cache_file, lookup, model_key, record
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.cli import main as bench_main
@@ -85,10 +85,6 @@ def test_tuning_cache_records_and_finds_the_nearest_size(cache: Path) -> None:
     assert len(data["entries"]) == 2 and data["entries"][0]["machine"]["cpu"] == machine.cpu_model()
     cache_file().write_text("{not json")
     assert lookup(model, (512, 512)) is None  # a damaged cache is a forgotten one
-    assert PathChoice.parse("bf16+cl+compile") == PathChoice("bf16", True, True)
-    assert PathChoice.parse("onnxruntime+extended").name == "onnxruntime+extended"
-    with pytest.raises(ValueError):
-        PathChoice.parse("fp32+turbo")
 
 
 def test_tune_then_infer_fast_uses_the_winner(trained_ckpt: Path, tmp_path: Path, cache: Path,

@@ -18,18 +18,17 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.formats.onnx import check_onnx, export_onnx
+from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import machine_key
 from fastnst.inference.stylizer import load
 
 CACHE_VERSION = 1
-ORT_LEVELS = ("all", "extended", "basic")  # onnxruntime's GraphOptimizationLevel, fastest-first by default
 
 
 def cache_dir() -> Path:
@@ -43,39 +42,6 @@ def cache_dir() -> Path:
 
 def cache_file() -> Path:
     return cache_dir() / "tuning.json"
-
-
-@dataclass(frozen=True)
-class PathChoice:
-    """An inference path: eager (``precision``, ``channels_last``, ``compile``) or onnxruntime (``ort_level``)."""
-
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    ort_level: str | None = None  # None: eager PyTorch
-
-    @property
-    def name(self) -> str:
-        if self.ort_level is not None:
-            return "onnxruntime" + ("" if self.ort_level == "all" else f"+{self.ort_level}")
-        return "+".join([self.precision] + ["cl"] * self.channels_last + ["compile"] * self.compile)
-
-    @classmethod
-    def parse(cls, name: str) -> PathChoice:
-        parts = name.split("+")
-        if parts[0] == "onnxruntime":
-            level = parts[1] if len(parts) > 1 else "all"
-            if level not in ORT_LEVELS:
-                raise ValueError(f"unknown onnxruntime level {level!r}")
-            return cls(ort_level=level)
-        if parts[0] not in ("fp32", "bf16", "fp16") or not set(parts[1:]) <= {"cl", "compile"}:
-            raise ValueError(f"unknown inference path {name!r}")
-        return cls(parts[0], "cl" in parts, "compile" in parts)
-
-    @property
-    def exact(self) -> bool:
-        """Computes in fp32 (the same image as eager fp32 to float rounding)."""
-        return self.ort_level is not None or self.precision == "fp32"
 
 
 def model_key(architecture: str, config: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -155,9 +121,9 @@ def load_fast(path: str | os.PathLike[str], size: tuple[int, int], *, threads: i
         say(f"fastnst: --fast: this machine has not tuned {base.info.architecture} ({base.format}) yet, so the default "
             f"path runs; tune once with: python -m fastnst.bench --tune --ckpt {p} --size {w}x{h}")
         return base
-    choice = PathChoice.parse(entry["choice"])
+    choice = FastPath.parse(entry["choice"])
     if tiled and choice.ort_level is not None and base.format != "onnx":
-        choice = PathChoice.parse(entry.get("best_eager") or "fp32")
+        choice = FastPath.parse(entry.get("best_eager") or "fp32")
     measured = next((c for c in entry.get("candidates", []) if c.get("path") == choice.name), {})
     tuned_size = "x".join(map(str, entry["size"]))
     say(f"fastnst: --fast: {choice.name} (tuned {entry.get('date', '?')[:10]} at {tuned_size}: "

@@ -1,5 +1,6 @@
-"""What every part of the benchmark shares: the fast-path variants, the configuration, round-robin timing,
-peak memory, and quiet logging."""
+"""What every part of the benchmark shares: the configuration, the default fast paths per device (the
+vocabulary is :class:`fastnst.inference.fast_paths.FastPath`), round-robin timing, peak memory, and quiet
+logging."""
 
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from fastnst.errors import UserError
 from fastnst.inference.devices import cpu_half_support, synchronize
 from fastnst.presets import preset_names, read_preset
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-FLAGS = ("cl", "compile", "ort")
 INFER_SIZES = "256x256,512x512,1920x1080"
 VIDEO_SIZES = "640x360,1920x1080"
 # --quick's network: every stage of the default architecture, at a size that runs in seconds.
@@ -53,43 +52,6 @@ def model_presets() -> list[str]:
 def default_loss() -> dict[str, Any]:
     """The seed document's VGG19 layers (conf/loss/gatys.yaml) with random weights (same FLOPs, no download)."""
     return {**read_preset("loss", "gatys"), "vgg_weights": "random"}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A fast-path combination written as ``precision[+cl][+compile][+ort]``, e.g. ``bf16+cl+compile``."""
-
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    ort: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> Variant:
-        tokens = [t for t in text.strip().lower().split("+") if t]
-        precision = "fp32"
-        flags: set[str] = set()
-        for t in tokens:
-            if t in PRECISIONS:
-                precision = t
-            elif t in FLAGS:
-                flags.add(t)
-            else:
-                raise UserError(f"unknown variant part {t!r} in {text!r}; use a precision ({', '.join(PRECISIONS)}) "
-                                f"joined by '+' with any of {', '.join(FLAGS)}, e.g. bf16+cl+compile")
-        if "ort" in flags and (flags - {"ort"} or precision != "fp32"):
-            raise UserError(f"variant {text!r}: onnxruntime ('ort') runs the fp32 ONNX export and takes no other option")
-        return cls(precision, "cl" in flags, "compile" in flags, "ort" in flags)
-
-    @property
-    def name(self) -> str:
-        if self.ort:
-            return "onnxruntime"
-        return "+".join([self.precision] + (["cl"] * self.channels_last) + (["compile"] * self.compile))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
 def half_support(device: torch.device) -> dict[str, bool]:

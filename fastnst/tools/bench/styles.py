@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
+from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.runners import network_runner
 from fastnst.media.image import save_image
 from fastnst.models import create_model
-from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.tools.bench.common import BenchConfig, _error, time_in_turn
 from fastnst.tools.bench.tables import fmt, table
 
 
@@ -31,7 +32,7 @@ def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
     return out
 
 
-def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _infer_rows(cfg: BenchConfig, variant: FastPath, log: Callable[[str], None]) -> list[dict[str, Any]]:
     dev = cfg.torch_device
     torch.manual_seed(0)
     one = create_model(**{"architecture": "johnson", **cfg.model}).eval()
@@ -54,7 +55,7 @@ def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
     return _pair("inference", f"{w}x{h}", variant, cfg.styles, times, errors, cfg.infer_batch, diff)
 
 
-def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _train_rows(cfg: BenchConfig, variant: FastPath, log: Callable[[str], None]) -> list[dict[str, Any]]:
     from fastnst.tools.bench.training import _ModuleStepper
 
     dev = cfg.torch_device
@@ -73,7 +74,7 @@ def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
     return _pair("training step", f"{cfg.train_size}px", variant, cfg.styles, times, errors, cfg.batch)
 
 
-def _pair(what: str, size: str, variant: Variant, styles: int, times: dict[int, list[float]],
+def _pair(what: str, size: str, variant: FastPath, styles: int, times: dict[int, list[float]],
           errors: dict[int, str], batch: int, diff: float | None = None) -> list[dict[str, Any]]:
     """The 1-style and S-style rows; the S-style row's ``cost`` is the median over rounds of its time over the
     1-style time of the same round, minus 1 (paired: a round's two calls ran back to back, under the same load)."""
@@ -84,7 +85,7 @@ def _pair(what: str, size: str, variant: Variant, styles: int, times: dict[int, 
     return rows
 
 
-def _row(what: str, size: str, variant: Variant, styles: int, times: list[float], error: str | None, batch: int,
+def _row(what: str, size: str, variant: FastPath, styles: int, times: list[float], error: str | None, batch: int,
          diff: float | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"what": what, "size": size, "variant": variant.name, "styles": styles, "batch": batch}
     if error or not times:
@@ -102,7 +103,7 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     time - 1, paired by round) for inference and the training step."""
     rows: list[dict[str, Any]] = []
     for text in cfg.styles_variants:
-        variant = Variant.parse(text)
+        variant = FastPath.parse(text)
         for part in (_infer_rows, _train_rows):
             try:
                 rows += part(cfg, variant, log)

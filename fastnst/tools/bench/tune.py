@@ -27,9 +27,10 @@ from fastnst.formats import ModelInfo
 from fastnst.formats.onnx import export_onnx
 from fastnst.inference import load
 from fastnst.inference.devices import cpu_half_support
+from fastnst.inference.fast_paths import ORT_LEVELS, FastPath
 from fastnst.inference.machine import OtherLoad, cpu_summary, drift
 from fastnst.inference.runners import network_runner
-from fastnst.inference.tuning import PathChoice, cache_dir, model_key, record
+from fastnst.inference.tuning import cache_dir, model_key, record
 from fastnst.models import create_model
 from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
 from fastnst.tools.bench.tables import load_warning, table
@@ -39,32 +40,31 @@ EXACT_TOLERANCE = 1e-3  # onnxruntime and channels-last reorder float sums: 1e-6
 DEFAULT_TOLERANCE = 0.03  # bf16 differs by ~0.013 (3/255) on the default network
 
 
-def candidates(fmt: str, exact: bool, compile_ok: bool = True) -> list[PathChoice]:
+def candidates(fmt: str, exact: bool, compile_ok: bool = True) -> list[FastPath]:
     """The paths worth timing for a model file of format ``fmt`` on this CPU."""
-    ort = [PathChoice(ort_level=level) for level in ("all", "extended", "basic")]
+    ort = [FastPath(ort_level=level) for level in ORT_LEVELS]
     if fmt == "onnx":
         return ort
-    eager = [PathChoice(), PathChoice(channels_last=True)] + ([PathChoice(compile=True)] if compile_ok else [])
+    eager = [FastPath(), FastPath(channels_last=True)] + ([FastPath(compile=True)] if compile_ok else [])
     if not exact and cpu_half_support()["bf16"]:
-        eager += [PathChoice("bf16"), PathChoice("bf16", True)] + ([PathChoice("bf16", True, True)] if compile_ok else [])
+        eager += [FastPath("bf16"), FastPath("bf16", True)] + ([FastPath("bf16", True, True)] if compile_ok else [])
     return eager + ort[:2]
 
 
-def _chosen_paths(text: str, fmt: str) -> list[PathChoice]:
+def _chosen_paths(text: str, fmt: str) -> list[FastPath]:
     """``--tune-paths``: eager fp32 (the baseline) first, then the named paths."""
     try:
-        chosen = [PathChoice.parse(t.strip()) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise UserError(f"--tune-paths {text!r}: {exc}; use e.g. fp32,fp32+cl,bf16+cl+compile,onnxruntime,"
-                        f"onnxruntime+extended") from None
+        chosen = [FastPath.parse(t.strip()) for t in text.split(",") if t.strip()]
+    except UserError as exc:
+        raise UserError(f"--tune-paths {text!r}: {exc}") from None
     if fmt == "onnx":
         if any(c.ort_level is None for c in chosen):
             raise UserError("an .onnx model runs in onnxruntime only: --tune-paths takes onnxruntime[+extended|+basic]")
-        return list(dict.fromkeys([PathChoice(ort_level="all"), *chosen]))
-    return list(dict.fromkeys([PathChoice(), *chosen]))
+        return list(dict.fromkeys([FastPath(ort_level="all"), *chosen]))
+    return list(dict.fromkeys([FastPath(), *chosen]))
 
 
-def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[PathChoice], Callable[[torch.Tensor], torch.Tensor]]]:
+def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]]]:
     """(format, ModelInfo, build(choice) -> runner) for --ckpt or a --model preset with random weights."""
     if args.ckpt:
         base = load(args.ckpt, "cpu", threads=args.threads)
@@ -77,7 +77,7 @@ def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[
         info = ModelInfo(architecture=preset["architecture"], config=net.config(), styles=["tune"])
     onnx_file = Path(args.ckpt).expanduser() if fmt == "onnx" else tmp / "tune.onnx"
 
-    def build(choice: PathChoice) -> Callable[[torch.Tensor], torch.Tensor]:
+    def build(choice: FastPath) -> Callable[[torch.Tensor], torch.Tensor]:
         if choice.ort_level is not None:
             if not onnx_file.is_file():
                 export_onnx(copy.deepcopy(net).cpu().float(), onnx_file, info)
@@ -93,7 +93,7 @@ def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[
     return fmt, info, build
 
 
-def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tensor]], paths: list[PathChoice],
+def tune_size(build: Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]], paths: list[FastPath],
               size: tuple[int, int], tolerance: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Build and check every path at ``size`` (W, H), time them in turn, and choose the fastest within ``tolerance``."""
     w, h = size
@@ -134,7 +134,7 @@ def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tenso
         raise UserError(f"no inference path could be timed at {w}x{h}: "
                         + "; ".join(f"{r['path']}: {r.get('error', 'too far from fp32')}" for r in rows.values()))
     best = min(ok, key=lambda r: r["ms"])
-    eager = [r for r in ok if not PathChoice.parse(r["path"]).ort_level]
+    eager = [r for r in ok if not FastPath.parse(r["path"]).ort]
     return {"choice": best["path"], "best_eager": min(eager, key=lambda r: r["ms"])["path"] if eager else None,
             "tolerance": tolerance, "candidates": list(rows.values()),
             "load": {**load.to_dict(), "fp32_drift": drift(times.get(first, []))}}

@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from fastnst.formats import ModelInfo
+from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.runners import network_runner
 from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.clips import motion_windows, render_clip, write_clip
 from fastnst.media.video import decode_frames, probe_video
 from fastnst.models import create_model
-from fastnst.tools.bench.common import BenchConfig, Variant, _error
+from fastnst.tools.bench.common import BenchConfig, _error
 from fastnst.tools.bench.reference import reference_forward
 
 OPENCV_NOTE = "opencv-python-headless is not installed (pip install 'fastnst[bench]'): reference loop skipped"
@@ -71,7 +72,7 @@ def opencv_loop(net: nn.Module, src: Path, dst: Path) -> int:
     return n
 
 
-def _stylizer(net: nn.Module, variant: Variant, device: torch.device) -> Any:
+def _stylizer(net: nn.Module, variant: FastPath, device: torch.device) -> Any:
     """A Stylizer built as :func:`fastnst.load` builds one for a checkpoint, for an in-memory network."""
     if variant.compile:
         torch._dynamo.reset()  # each size gets the graph infer.py compiles for a file
@@ -97,7 +98,7 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         have_cv2 = True
     except ImportError:
         have_cv2 = False
-    variants = [Variant.parse(v) for v in (cfg.video_variants or default_video_variants(cfg.infer_variants or []))]
+    variants = [FastPath.parse(v) for v in (cfg.video_variants or default_video_variants(cfg.infer_variants or []))]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fastnst-bench-video-") as tmp:
         for (w, h), frames in zip(cfg.video_sizes, cfg.video_frames):
