@@ -87,6 +87,25 @@ def test_tuning_cache_records_and_finds_the_nearest_size(cache: Path) -> None:
     assert lookup(model, (512, 512)) is None  # a damaged cache is a forgotten one
 
 
+def test_infer_fast_reads_the_model_file_once(trained_ckpt: Path, tmp_path: Path, cache: Path,
+                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """--fast chooses the path from the model's own metadata, then runs it: one read of the checkpoint, whether
+    the path is the default, a tuned eager one or an ONNX export of it."""
+    photo = tmp_path / "p.png"
+    make_photo(4, (48, 40)).save(photo)
+    reads: list[str] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or real_load(f, *a, **k))
+    model = model_key("johnson", load(trained_ckpt, "cpu").info.config, "ckpt")
+    for choice, said in ((None, "has not tuned"), ("fp32+cl", "--fast: fp32+cl"), ("onnxruntime", "--fast: onnxruntime")):
+        if choice:
+            record(model, (48, 40), 1, {"choice": choice, "best_eager": "fp32", "candidates": []})
+        reads.clear()
+        assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / f"{choice}.png", "--fast") == 0
+        assert said in capsys.readouterr().err
+        assert reads == [str(trained_ckpt)], (choice, reads)
+
+
 def test_tune_then_infer_fast_uses_the_winner(trained_ckpt: Path, tmp_path: Path, cache: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     photo = tmp_path / "p.png"

@@ -9,6 +9,7 @@ network registry; never Hydra, the data module, VGG or Lightning.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -215,6 +216,71 @@ def _unknown_info(path: Path) -> ModelInfo:
     return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
 
 
+@dataclass
+class ModelFile:
+    """A model file read once (:func:`read_model`), before a device and a fast path are chosen for it;
+    :meth:`stylizer` builds the :class:`Stylizer` that runs it."""
+
+    path: Path
+    format: ModelFormat
+    info: ModelInfo
+    network: nn.Module | None = None  # .ckpt / .pth: the eager network, fp32 on the CPU, eval mode
+    program: Any = None  # .pt2: the torch.export program
+    weights_precision: str | None = None  # .onnx: the precision its weights were exported in
+
+    def stylizer(self, device: str | torch.device = "auto", precision: str = "fp32", *, channels_last: bool = False,
+                 compile: bool = False, threads: int | None = None, onnx_optimization: str = "all") -> Stylizer:
+        """The :class:`Stylizer` running this file with :func:`load`'s options. An eager network is moved to the
+        device and precision in place: build one Stylizer per ModelFile."""
+        dev = _check_options(self.format, device, precision, channels_last, compile)
+        if self.format == "ckpt":
+            assert self.network is not None
+            net, run = network_runner(self.network, dev, precision, channels_last=channels_last, compile=compile)
+            return Stylizer(self.path, self.format, dev, precision, run, self.info, net, compiled=compile)
+        if self.format == "onnx":
+            session = ort_session(self.path, dev, threads, onnx_optimization)
+            names = [i.name for i in session.get_inputs()]
+            expected = 1 if self.info.num_styles == 1 else 2
+            if len(names) != expected:
+                raise UserError(f"model {self.path} has inputs {names}; a fastnst ONNX model of "
+                                f"{self.info.num_styles} style(s) has {expected}")
+            return Stylizer(self.path, self.format, dev, precision, onnx_runner(session), self.info,
+                            weights_precision=self.weights_precision)
+        return Stylizer(self.path, self.format, dev, precision, program_runner(self.program.module(), dev), self.info)
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelFile:
+    """Read a model file (``.ckpt``, ``.pth``, ``.onnx``, ``.pt2``) safely, once: a model file is data, never code."""
+    p = Path(path).expanduser()
+    fmt = detect_format(p)
+    if fmt == "ckpt":
+        net, info = load_network(p)
+        return ModelFile(p, fmt, info, network=net)
+    if fmt == "onnx":
+        proto = read_onnx(p)
+        return ModelFile(p, fmt, onnx_info(proto, p) or _unknown_info(p), weights_precision=onnx_precision(proto))
+    program, info = read_pt2(p)
+    return ModelFile(p, fmt, info or _unknown_info(p), program=program)
+
+
+def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str, channels_last: bool,
+                   compile: bool) -> torch.device:
+    """The device, once the options are known to apply to a model of format ``fmt``; one sentence otherwise."""
+    if fmt != "ckpt" and (channels_last or compile):
+        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
+        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
+                        f"so drop {flags} or pass the .ckpt")
+    dev = resolve_device(device)
+    if fmt == "ckpt":
+        check_precision(dev, precision)
+    elif fmt == "onnx" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
+                        f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+    elif fmt == "pt2" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
+    return dev
+
+
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
          channels_last: bool = False, compile: bool = False, threads: int | None = None,
          onnx_optimization: str = "all") -> Stylizer:
@@ -227,37 +293,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
     graph optimisation level: all, extended, basic, none) to ``.onnx`` models.
     """
     p = Path(path).expanduser()
-    fmt = detect_format(p)
-    if fmt != "ckpt" and (channels_last or compile):
-        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
-        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
-                        f"so drop {flags} or pass the .ckpt")
-    dev = resolve_device(device)
-    if fmt == "ckpt":
-        check_precision(dev, precision)
-        net, info = load_network(p)
-        net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
-    if fmt == "onnx":
-        if precision != "fp32":
-            raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
-                            f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
-        proto = read_onnx(p)
-        info = onnx_info(proto, p) or _unknown_info(p)
-        file_precision = onnx_precision(proto)
-        del proto
-        session = ort_session(p, dev, threads, onnx_optimization)
-        names = [i.name for i in session.get_inputs()]
-        expected = 1 if info.num_styles == 1 else 2
-        if len(names) != expected:
-            raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
-                            f"{expected}")
-        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
-
-    if precision != "fp32":
-        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
-    program, info = read_pt2(p)
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info or _unknown_info(p))
+    _check_options(detect_format(p), device, precision, channels_last, compile)  # before the file is read
+    return read_model(p).stylizer(device, precision, channels_last=channels_last, compile=compile, threads=threads,
+                                  onnx_optimization=onnx_optimization)
 
 
-__all__ = ["StylizeOptions", "Stylizer", "load"]
+__all__ = ["ModelFile", "StylizeOptions", "Stylizer", "load", "read_model"]

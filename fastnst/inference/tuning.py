@@ -26,7 +26,7 @@ from fastnst.fileio import atomic_write
 from fastnst.formats.onnx import check_onnx, export_onnx
 from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import machine_key
-from fastnst.inference.stylizer import load
+from fastnst.inference.stylizer import Stylizer, load, read_model
 
 CACHE_VERSION = 1
 
@@ -108,42 +108,41 @@ def exported_onnx(ckpt: Path) -> Path:
 
 
 def load_fast(path: str | os.PathLike[str], size: tuple[int, int], *, threads: int | None = None, tiled: bool = False,
-              say: Any = print) -> Any:
+              say: Any = print) -> Stylizer:
     """:func:`fastnst.load` with the path this machine measured fastest for the model at ``size`` (W, H); the plain
     eager fp32 model, and a sentence saying how to tune, when it never tuned this model. ``tiled``: tiling runs
-    the eager network, so an onnxruntime choice gives way to the fastest eager path measured."""
-    p = Path(path).expanduser()
-    base = load(p, "cpu", threads=threads)
-    key = model_key(base.info.architecture, base.info.config, base.format)
+    the eager network, so an onnxruntime choice gives way to the fastest eager path measured. The file is read
+    once, whichever path runs it."""
+    model = read_model(path)
+    p = model.path
+    key = model_key(model.info.architecture, model.info.config, model.format)
     entry = lookup(key, size, threads=threads)
     w, h = size
     if entry is None:
-        say(f"fastnst: --fast: this machine has not tuned {base.info.architecture} ({base.format}) yet, so the default "
-            f"path runs; tune once with: python -m fastnst.bench --tune --ckpt {p} --size {w}x{h}")
-        return base
+        say(f"fastnst: --fast: this machine has not tuned {model.info.architecture} ({model.format}) yet, so the "
+            f"default path runs; tune once with: python -m fastnst.bench --tune --ckpt {p} --size {w}x{h}")
+        return model.stylizer("cpu", threads=threads)
     choice = FastPath.parse(entry["choice"])
-    if tiled and choice.ort_level is not None and base.format != "onnx":
+    if tiled and choice.ort and model.format != "onnx":
         choice = FastPath.parse(entry.get("best_eager") or "fp32")
     measured = next((c for c in entry.get("candidates", []) if c.get("path") == choice.name), {})
     tuned_size = "x".join(map(str, entry["size"]))
     say(f"fastnst: --fast: {choice.name} (tuned {entry.get('date', '?')[:10]} at {tuned_size}: "
         f"{measured.get('speedup_vs_fp32', float('nan')):.2f}x eager fp32, max pixel difference "
         f"{measured.get('max_abs_err', float('nan')):.1e})")
-    if choice.ort_level is None:
-        if base.format == "onnx":
-            return base
-        return load(p, "cpu", choice.precision, channels_last=choice.channels_last, compile=choice.compile)
-    if base.format == "onnx":
-        return load(p, "cpu", threads=threads, onnx_optimization=choice.ort_level)
+    if model.format == "onnx":
+        return model.stylizer("cpu", threads=threads, onnx_optimization=choice.ort_level or "all")
+    if not choice.ort:
+        return model.stylizer("cpu", choice.precision, channels_last=choice.channels_last, compile=choice.compile)
     onnx_path = exported_onnx(p)
     if not onnx_path.is_file():
         say(f"fastnst: --fast: exporting {p.name} to ONNX once ({onnx_path}) ...")
-        net = base.network
+        net = model.network
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
 
         def write(tmp: Path) -> None:
-            export_onnx(net, tmp, base.info)
-            check_onnx(tmp, net, base.info.num_styles)  # the export must match eager before it is used
+            export_onnx(net, tmp, model.info)
+            check_onnx(tmp, net, model.info.num_styles)  # the export must match eager before it is used
 
         atomic_write(onnx_path, write)
     return load(onnx_path, "cpu", threads=threads, onnx_optimization=choice.ort_level)

@@ -30,6 +30,7 @@ from fastnst.inference.devices import cpu_half_support
 from fastnst.inference.fast_paths import ORT_LEVELS, FastPath
 from fastnst.inference.machine import OtherLoad, cpu_summary, drift
 from fastnst.inference.runners import network_runner
+from fastnst.inference.stylizer import read_model
 from fastnst.inference.tuning import cache_dir, model_key, record
 from fastnst.models import create_model
 from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
@@ -67,8 +68,8 @@ def _chosen_paths(text: str, fmt: str) -> list[FastPath]:
 def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]]]:
     """(format, ModelInfo, build(choice) -> runner) for --ckpt or a --model preset with random weights."""
     if args.ckpt:
-        base = load(args.ckpt, "cpu", threads=args.threads)
-        fmt, info, net = base.format, base.info, base.network
+        model = read_model(args.ckpt)
+        fmt, info, net = model.format, model.info, model.network
     else:
         preset = model_preset(args.model or "johnson")
         torch.manual_seed(0)

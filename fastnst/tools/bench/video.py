@@ -24,8 +24,7 @@ from torch import nn
 
 from fastnst.formats import ModelInfo
 from fastnst.inference.fast_paths import FastPath
-from fastnst.inference.runners import network_runner
-from fastnst.inference.stylizer import Stylizer
+from fastnst.inference.stylizer import ModelFile, Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.clips import motion_windows, render_clip, write_clip
 from fastnst.media.video import decode_frames, probe_video
@@ -72,14 +71,13 @@ def opencv_loop(net: nn.Module, src: Path, dst: Path) -> int:
     return n
 
 
-def _stylizer(net: nn.Module, variant: FastPath, device: torch.device) -> Any:
+def _stylizer(net: nn.Module, path: FastPath, device: torch.device) -> Stylizer:
     """A Stylizer built as :func:`fastnst.load` builds one for a checkpoint, for an in-memory network."""
-    if variant.compile:
+    if path.compile:
         torch._dynamo.reset()  # each size gets the graph infer.py compiles for a file
-    model, run = network_runner(copy.deepcopy(net), device, variant.precision, channels_last=variant.channels_last,
-                                compile=variant.compile)
     info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
-    return Stylizer(Path("bench.ckpt"), "ckpt", device, variant.precision, run, info, model, compiled=variant.compile)
+    return ModelFile(Path("bench.ckpt"), "ckpt", info, network=copy.deepcopy(net)).stylizer(
+        device, path.precision, channels_last=path.channels_last, compile=path.compile)
 
 
 def default_video_variants(infer_variants: list[str]) -> list[str]:
