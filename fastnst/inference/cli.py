@@ -16,11 +16,11 @@ import torch
 from fastnst.errors import UserError
 from fastnst.inference.devices import resolve_device
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
-from fastnst.inference.options import StylizeOptions
+from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import Stylizer, load
 from fastnst.inference.tuning import load_fast
-from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
+from fastnst.inference.video import first_frame, stylize_video
 from fastnst.media.encoding import EncodeSettings, check_encoder
 from fastnst.media.video import is_video_path
 
@@ -105,17 +105,15 @@ def run_cli(args: Any) -> int:
     opts = StylizeOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_stats_size=args.tile_stats_size,
                           preserve_color=args.preserve_color, strength=args.strength)
     opts.validate()
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_size is not None and args.max_size < 5:
-        raise UserError(f"--max-size must be at least 5 px, got {args.max_size}")
+    video = VideoOptions(batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
+                         encode=EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                                               even_size=args.even_size, audio=not args.no_audio),
+                         progress=not args.quiet)
+    video.validate()
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pass one of them")
-    TemporalBlend(args.temporal_blend)  # checks the range
     if args.crf is not None and args.crf < 0:
         raise UserError(f"--crf must be >= 0, got {args.crf}")
-    encode = EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt, even_size=args.even_size,
-                            audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
     if getattr(args, "fast", False):
@@ -148,9 +146,7 @@ def run_cli(args: Any) -> int:
                               default_suffix="_sheet" if sheet else "" if variants else "_stylized")
     say(f"fastnst: model {model.describe()}")
     if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
-        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, weights=styles[jobs[0].style], encode=encode,
-                             batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
-                             progress=not args.quiet, log=say, pad_batches=model.compiled)
+        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, video, weights=styles[jobs[0].style], log=say)
         say(f"fastnst: wrote {done.path} in {done.seconds:.1f} s ({done.frames} frames, {done.fps:.2f} frames/s)")
         return 0
     if skipped:
@@ -158,8 +154,8 @@ def run_cli(args: Any) -> int:
     if variants:
         say(f"fastnst: no --style: one output per style ({', '.join(variants)})")
     report = stylize_files(model, jobs, opts, styles=styles, sheet=model.styles if sheet else None,
-                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet,
-                           encode=encode, temporal_blend=args.temporal_blend)
+                           batch_size=video.batch_size, max_size=video.max_size, progress=video.progress,
+                           encode=video.encode, temporal_blend=video.temporal_blend)
     report.skipped_existing = skipped
     where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
         if jobs else Path(args.output or "stylized")

@@ -24,7 +24,7 @@ from fastnst.formats.checkpoint import load_network
 from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 from fastnst.formats.pt2 import read_pt2
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
-from fastnst.inference.options import StylizeOptions
+from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
 from fastnst.inference.style_outputs import compose_sheet, each_style
 from fastnst.inference.styles import StyleChoice, describe_style, style_weights
@@ -170,10 +170,9 @@ class Stylizer:
         ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
         (frames, seconds, fps, the encoding used)."""
         opts, _ = _options(options)
-        return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
-                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
-                             max_size=max_size, temporal_blend=temporal_blend, progress=progress,
-                             pad_batches=self.compiled)
+        video = VideoOptions(batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
+                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), progress=progress)
+        return stylize_video(self, src, dst, opts, video, weights=self.style_weights(style))
 
 
 def _options(options: dict[str, Any]) -> tuple[StylizeOptions, int | None]:

@@ -24,6 +24,7 @@ from torch import nn
 
 from fastnst.formats import ModelInfo
 from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.options import VideoOptions
 from fastnst.inference.stylizer import ModelFile, Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.clips import motion_windows, render_clip, write_clip
@@ -115,8 +116,9 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                     model.stylize_tensor(x.expand(cfg.video_batch, -1, -1, -1).contiguous().to(dev))
 
                 def end_to_end(model=model) -> int:
-                    return stylize_video(model, src, Path(tmp) / "out.mp4", batch_size=cfg.video_batch,
-                                         progress=False, log=lambda s: None, pad_batches=model.compiled).frames
+                    return stylize_video(model, src, Path(tmp) / "out.mp4",
+                                         video=VideoOptions(batch_size=cfg.video_batch, progress=False),
+                                         log=lambda s: None).frames
 
                 def network_only(model=model) -> int:
                     for i in range(0, len(pixels), cfg.video_batch):
