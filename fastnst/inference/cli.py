@@ -7,7 +7,6 @@ or paths)."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -130,8 +129,8 @@ class BenchmarkResult:
         return 1000.0 / statistics.mean(self.latencies_ms)
 
     def summary(self) -> str:
-        lat = sorted(self.latencies_ms)
-        p90 = lat[min(len(lat) - 1, math.ceil(0.9 * len(lat)) - 1)]
+        lat = self.latencies_ms
+        p90 = statistics.quantiles(lat, n=10, method="inclusive")[-1] if len(lat) > 1 else lat[0]
         each = f", {self.styles} styles each" if self.styles > 1 else ""
         return (f"benchmark: {self.model_format} on {self.device} ({self.precision}), {self.size[0]}x{self.size[1]} px, "
                 f"batch {self.batch_size}{each}, {len(lat)} timed runs after warm-up: per-image latency "

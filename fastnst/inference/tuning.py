@@ -7,8 +7,9 @@ Nothing is assumed about a CPU: an entry counts only for the machine key it was 
 ISA features, torch and onnxruntime versions, threads), the network (architecture and settings, not the
 weights: they do not change the speed) and the model file's format.
 
-The cache is one JSON file, ``$FASTNST_CACHE_DIR/tuning.json`` (default ``~/.cache/fastnst``, or
-``$XDG_CACHE_HOME/fastnst``); deleting it forgets every choice.
+The cache is one JSON file, ``$FASTNST_CACHE_DIR/tuning.json`` (default: the user cache folder of the platform,
+``~/.cache/fastnst`` or ``$XDG_CACHE_HOME/fastnst`` on Linux, ``~/Library/Caches/fastnst`` on macOS,
+``%LOCALAPPDATA%\\fastnst\\Cache`` on Windows); deleting it forgets every choice.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from platformdirs import user_cache_path
+
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.formats.onnx import check_onnx, export_onnx
@@ -32,12 +35,11 @@ CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """Where fastnst keeps what it measured and derived: ``$FASTNST_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastnst``,
-    else ``~/.cache/fastnst``."""
+    """Where fastnst keeps what it measured and derived: ``$FASTNST_CACHE_DIR``, else the platform's user cache
+    folder for fastnst (platformdirs: ``$XDG_CACHE_HOME/fastnst`` or ``~/.cache/fastnst`` on Linux)."""
     if os.environ.get("FASTNST_CACHE_DIR"):
         return Path(os.environ["FASTNST_CACHE_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "fastnst"
+    return user_cache_path("fastnst", appauthor=False)
 
 
 def cache_file() -> Path:

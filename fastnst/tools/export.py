@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,11 @@ from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
-from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, convert_fp16, export_onnx, quantize_int8,
-                                  time_onnx_in_turn)
+from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, convert_fp16, export_onnx, ort_session,
+                                  quantize_int8, run_session)
 from fastnst.formats.pt2 import check_pt2, export_pt2
 from fastnst.inference import load
-from fastnst.inference.machine import OtherLoad, cpu_summary
+from fastnst.inference.machine import OtherLoad, cpu_summary, time_in_turn
 from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
 
 
@@ -92,8 +93,15 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     scale = speed_size / max(h, w)
     x = F.interpolate(x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bilinear",
                       antialias=scale < 1, align_corners=False).clamp(0, 1).numpy()
-    with OtherLoad() as load:
-        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS)
+    cpu = torch.device("cpu")
+    sessions = {"fp32": ort_session(fp32, cpu), "int8": ort_session(int8, cpu)}
+    weights = None if num_styles == 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    with OtherLoad() as load:  # one warm-up run each, then the two timed in turn
+        times, errors = time_in_turn({k: (lambda r, s=s: run_session(s, x, weights)) for k, s in sessions.items()},
+                                     cpu, 1, SPEED_ROUNDS)
+    if errors:
+        raise UserError(f"onnxruntime failed to run the {' and '.join(errors)} model ({next(iter(errors.values()))})")
+    t_fp32, t_int8 = statistics.median(times["fp32"]), statistics.median(times["int8"])
     d = compare_on_images(fp32, int8, photos, num_styles)
     speedup = t_fp32 / t_int8
     size = f"{x.shape[-1]}x{x.shape[-2]}"

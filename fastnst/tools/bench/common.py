@@ -9,16 +9,16 @@ import gc
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.devices import cpu_half_support, synchronize
+from fastnst.inference.devices import cpu_half_support
 from fastnst.presets import preset_names, read_preset
 
 INFER_SIZES = "256x256,512x512,1920x1080"
@@ -89,36 +89,6 @@ def _ort_providers() -> list[str]:
         return []
     return list(ort.get_available_providers())
 
-def time_in_turn(calls: dict[Any, Callable[[int], Any]], device: torch.device, warmup: int, repeats: int,
-                 after_round: Callable[[int], None] | None = None) -> tuple[dict[Any, list[float]], dict[Any, str]]:
-    """Run every call once per round (``call(round)``), the order rotating every round, so that load from
-    elsewhere on a shared machine hits them alike; return the seconds of the rounds after ``warmup`` per key,
-    and the error of each call that failed (it is not called again: one failing path never ends the run)."""
-    times: dict[Any, list[float]] = {k: [] for k in calls}
-    errors: dict[Any, str] = {}
-    keys = list(calls)
-    for r in range(warmup + repeats):
-        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-            if k in errors:
-                continue
-            synchronize(device)
-            t0 = time.perf_counter()
-            try:
-                calls[k](r)
-                synchronize(device)
-            except Exception as exc:
-                errors[k] = _error(exc)
-                continue
-            if r >= warmup:
-                times[k].append(time.perf_counter() - t0)
-        if after_round:
-            after_round(r)
-    return times, errors
-
-def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
 def _release_freed_memory() -> None:
     """Give memory freed by earlier work back to the OS (glibc), so resident-set growth is this work's own."""
     with contextlib.suppress(OSError, AttributeError):
@@ -131,21 +101,18 @@ class PeakMemory:
 
     CUDA: the allocator's peak (``max_memory_allocated``). CPU: growth of the process's resident set size,
     sampled every 2 ms by a thread after freed memory is returned to the OS (an estimate: allocations
-    shorter than 2 ms can be missed).
+    shorter than 2 ms can be missed). Sampled because the OS keeps only the process's lifetime peak
+    (``ru_maxrss``), which cannot be reset for one block.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mib = device, float("nan")
+        self._process = psutil.Process()
         self._stop = threading.Event()
         self._base = self._peak = 0
 
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):

@@ -21,11 +21,11 @@ from fastnst.formats.onnx import export_onnx, onnx_macs_per_pixel
 from fastnst.inference import load
 from fastnst.inference.devices import synchronize
 from fastnst.inference.fast_paths import FastPath
-from fastnst.inference.machine import OtherLoad, drift
+from fastnst.inference.machine import OtherLoad, describe_error, drift, time_in_turn
 from fastnst.inference.runners import network_runner
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
-from fastnst.tools.bench.common import BenchConfig, PeakMemory, _error, default_model, time_in_turn
+from fastnst.tools.bench.common import BenchConfig, PeakMemory, default_model
 from fastnst.tools.bench.reference import reference_forward
 
 REFERENCE_INFER = "reference (pytorch/examples)"
@@ -186,7 +186,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     del out
                     built.append((row, runner, inp))
                 except Exception as exc:
-                    row["error"] = _error(exc)
+                    row["error"] = describe_error(exc)
             if built:
                 log(f"infer: timing {len(built)} paths in turn at {w}x{h}, {repeats} rounds ...")
             calls = {id(row): (lambda r, runner=runner, inp=inp: runner(inp)) for row, runner, inp in built}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model
+from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model, load_average
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
@@ -26,8 +26,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if (load := load_average()) is not None:
+        info["load_average"] = load
     info["cpu"] = cpu_model()
     info["isa"] = cpu_features()
     if device.type == "cuda":
@@ -128,7 +128,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
     report["seconds"] = {}
     with _quiet_lightning():
         _run_parts(cfg, log, save, report)
-    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_end"] = load_average()
     return report
 
 def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None] | None,

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import describe_error, time_in_turn
 from fastnst.inference.runners import network_runner
 from fastnst.media.image import save_image
 from fastnst.models import create_model
-from fastnst.tools.bench.common import BenchConfig, _error, time_in_turn
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.tables import fmt, table
 
 
@@ -109,7 +110,7 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 rows += part(cfg, variant, log)
             except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the run
                 rows.append({"what": part.__name__.strip("_").split("_")[0], "variant": variant.name,
-                             "styles": cfg.styles, "error": _error(exc)})
+                             "styles": cfg.styles, "error": describe_error(exc)})
     return {"num_styles": cfg.styles, "network": cfg.model, "results": rows}
 
 

@@ -15,9 +15,9 @@ import torch
 
 from fastnst.inference.devices import synchronize
 from fastnst.inference.fast_paths import FastPath
-from fastnst.inference.machine import drift
+from fastnst.inference.machine import describe_error, drift, time_in_turn
 from fastnst.media.image import load_style_image, save_image
-from fastnst.tools.bench.common import BenchConfig, _error, time_in_turn
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.reference import ReferenceTrainer
 
 
@@ -144,7 +144,7 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
             try:
                 steppers[variant.name] = _ModuleStepper(cfg, variant, style_path).step
             except Exception as exc:
-                results[variant.name] = {"variant": variant.name, "error": _error(exc)}
+                results[variant.name] = {"variant": variant.name, "error": describe_error(exc)}
         names = list(steppers)
 
         def after_round(r: int) -> None:
@@ -171,7 +171,7 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 ordered.append(bench_in_trainer(cfg, FastPath.parse(best["variant"]), style_path,
                                                 images.repeat(max(1, -(-rounds * cfg.batch // len(images))), 1, 1, 1)))
             except Exception as exc:
-                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": _error(exc)})
+                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": describe_error(exc)})
     ref_ips = results["reference"].get("images_per_s")
     for r in ordered:
         if "images_per_s" in r and ref_ips:

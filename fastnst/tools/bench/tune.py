@@ -28,12 +28,12 @@ from fastnst.formats.onnx import export_onnx
 from fastnst.inference import load
 from fastnst.inference.devices import cpu_half_support
 from fastnst.inference.fast_paths import ORT_LEVELS, FastPath
-from fastnst.inference.machine import OtherLoad, cpu_summary, drift
+from fastnst.inference.machine import OtherLoad, cpu_summary, describe_error, drift, time_in_turn
 from fastnst.inference.runners import network_runner
 from fastnst.inference.stylizer import read_model
 from fastnst.inference.tuning import cache_dir, model_key, record
 from fastnst.models import create_model
-from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
+from fastnst.tools.bench.common import model_preset, parse_sizes
 from fastnst.tools.bench.tables import load_warning, table
 
 DEFAULT_SIZES = "512x512,1920x1080"
@@ -114,7 +114,7 @@ def tune_size(build: Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]
             row["max_abs_err"] = float((y - baseline).abs().max())
             runners[choice.name] = run
         except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the tuning
-            row["error"] = _error(exc)
+            row["error"] = describe_error(exc)
     warmup, repeats = (2, 5) if w * h <= 512 * 512 else (1, 3)
     log(f"tune: timing {len(runners)} paths in turn at {w}x{h}, {repeats} rounds ...")
     with OtherLoad() as load:

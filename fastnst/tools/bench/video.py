@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,14 @@ from torch import nn
 
 from fastnst.formats import ModelInfo
 from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import time_in_turn
 from fastnst.inference.options import VideoOptions
 from fastnst.inference.stylizer import ModelFile, Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.clips import motion_windows, render_clip, write_clip
 from fastnst.media.video import decode_frames, probe_video
 from fastnst.models import create_model
-from fastnst.tools.bench.common import BenchConfig, _error
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.reference import reference_forward
 
 OPENCV_NOTE = "opencv-python-headless is not installed (pip install 'fastnst[bench]'): reference loop skipped"
@@ -131,20 +131,11 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 calls[f"fastnst {v.name} end to end"] = end_to_end
                 calls[f"fastnst {v.name} network only"] = network_only
             log(f"video: {len(calls)} runs in turn at {w}x{h}, {frames} frames, {cfg.video_rounds} rounds ...")
-            times: dict[str, list[float]] = {k: [] for k in calls}
-            errors: dict[str, str] = {}
+            done: dict[str, list[int]] = {k: [] for k in calls}  # frames of each timed run
+            seconds, errors = time_in_turn({k: (lambda r, k=k: done[k].append(calls[k]())) for k in calls}, dev,
+                                           0, cfg.video_rounds)
+            times = {k: [n / t for n, t in zip(done[k], seconds[k])] for k in calls}  # frames per second
             keys = list(calls)
-            for r in range(cfg.video_rounds):
-                for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                    if k in errors:
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        n = calls[k]()
-                    except Exception as exc:  # one failing path never ends the run
-                        errors[k] = _error(exc)
-                        continue
-                    times[k].append(n / (time.perf_counter() - t0))
             ref_fps = statistics.median(times[keys[0]]) if have_cv2 and times[keys[0]] else float("nan")
             for k in keys:
                 row: dict[str, Any] = {"size": f"{w}x{h}", "frames": frames, "path": k, "batch": cfg.video_batch}
