@@ -8,8 +8,9 @@ from typing import Any
 
 from fastnst.errors import UserError
 from fastnst.inference.stylizer import Stylizer
+from fastnst.losses import term_weights
 from fastnst.losses.presets import describe_loss
-from fastnst.tools.quality import evaluate_style, number, style_painting
+from fastnst.tools.quality import evaluate_style, number, style_painting, weighted_terms
 
 
 def evaluate_each_style(net: Stylizer, model: str | Path, style: str | Path | None, images: str | Path, *,
@@ -43,14 +44,14 @@ def format_styles_report(report: dict[str, Any]) -> str:
              f"loss: {report['loss_source']}: {describe_loss(report['loss'])}", f"VGG19 weights: {report['vgg_weights']}"]
     if report["note"]:
         lines.append(f"NOTE: {report['note']}")
-    metrics = ["total", "content", "style", "tv", "ssim"]
+    cols = {m: max(12, len(m) + 2) for m in ["total", *term_weights(report["loss"]), "ssim"]}  # every term a column
     width = max(len("style"), *(len(n) for n in per)) + 2
-    lines += ["", f"{'style':<{width}}" + "".join(f"{m:>12}" for m in metrics) + "  worst image (total)  painting",
-              "-" * (width + 12 * len(metrics) + 32)]
+    lines += ["", f"{'style':<{width}}" + "".join(f"{m:>{w}}" for m, w in cols.items()) + "  worst image (total)  painting",
+              "-" * (width + sum(cols.values()) + 32)]
     for name, r in per.items():
         summ = r["summary"]["model"]
-        cells = "".join(f"{number(summ[m]['mean']) if m in summ else '-':>12}" for m in metrics)
+        cells = "".join(f"{number(summ[m]['mean']) if m in summ else '-':>{w}}" for m, w in cols.items())
         lines.append(f"{name:<{width}}{cells}  {summ['total']['worst_image']}  {r['style']}")
-    lines += ["", "means over the images; losses: lower is better; ssim: higher is better; total/content/style/tv "
+    lines += ["", f"means over the images; losses: lower is better; ssim: higher is better; {weighted_terms(report['loss'])} "
                   "weighted as in training (the JSON report holds every metric, per style and per image)"]
     return "\n".join(lines)

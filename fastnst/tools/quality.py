@@ -19,7 +19,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from fastnst.errors import UserError
 from fastnst.fileio import check_writable_folder
 from fastnst.formats import ModelInfo
 from fastnst.inference.stylizer import Stylizer
-from fastnst.losses import PerceptualLoss, total_variation
+from fastnst.losses import PerceptualLoss, term_weights, total_variation
 from fastnst.losses.presets import describe_loss, load_preset
 from fastnst.losses.presets import loss_settings as preset_settings
 from fastnst.losses.vgg import MIN_SIZE, RANDOM_VGG_NOTE
@@ -68,8 +68,9 @@ def luminance_ssim(stylized: torch.Tensor, content: torch.Tensor) -> float:
 def measure(stylized: torch.Tensor, content: torch.Tensor, loss: PerceptualLoss) -> dict[str, float]:
     """All numbers of one stylized image against its content image, both [1, 3, H, W] in [0, 1].
 
-    ``total``, ``content``, ``style``, ``tv`` are weighted as in training; ``style/<layer>`` are the
-    unweighted mean squared Gram differences; ``tv_raw`` is the unweighted total variation; ``ssim`` is
+    ``total`` and every term of the loss (``content``, ``style``, ``tv``, ``temporal``, added terms) are
+    weighted as in training; ``style/<layer>`` are the unweighted mean squared Gram differences (and an added
+    term's ``<name>/...`` its own parts); ``tv_raw`` is the unweighted total variation; ``ssim`` is
     :func:`luminance_ssim`.
     """
     if stylized.shape != content.shape:
@@ -238,8 +239,8 @@ def evaluate_style(net: Stylizer, model: str | Path, style: str | Path | None, i
         "cpu_threads": torch.get_num_threads(),  # latency on a CPU depends on it (and on what else runs)
         "loss_source": source, "loss": settings, "vgg_weights": vgg,
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
-        "metrics": "total/content/style/tv weighted as in training; style/<layer> and tv_raw unweighted; ssim of the luminance "
-                   "against the content image (higher is better); latency_ms of the model alone",
+        "metrics": f"{weighted_terms(settings)} weighted as in training; style/<layer> and tv_raw unweighted; ssim of the "
+                   "luminance against the content image (higher is better); latency_ms of the model alone",
         "model_style": info.styles[index] if len(info.styles) > 1 else None,
         "summary": summary, "per_image": per_image, "skipped": skipped,
     }
@@ -252,14 +253,29 @@ def number(v: float) -> str:
     return f"{v:.4f}" if 0.01 <= abs(v) < 1000 or v == 0 else f"{v:.3e}"
 
 
+LAST_METRICS = ("tv_raw", "ssim", "latency_ms")  # what evaluate adds to the loss's own terms
+
+
+def metric_order(terms: Iterable[str], metrics: Iterable[str]) -> list[str]:
+    """The rows of a report: ``total``, each term of the loss followed by its parts (``style/<layer>``), any other
+    metric, then :data:`LAST_METRICS`; only those in ``metrics``, each once."""
+    present = list(dict.fromkeys(metrics))
+    order = ["total"]
+    for term in terms:
+        order += [term] + sorted(m for m in present if m.startswith(f"{term}/"))
+    order += sorted(m for m in present if m not in order and m not in LAST_METRICS) + list(LAST_METRICS)
+    return [m for m in order if m in present]
+
+
+def weighted_terms(settings: dict[str, Any]) -> str:
+    """``total/content/style/tv/...``: the weighted numbers of a report under the loss ``settings``."""
+    return "/".join(["total", *term_weights(settings)])
+
+
 def format_style_report(report: dict[str, Any]) -> str:
     """A one-style report as a text table: one row per metric, mean/median/worst per measured set."""
     sets = list(report["summary"])
-    metrics: list[str] = []
-    for s in sets:
-        metrics += [m for m in report["summary"][s] if m not in metrics]
-    order = ["total", "content", "style"] + sorted(m for m in metrics if m.startswith("style/")) + ["tv", "tv_raw", "ssim", "latency_ms"]
-    metrics = [m for m in order if m in metrics]
+    metrics = metric_order(term_weights(report["loss"]), [m for s in sets for m in report["summary"][s]])
     stats = ("mean", "median", "worst")
     width = max(len(m) for m in metrics) + 2
     lines = [f"fastnst quality report: {report['count']} images of {report['images']} at {report['size']} px; "
@@ -282,7 +298,7 @@ def format_style_report(report: dict[str, Any]) -> str:
         lines.append(f"{m:<{width}}" + " | ".join(cells))
     lines.append("")
     lines.append("losses: lower is better (worst = max); ssim: higher is better (worst = min); "
-                 "total/content/style/tv weighted as in training, style/<layer> and tv_raw unweighted")
+                 f"{weighted_terms(report['loss'])} weighted as in training, style/<layer> and tv_raw unweighted")
     for s in sets:
         lines.append(f"worst {s} image by total loss: {report['summary'][s]['total']['worst_image']}")
     skipped = report["skipped"]
