@@ -21,6 +21,8 @@ EPILOG = """examples:
   python infer.py --ckpt multi.ckpt photo.jpg                          # photo_<style>.jpg for every style
   python infer.py --ckpt multi.ckpt photo.jpg --style starry=0.7,scream=0.3
   python infer.py --ckpt multi.ckpt photos/ --sheet -o sheets/         # every style side by side, labelled
+  python infer.py --ckpt any.ckpt photo.jpg --style-image starry.jpg   # a network that takes any painting
+  python infer.py --ckpt any.onnx photo.jpg --style-image a.jpg=0.6,b.jpg=0.4
   python infer.py --ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark
   python infer.py --ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # fastest on CPUs with bf16
   python infer.py --ckpt last.ckpt clip.mp4 -o clip_styled.mp4 --batch-size 4        # video: sound, timing kept
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", metavar="STYLE",
                    help="for a multi-style model: a style name or index, or a blend such as a=0.7,b=0.3 "
                         "(weights >= 0, normalised to sum 1); without it, one image per style (NAME_<style>.EXT)")
+    p.add_argument("--style-image", metavar="PAINTING",
+                   help="for a network that takes any painting: the painting, or a blend such as a.jpg=0.6,b.jpg=0.4 "
+                        "(each painting encoded once per run)")
     p.add_argument("--sheet", action="store_true",
                    help="for a multi-style model: one labelled image per input with the photo and every style "
                         "side by side (NAME_sheet.EXT)")

@@ -125,8 +125,14 @@ def run_cli(args: Any) -> int:
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
     sheet = bool(getattr(args, "sheet", False))
-    each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
-    styles = each if each is not None else [model.style_weights(args.style)]
+    painting = getattr(args, "style_image", None)
+    if painting is not None and not model.takes_painting:
+        raise UserError(f"model {args.model} holds trained styles ({', '.join(model.styles)}) and cannot take a "
+                        f"painting; drop --style-image and choose a style with --style, or use a network trained with "
+                        f"style.arbitrary=true")
+    each = each_style(model.space, args.style, sheet, painting is not None)  # every style: one output each, or a sheet
+    # Every painting is encoded here, once for the whole run.
+    styles = each if each is not None else [model.style_vector(args.style, painting)]
     variants = model.styles if each is not None and not sheet else None
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
