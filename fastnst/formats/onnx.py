@@ -364,7 +364,7 @@ def time_onnx_in_turn(paths: Sequence[str | os.PathLike[str]], image: np.ndarray
     import time
 
     sessions = [ort_session(p, torch.device("cpu"), threads) for p in paths]
-    weights = None if num_styles == 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    weights = None if num_styles <= 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
     name = None
     if style_dim is not None:
         weights, name = check_styles(1, style_dim)[0].numpy(), VECTOR_INPUT  # type: ignore[union-attr]
