@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
@@ -213,8 +213,12 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="fastnst-export", description="Export a trained fastnst network for deployment "
-                                "(ONNX or torch.export .pt2), checked against PyTorch eager.")
+    p = Parser(prog=prog_name("fastnst-export"), description="Export a trained fastnst network for deployment "
+                                "(ONNX or torch.export .pt2), checked against PyTorch eager.",
+               examples=["--ckpt runs/starry/checkpoints/last.ckpt -o starry.onnx",
+                         "--ckpt last.ckpt -o starry.pt2",
+                         "--ckpt last.ckpt -o starry.onnx --int8 --calibration photos/",
+                         "--ckpt last.ckpt -o starry.onnx --fp16 --overwrite"])
     p.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt) or pytorch/examples model (.pth)")
     p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the -o extension, else onnx")
     p.add_argument("-o", "--output", help="output file (default: STYLE.onnx in the current folder)")
