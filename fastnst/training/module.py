@@ -7,14 +7,11 @@ clean and checkpoints load without Hydra. The loss network has no parameters and
 
 from __future__ import annotations
 
-import ast
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -28,6 +25,7 @@ from fastnst.models import create_model
 from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.add_styles import BaseNetwork, NormOnlyTraining, check_new_names, check_train_only, extend, load_base
 from fastnst.training.arbitrary import from_prediction
+from fastnst.training.checkpoint_state import restore_rng_states, save_rng_states, upgrade_v1
 
 # Settings of the optim group that are fastnst's learning-rate schedule, not optimizer arguments.
 SCHEDULE_KEYS = ("scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
@@ -395,15 +393,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         write_info(checkpoint, self.model_info())
-        # Lightning does not save RNG states; nothing in a step draws from them today (crops and styles are
-        # seeded per step), but anything added later (augmentations, noise) must resume exactly too.
-        np_state = np.random.get_state()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [[int(v) for v in np_state[1]], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": repr(random.getstate()),
-        }
+        save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(META_KEY) or {}
@@ -414,38 +404,10 @@ class StyleTransferModule(pl.LightningModule):
         training = info.training if info is not None else None
         self.skipped_images = int(training.skipped_images) if first and training else 0
         self.skipped_batches = int(training.skipped_batches) if first and training else 0
-        rng = checkpoint.get("rng_states")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            keys, pos, has_gauss, gauss = rng["numpy"]
-            np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-            random.setstate(ast.literal_eval(rng["python"]))
+        restore_rng_states(checkpoint.get("rng_states"))
         sd = checkpoint.get("state_dict", {})
         # Checkpoints written by a compiled module carry "_orig_mod." in their keys.
         for k in [k for k in sd if "_orig_mod." in k]:
             sd[k.replace("_orig_mod.", "")] = sd.pop(k)
         if info is not None and info.format_version < 2:
-            self._upgrade_v1(checkpoint)
-
-    def _upgrade_v1(self, checkpoint: dict[str, Any]) -> None:
-        """Format 1 kept style targets as ``loss_fn.style_gram_<layer>``, norm parameters as [C], and a second
-        copy of the network and the targets under ``_net_fn.`` and ``_loss_call.``."""
-        sd = checkpoint.get("state_dict", {})
-        for k in [k for k in sd if k.startswith(("_net_fn.", "_loss_call."))]:
-            del sd[k]
-        for k in [k for k in sd if k.startswith("loss_fn.style_gram_")]:
-            sd["loss_fn.terms.style.gram_" + k[len("loss_fn.style_gram_"):]] = sd.pop(k)
-        own = dict(self.named_parameters())
-        for k, v in list(sd.items()):
-            if k in own and v.shape != own[k].shape and v.numel() == own[k].numel():
-                sd[k] = v.reshape(own[k].shape)
-        # Adam's moment estimates follow their parameters' shapes (state is keyed by parameter position).
-        params = list(self.network.parameters())
-        for opt_state in checkpoint.get("optimizer_states", []):
-            for i, state in opt_state.get("state", {}).items():
-                if i < len(params):
-                    for name, value in state.items():
-                        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == params[i].numel():
-                            state[name] = value.reshape(params[i].shape)
+            upgrade_v1(checkpoint, dict(self.named_parameters()), list(self.network.parameters()))
