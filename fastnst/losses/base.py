@@ -17,7 +17,8 @@ class LossInputs:
     ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
     (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
     again, such as a stability term), None outside training; ``seed``: the seed of this step's random draws
-    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0)."""
+    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0); ``style_grams``:
+    each image's own style targets (a network that takes any painting), used instead of the stored ones."""
 
     output: torch.Tensor
     content: torch.Tensor | None
@@ -26,6 +27,7 @@ class LossInputs:
     styles: torch.Tensor | None = None
     stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
     seed: int | None = None
+    style_grams: Mapping[str, torch.Tensor] | None = None  # [N, C, C] per style layer: each image's own target
     details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
 
 

@@ -42,12 +42,13 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     """Stylize every image of ``images`` with ``model``, measure it (and its counterpart in ``compare``),
     and return the report: settings, ``summary`` (per set: metric -> mean/median/worst), ``per_image``
     and ``skipped`` (unreadable images, missing or mismatched counterparts). A multi-style model without
-    ``model_style`` is measured in every style, each against its own painting (``per_style``)."""
+    ``model_style`` is measured in every style, each against its own painting (``per_style``); a network that
+    takes any painting is stylized with the painting ``style`` it is measured against."""
     check_sizes(size, style_size)
     net = load(model, resolve_device(device))
     kw: dict[str, Any] = {"size": size, "style_size": style_size, "compare": compare, "preset": preset,
                           "vgg_weights": vgg_weights, "save_outputs": save_outputs, "progress": progress}
-    if len(net.styles) > 1 and model_style is None:
+    if len(net.styles) > 1 and model_style is None and not net.takes_painting:
         return evaluate_each_style(net, model, style, images, **kw)
     return evaluate_style(net, model, style, images, model_style=model_style, **kw)
 

@@ -168,9 +168,16 @@ def evaluate_style(net: Stylizer, model: str | Path, style: str | Path | None, i
     check_sizes(size, style_size)
     dev = net.device
     info = net.info
-    weights = net.style_weights(model_style)
-    index = 0 if weights is None else int(weights.argmax())
-    style = style_painting(info, index, style)
+    if net.takes_painting and model_style is None:  # stylized with the very painting it is measured against
+        if style is None:
+            raise UserError(f"model {model} takes any painting: pass --style PAINTING, the painting to stylize with "
+                            f"and to measure against")
+        weights = net.encode_style(style)
+    else:
+        weights = net.style_weights(model_style)
+    index = 0 if weights is None or net.takes_painting else int(weights.argmax())
+    if not net.takes_painting:
+        style = style_painting(info, index, style)
     root = Path(images).expanduser()
     files = [root] if root.is_file() else find_images(root, "--images")
     base = root.parent if root.is_file() else root
