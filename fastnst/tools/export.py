@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,13 @@ import torch
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
-from fastnst.formats.deploy import TOLERANCE
-from fastnst.formats.deploy import encoder_path
+from fastnst.formats.deploy import TOLERANCE, VECTOR_INPUT, check_styles, encoder_path
 from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
-                                  export_encoder_onnx, export_onnx, quantize_int8, time_onnx_in_turn)
+                                  export_encoder_onnx, export_onnx, ort_session, quantize_int8, run_session)
 from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
-from fastnst.media.image import tensor_to_pil
 from fastnst.inference import load
+from fastnst.inference.machine import OtherLoad, cpu_summary, time_in_turn
+from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to, tensor_to_pil
 
 
 def _size(path: Path) -> str:
@@ -58,8 +59,6 @@ def calibration_photos(folder: str | os.PathLike[str], count: int = CALIBRATION_
                        size: int = CALIBRATION_SIZE) -> list[np.ndarray]:
     """Up to ``count`` photos of ``folder`` (sorted, recursive) as float32 [1, 3, H, W] in [0, 1], longer side
     ``size``; unreadable files are skipped, none readable is a UserError."""
-    from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
-
     out = []
     for path in find_images(folder, "--calibration")[: max(count, 1) * 2]:
         if len(out) == count:
@@ -90,15 +89,23 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     against fp32 on every photo; say plainly whether int8 is an improvement in speed on this CPU."""
     import torch.nn.functional as F
 
-    from fastnst.inference.machine import OtherLoad, cpu_summary
-
     x = torch.from_numpy(photos[0])
     h, w = x.shape[-2:]
     scale = speed_size / max(h, w)
     x = F.interpolate(x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bilinear",
                       antialias=scale < 1, align_corners=False).clamp(0, 1).numpy()
-    with OtherLoad() as load:
-        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS, style_dim=style_dim)
+    cpu = torch.device("cpu")
+    sessions = {"fp32": ort_session(fp32, cpu), "int8": ort_session(int8, cpu)}
+    weights = None if num_styles <= 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    name = None
+    if style_dim is not None:  # a network that takes a painting: one style vector
+        weights, name = check_styles(1, style_dim)[0].numpy(), VECTOR_INPUT  # type: ignore[union-attr]
+    with OtherLoad() as load:  # one warm-up run each, then the two timed in turn
+        times, errors = time_in_turn({k: (lambda r, s=s: run_session(s, x, weights, name)) for k, s in sessions.items()},
+                                     cpu, 1, SPEED_ROUNDS)
+    if errors:
+        raise UserError(f"onnxruntime failed to run the {' and '.join(errors)} model ({next(iter(errors.values()))})")
+    t_fp32, t_int8 = statistics.median(times["fp32"]), statistics.median(times["int8"])
     d = compare_on_images(fp32, int8, photos, num_styles, style_dim)
     speedup = t_fp32 / t_int8
     size = f"{x.shape[-1]}x{x.shape[-2]}"
