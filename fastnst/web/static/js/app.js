@@ -1,0 +1,364 @@
+// The page: load model.json, the runtime and the model; stylize a photo (chosen, dropped or ?image=URL) or the
+// webcam; show everything that happens on the page. URL contract: index.html?image=URL&style=NAME&strength=S
+// (also preserve=1, max=PX, backend=wasm|webgpu, precision=int8, painting=URL) stylizes on load into
+// <canvas id="result"> and sets body[data-state] to "done" (or "error", with the message on the page).
+import { Model, ModelError, describeOnnx, fetchBytes, parseStyle } from './model.js';
+import { chooseBackend, loadRuntime } from './runtime.js';
+import { compose, drawToImageData, fitSize, fromCHW, resizeImageData, toCHW } from './pixels.js';
+import { $, clearError, dropZone, megabytes, note, progress, setState, showError, status } from './ui.js';
+import { Webcam } from './webcam.js';
+
+const MAX_PIXELS = 40e6;  // larger photos: decoding and the full-size canvases would exhaust a tab's memory
+const MAX_FILE_SIDE = 16384;  // the browsers' canvas limit
+const params = new URLSearchParams(location.search);
+const state = { model: null, rt: null, photo: null, raw: null, style: null, styleLabel: '', painting: null, sidecar: null };
+let webcam = null;
+
+function look() { return { strength: Number($('strength').value), preserveColor: $('preserve').checked }; }
+
+// ---- photos ---------------------------------------------------------------------------------------------
+function loadImage(src, name, revoke = false) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.crossOrigin = 'anonymous';
+    img.onload = () => { if (revoke) URL.revokeObjectURL(src); resolve(img); };
+    img.onerror = () => {
+      if (revoke) URL.revokeObjectURL(src);
+      reject(new ModelError(`${name} is not an image this browser can read (or it could not be fetched); choose a JPEG, PNG or WebP photo`));
+    };
+    img.src = src;
+  });
+}
+
+function checkSize(img, name) {
+  const w = img.naturalWidth, h = img.naturalHeight;
+  if (!w || !h) throw new ModelError(`${name} has no pixels; choose another photo`);
+  if (w * h > MAX_PIXELS || Math.max(w, h) > MAX_FILE_SIDE) {
+    throw new ModelError(`${name} is ${w}×${h} px (${(w * h / 1e6).toFixed(0)} MP): too large for a browser tab (up to ${MAX_PIXELS / 1e6} MP and ${MAX_FILE_SIDE} px a side); resize it first`);
+  }
+  if (Math.min(w, h) < state.sidecar.min_side) throw new ModelError(`${name} is ${w}×${h} px; both sides need at least ${state.sidecar.min_side} px`);
+}
+
+async function setPhoto(file) {
+  clearError();
+  try {
+    if (file.type && !file.type.startsWith('image/')) throw new ModelError(`${file.name} is not an image (${file.type}); choose a JPEG, PNG or WebP photo`);
+    const img = await loadImage(URL.createObjectURL(file), file.name, true);
+    checkSize(img, file.name);
+    usePhoto(img, file.name.replace(/\.[^.]+$/, ''));
+    await stylize();
+  } catch (err) { showError(err); }
+}
+
+function usePhoto(img, name) {
+  state.photo = { img, name, width: img.naturalWidth, height: img.naturalHeight };
+  $('photo-thumb').src = img.src;
+  $('photo-thumb').hidden = false;
+  $('run').disabled = !state.model;
+}
+
+// ---- styles ---------------------------------------------------------------------------------------------
+function buildStyles() {
+  const desc = state.model.desc;
+  const chips = $('style-chips');
+  chips.replaceChildren();
+  $('painting').hidden = desc.kind !== 'arbitrary';
+  $('blend').hidden = !(desc.kind === 'styles' && desc.styles.length > 1);
+  const names = desc.kind === 'arbitrary' ? desc.saved_styles.map((s) => s.name) : desc.styles;
+  names.forEach((name, i) => {
+    const chip = document.createElement('button');
+    Object.assign(chip, { type: 'button', className: 'chip', textContent: name });
+    chip.setAttribute('role', 'radio');
+    chip.addEventListener('click', () => { pickStyle(i); stylize(); });
+    chips.append(chip);
+  });
+  const sliders = $('blend-sliders');
+  sliders.replaceChildren();
+  if (desc.kind === 'styles' && desc.styles.length > 1) {
+    desc.styles.forEach((name, i) => {
+      const label = document.createElement('label');
+      label.className = 'slider';
+      label.innerHTML = `<span></span><output>0%</output><input type="range" min="0" max="1" step="0.05" value="0">`;
+      label.querySelector('span').textContent = name;
+      label.querySelector('input').addEventListener('change', blendChanged);
+      label.querySelector('input').addEventListener('input', () => { label.querySelector('output').textContent = `${Math.round(label.querySelector('input').value * 100)}%`; });
+      sliders.append(label);
+      void i;
+    });
+  }
+  $('styles-group').hidden = desc.kind === 'styles' && desc.styles.length === 1;
+  if (names.length) pickStyle(0);
+  else state.style = null;
+}
+
+function showWeights(w) {
+  const inputs = $('blend-sliders').querySelectorAll('input');
+  inputs.forEach((input, i) => { input.value = w[i]; input.previousElementSibling.textContent = `${Math.round(w[i] * 100)}%`; });
+  $('style-chips').querySelectorAll('.chip').forEach((c, i) => c.setAttribute('aria-checked', String(w[i] === 1)));
+}
+
+function pickStyle(i) {
+  const desc = state.model.desc;
+  if (desc.kind === 'arbitrary') {
+    state.style = Float32Array.from(desc.saved_styles[i].vector);
+    state.styleLabel = desc.saved_styles[i].name;
+    $('style-chips').querySelectorAll('.chip').forEach((c, j) => c.setAttribute('aria-checked', String(i === j)));
+    return;
+  }
+  if (desc.styles.length === 1) { state.style = null; state.styleLabel = desc.styles[0]; return; }
+  const w = new Float32Array(desc.styles.length);
+  w[i] = 1;
+  state.style = w;
+  state.styleLabel = desc.styles[i];
+  showWeights(w);
+}
+
+function blendChanged() {
+  const inputs = [...$('blend-sliders').querySelectorAll('input')];
+  const w = Float32Array.from(inputs.map((x) => Number(x.value)));
+  const sum = w.reduce((a, b) => a + b, 0);
+  if (sum <= 0) { showError(new ModelError('the blend weights are all 0; give at least one style some weight')); return; }
+  clearError();
+  state.style = w.map((x) => x / sum);
+  state.styleLabel = state.model.desc.styles.filter((_, i) => w[i] > 0).join('+');
+  showWeights(state.style);
+  stylize();
+}
+
+async function setPainting(src, name, revoke = false) {
+  clearError();
+  try {
+    const img = await loadImage(src, name, revoke);
+    checkSize(img, name);
+    const enc = state.model.desc.encoder;
+    const [H, W] = enc.painting_size;
+    // cover the encoder's size, centred: the painting's texture at its own aspect ratio
+    const k = Math.max(W / img.naturalWidth, H / img.naturalHeight);
+    const sw = W / k, sh = H / k;
+    const data = drawToImageData(img, W, H, (img.naturalWidth - sw) / 2, (img.naturalHeight - sh) / 2, sw, sh);
+    status('reading the painting…');
+    state.style = await state.model.encode(toCHW(data), W, H);
+    state.styleLabel = name.replace(/\.[^.]+$/, '');
+    $('painting-thumb').src = img.src;
+    $('painting-thumb').hidden = false;
+    $('style-chips').querySelectorAll('.chip').forEach((c) => c.setAttribute('aria-checked', 'false'));
+    await stylize();
+  } catch (err) { showError(err); }
+}
+
+// ---- stylizing ------------------------------------------------------------------------------------------
+async function stylize() {
+  if (!state.photo || !state.model || (webcam && webcam.running)) return;
+  const { img, width, height } = state.photo;
+  const maxSide = Number($('max-side').value);
+  const [w, h] = fitSize(width, height, maxSide);
+  setState('working');
+  progress(null);
+  status(`stylizing at ${w}×${h} on ${state.rt.label}…`);
+  try {
+    const content = drawToImageData(img, w, h);
+    const t0 = performance.now();
+    const out = await state.model.run(toCHW(content), w, h, state.style);
+    const ms = performance.now() - t0;
+    if (w !== width || h !== height) {
+      state.raw = { stylized: resizeImageData(fromCHW(out, w, h), width, height), content: drawToImageData(img, width, height) };
+      note(`Stylized at ${w}×${h} and scaled up to the photo's ${width}×${height}: the cap is ${maxSide} px ("Stylize at most"); a larger cap keeps more detail but is slower and needs more memory.`);
+    } else {
+      state.raw = { stylized: out, content };
+      note('');
+    }
+    render();
+    document.body.dataset.ms = ms.toFixed(1);
+    status(`Done: ${state.styleLabel} in ${ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(1)} s`} at ${w}×${h} on ${state.rt.label}.`);
+    clearError();
+    progress(false);
+    setState('done');
+  } catch (err) {
+    showError(err.message && err.message.includes('memory')
+      ? new ModelError(`out of memory stylizing at ${w}×${h}; choose a smaller size under "Stylize at most"`) : err);
+  }
+}
+
+function render() {
+  if (!state.raw) return;
+  const image = compose(state.raw.stylized, state.raw.content, look());
+  const canvas = $('result');
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext('2d').putImageData(image, 0, 0);
+  $('placeholder').hidden = true;
+  const link = $('download');
+  canvas.toBlob((blob) => {
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(blob);
+    link.download = `${state.photo ? state.photo.name : 'webcam'}-${state.styleLabel || 'styled'}.png`.replace(/[^\w.+-]+/g, '_');
+    link.setAttribute('aria-disabled', 'false');
+  }, 'image/png');
+}
+
+// ---- models ---------------------------------------------------------------------------------------------
+async function loadModel(sidecar, precision) {
+  const entry = sidecar.models.find((m) => m.precision === precision) || sidecar.models[0];
+  const onProgress = (loaded, total) => {
+    progress(total ? loaded / total : null);
+    status(`downloading the model: ${megabytes(loaded)}${total ? ` of ${megabytes(total)}` : ''}`);
+  };
+  const buffer = await fetchBytes(entry.file, onProgress);
+  const encoder = sidecar.kind === 'arbitrary' ? await fetchBytes(sidecar.encoder.file, onProgress) : null;
+  status('preparing the network…');
+  progress(null);
+  return Model.create(state.rt.ort, sidecar, buffer, state.rt.sessionOptions, encoder, entry.precision, entry.file);
+}
+
+function describe(model) {
+  const d = model.desc;
+  const what = d.kind === 'arbitrary' ? 'any painting' : d.styles.length === 1 ? `style “${d.styles[0]}”` : `${d.styles.length} styles`;
+  $('model-name').textContent = `${model.name} · ${d.architecture} · ${what} · ${model.precision}`;
+  $('about').textContent = `fastnst ${d.fastnst_version || ''} · onnxruntime-web ${state.sidecar.runtime.version}`;
+}
+
+async function openModelFile(file) {
+  clearError();
+  try {
+    const buffer = await file.arrayBuffer();
+    const desc = describeOnnx(buffer, file.name);
+    status(`loading ${file.name}…`);
+    const model = await Model.create(state.rt.ort, { ...desc, fastnst_version: state.sidecar.fastnst_version }, buffer,
+      state.rt.sessionOptions, null, 'fp32', file.name);
+    const old = state.model;
+    state.model = model;
+    if (old) old.release();
+    describe(model);
+    buildStyles();
+    status(`loaded ${file.name}.`);
+    setState('ready');
+    await stylize();
+  } catch (err) { showError(err); }
+}
+
+async function toggleWebcam() {
+  const button = $('webcam');
+  if (webcam && webcam.running) {
+    webcam.stop();
+    button.setAttribute('aria-pressed', 'false');
+    $('fps').textContent = '';
+    status('webcam stopped.');
+    setState('ready');
+    return;
+  }
+  clearError();
+  webcam = webcam || new Webcam({ canvas: $('result'), getModel: () => state.model, getStyle: () => state.style, getLook: look,
+    onFps: (fps, w, h) => { $('fps').textContent = `${fps.toFixed(1)} fps`; document.body.dataset.fps = fps.toFixed(2); document.body.dataset.frames = webcam.frames; status(`webcam at ${w}×${h} on ${state.rt.label}`); },
+    onError: (err) => { button.setAttribute('aria-pressed', 'false'); showError(err); } });
+  try {
+    await webcam.start(Number($('webcam-size').value));
+    button.setAttribute('aria-pressed', 'true');
+    $('placeholder').hidden = true;
+    note('');
+    setState('webcam');
+  } catch (err) { showError(err); }
+}
+
+// A hook for the speed measurement (python -m fastnst.web bench): milliseconds of `runs` network runs on a
+// random width x height image, after one warm-up run.
+window.fastnst = {
+  async benchmark(width, height, runs = 5) {
+    const chw = new Float32Array(3 * width * height).map(() => Math.random());
+    await state.model.run(chw, width, height, state.style);
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await state.model.run(chw, width, height, state.style);
+      times.push(performance.now() - t0);
+    }
+    return times;
+  },
+  state,
+};
+
+// ---- start ----------------------------------------------------------------------------------------------
+function wire() {
+  dropZone($('drop'), $('photo-file'), setPhoto);
+  dropZone($('painting-drop'), $('painting-file'), (f) => setPainting(URL.createObjectURL(f), f.name, true));
+  $('open-model').addEventListener('click', () => $('model-file').click());
+  $('model-file').addEventListener('change', () => { const f = $('model-file').files[0]; $('model-file').value = ''; if (f) openModelFile(f); });
+  $('strength').addEventListener('input', () => { $('strength-value').textContent = `${Math.round($('strength').value * 100)}%`; render(); });
+  $('preserve').addEventListener('change', render);
+  $('max-side').addEventListener('change', stylize);
+  $('run').addEventListener('click', stylize);
+  $('webcam').addEventListener('click', toggleWebcam);
+  document.addEventListener('dragover', (e) => e.preventDefault());
+  document.addEventListener('drop', (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) setPhoto(e.dataTransfer.files[0]); });
+}
+
+function registerServiceWorker() {
+  if (!('serviceWorker' in navigator) || !isSecureContext || params.has('nosw')) return;
+  navigator.serviceWorker.register('sw.js').then((reg) => {
+    // A static host without the isolation headers: the service worker adds them; reload once under its control.
+    if (!self.crossOriginIsolated && !navigator.serviceWorker.controller && !sessionStorage.getItem('fastnst-reloaded')) {
+      const reload = () => { sessionStorage.setItem('fastnst-reloaded', '1'); location.reload(); };
+      if (reg.active) reload(); else navigator.serviceWorker.addEventListener('controllerchange', reload, { once: true });
+    }
+  }).catch(() => {});
+}
+
+async function main() {
+  wire();
+  registerServiceWorker();
+  try {
+    let response;
+    try { response = await fetch('model.json'); } catch { response = null; }
+    if (!response || !response.ok) throw new ModelError('model.json is missing: serve a folder written by python -m fastnst.export --format web (python -m fastnst.web serve DIR)');
+    state.sidecar = await response.json();
+    const sidecar = state.sidecar;
+    const backend = await chooseBackend(sidecar.runtime, params.get('backend'));
+    state.rt = await loadRuntime(sidecar.runtime, backend, status);
+    $('backend').textContent = state.rt.label;
+    $('backend').classList.toggle('fast', backend === 'webgpu' || state.rt.threads > 1);
+    const preferred = Math.min(sidecar.max_side || 1024, 1 << 30);
+    $('max-side').value = params.get('max') ?? String([...$('max-side').options].some((o) => o.value === String(preferred)) ? preferred : 1024);
+    if (params.has('max') && $('max-side').value !== params.get('max')) {
+      const o = new Option(`${params.get('max')} px`, params.get('max')); $('max-side').add(o); $('max-side').value = params.get('max');
+    }
+    state.model = await loadModel(sidecar, params.get('precision') || 'fp32');
+    describe(state.model);
+    buildStyles();
+    if (params.has('strength')) {
+      const s = Number(params.get('strength'));
+      if (!Number.isFinite(s) || s < 0 || s > 1) throw new ModelError(`strength=${params.get('strength')} must be a number between 0 and 1`);
+      $('strength').value = s;
+      $('strength-value').textContent = `${Math.round(s * 100)}%`;
+    }
+    if (params.has('preserve')) $('preserve').checked = !['0', 'false', 'no'].includes(params.get('preserve'));
+    if (params.has('style')) {
+      const text = params.get('style');
+      const desc = state.model.desc;
+      if (desc.kind === 'arbitrary') {
+        const i = desc.saved_styles.findIndex((s) => s.name === text);
+        if (i < 0) throw new ModelError(`the model has no saved style '${text}'; its saved styles are ${desc.saved_styles.map((s) => s.name).join(', ') || 'none'}`);
+        pickStyle(i);
+      } else if (desc.styles.length > 1) {
+        state.style = parseStyle(text, desc.styles);
+        state.styleLabel = text;
+        showWeights(state.style);
+      } else if (text !== desc.styles[0] && text !== '0') {
+        throw new ModelError(`the model holds no style '${text}'; its style is ${desc.styles[0]}`);
+      }
+    }
+    progress(false);
+    setState('ready');
+    status('Ready: choose or drop a photo, or start the webcam.');
+    if (params.has('painting')) await setPainting(params.get('painting'), params.get('painting').split('/').pop());
+    if (params.has('image')) {
+      const src = params.get('image');
+      const img = await loadImage(src, src);
+      checkSize(img, src);
+      usePhoto(img, src.split('/').pop().replace(/\.[^.]+$/, '') || 'photo');
+      await stylize();
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+main();
