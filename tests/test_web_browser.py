@@ -279,3 +279,25 @@ def test_cdn_runtime_is_checked_by_integrity(browser: Any, tmp_path: Path, runti
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_int8_option(browser: Any, tmp_path: Path, runtime: Any) -> None:
+    """--int8 puts the static int8 model beside fp32; ?precision=int8 (the page's Model menu) runs it, and it
+    matches Python onnxruntime's int8 run of the same file."""
+    from fastnst.formats.onnx import quantize_int8
+
+    model = styles_model(tmp_path / "m.onnx", styles=("ink", "sun"))
+    calibration = [np.asarray(Image.open(photo(tmp_path / f"c{i}.png", (64, 48), seed=i)), np.float32)
+                   .transpose(2, 0, 1)[None] / 255 for i in range(4)]
+    int8 = quantize_int8(model, tmp_path / "m.int8.onnx", calibration, num_styles=2)
+    out = write_site(tmp_path / "site", model, runtime, int8=int8, log=lambda m: None)
+    photo(out / "p.png", (80, 60), seed=9)
+    with serving(out) as url:
+        page = open_page(browser, url + "index.html?image=p.png&style=sun&precision=int8")
+        assert page.evaluate("document.body.dataset.state") == "done", page.inner_text("#message")
+        assert "int8" in page.inner_text("#model-name") and page.is_visible("#precision")
+        got = canvas(page)
+        want = python_result(out / "model.int8.onnx", out / "p.png", style="sun")
+        assert max_diff(got, want) <= TOL
+        assert np.abs(got.astype(int) - python_result(model, out / "p.png", style="sun").astype(int)).mean() > 0
+        page.close()

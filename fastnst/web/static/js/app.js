@@ -1,6 +1,6 @@
 // The page: load model.json, the runtime and the model; stylize a photo (chosen, dropped or ?image=URL) or the
 // webcam; show everything that happens on the page. URL contract: index.html?image=URL&style=NAME&strength=S
-// (also preserve=1, max=PX, backend=wasm|webgpu, precision=int8, painting=URL) stylizes on load into
+// (also preserve=1, max=PX, backend=wasm|webgpu, threads=N, precision=int8, painting=URL) stylizes on load into
 // <canvas id="result"> and sets body[data-state] to "done" (or "error", with the message on the page).
 import { Model, ModelError, describeOnnx, fetchBytes, parseStyle } from './model.js';
 import { chooseBackend, loadRuntime } from './runtime.js';
@@ -213,7 +213,7 @@ async function loadModel(sidecar, precision) {
 function describe(model) {
   const d = model.desc;
   const what = d.kind === 'arbitrary' ? 'any painting' : d.styles.length === 1 ? `style “${d.styles[0]}”` : `${d.styles.length} styles`;
-  $('model-name').textContent = `${model.name} · ${d.architecture} · ${what} · ${model.precision}`;
+  $('model-name').textContent = `${d.exported_from || model.name} · ${d.architecture} · ${what} · ${model.precision}`;
   $('about').textContent = `fastnst ${d.fastnst_version || ''} · onnxruntime-web ${state.sidecar.runtime.version}`;
 }
 
@@ -312,7 +312,7 @@ async function main() {
     state.sidecar = await response.json();
     const sidecar = state.sidecar;
     const backend = await chooseBackend(sidecar.runtime, params.get('backend'));
-    state.rt = await loadRuntime(sidecar.runtime, backend, status);
+    state.rt = await loadRuntime(sidecar.runtime, backend, status, Number(params.get('threads')) || 0);
     $('backend').textContent = state.rt.label;
     $('backend').classList.toggle('fast', backend === 'webgpu' || state.rt.threads > 1);
     const preferred = Math.min(sidecar.max_side || 1024, 1 << 30);
@@ -321,6 +321,13 @@ async function main() {
       const o = new Option(`${params.get('max')} px`, params.get('max')); $('max-side').add(o); $('max-side').value = params.get('max');
     }
     state.model = await loadModel(sidecar, params.get('precision') || 'fp32');
+    if (sidecar.models.length > 1) {  // e.g. fp32 and int8: switching reloads the page with ?precision=
+      const select = $('precision');
+      for (const m of sidecar.models) select.add(new Option(`${m.precision} (${megabytes(m.bytes)})`, m.precision));
+      select.value = state.model.precision;
+      $('precision-row').hidden = false;
+      select.addEventListener('change', () => { params.set('precision', select.value); location.search = params.toString(); });
+    }
     describe(state.model);
     buildStyles();
     if (params.has('strength')) {

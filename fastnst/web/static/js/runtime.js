@@ -32,7 +32,7 @@ export async function chooseBackend(runtime, forced) {
 }
 
 // -> {ort, backend, threads, label, sessionOptions}
-export async function loadRuntime(runtime, backend, onStatus = () => {}) {
+export async function loadRuntime(runtime, backend, onStatus = () => {}, wantThreads = 0) {
   const files = runtime.backends[backend];
   const base = new URL(runtime.base, document.baseURI);
   const url = (f) => new URL(f.file, base).href;
@@ -58,7 +58,10 @@ export async function loadRuntime(runtime, backend, onStatus = () => {}) {
   }
   ort = ort.default && ort.default.InferenceSession ? ort.default : ort;
   const isolated = self.crossOriginIsolated === true;
-  const threads = isolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 8)) : 1;
+  // about one thread per physical core (half the logical CPUs: hyper-threads only fight over the SIMD units),
+  // at least 2 and at most 8; ?threads=N overrides
+  const auto = Math.min(8, Math.max(2, Math.ceil((navigator.hardwareConcurrency || 2) / 2)));
+  const threads = isolated ? Math.max(1, Math.min(wantThreads || auto, 16)) : 1;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = paths;
   ort.env.logLevel = 'error';

@@ -21,6 +21,7 @@ export function showError(err) {
   box.textContent = text;
   box.hidden = false;
   progress(false);
+  status('Stopped: see the message below. The page keeps working: choose another photo, style or model.');
   setState('error');
   console.error(err);
 }
