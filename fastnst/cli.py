@@ -5,16 +5,49 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from fastnst.errors import UserError
 
 PREFIX = "fastnst"
+# Set by the ``fastnst`` command to e.g. "fastnst export", so that usage lines and examples show what was typed.
+_invoked_as: str | None = None
+
+
+def prog_name(default: str) -> str:
+    """The program name a command's parser shows: ``fastnst SUBCOMMAND`` under the ``fastnst`` command, else
+    ``default`` (``infer.py``, ``fastnst-export``, ...)."""
+    return _invoked_as or default
+
+
+def invoked_as(name: str | None) -> None:
+    """Tell the parsers how the command was typed (the ``fastnst`` dispatcher calls this)."""
+    global _invoked_as
+    _invoked_as = name
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions as usual; keeps text with line breaks (examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors read like the other errors of fastnst (exit status 2)."""
+    """An ArgumentParser whose errors read like the other errors of fastnst (exit status 2). ``examples``
+    are command lines after the program name, shown under ``examples:`` at the end of ``--help`` (tested:
+    each one parses)."""
+
+    def __init__(self, *args: Any, examples: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+        self.examples = list(examples)
+        if self.examples:
+            shown = "\n".join(f"  {self.prog} {line}".rstrip() for line in self.examples)
+            self.epilog = (self.epilog + "\n\n" if self.epilog else "") + f"examples:\n{shown}\n"
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

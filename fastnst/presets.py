@@ -14,13 +14,13 @@ def conf_dir(module_file: str | Path = __file__) -> Path:
     the package data ``fastnst.conf`` (pyproject.toml). Found through the package's ``__path__``, not
     ``importlib.resources.files``: on Python 3.11 that fails for namespace packages of editable installs."""
     repo = Path(module_file).resolve().parents[1] / "conf"
-    if repo.is_dir():
+    if (repo / "train.yaml").is_file():
         return repo
     try:
         import fastnst.conf
     except ImportError:
         return repo  # nothing installed either: read_preset says where it looked
-    return next((Path(d) for d in fastnst.conf.__path__ if (Path(d) / "loss").is_dir()), repo)
+    return next((Path(d) for d in fastnst.conf.__path__ if (Path(d) / "train.yaml").is_file()), repo)
 
 
 CONF_DIR = conf_dir()

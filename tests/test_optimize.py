@@ -157,23 +157,6 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert set(report["final"]) >= {"total", "content", "style", "tv", *(f"style/{n}" for n in SEED_STYLE_LAYERS)}
 
 
-def test_presets_are_installed_as_package_data(tmp_path: Path) -> None:
-    """A regular install has no conf/ next to the package: presets come from the fastnst.conf package data,
-    which setuptools installs only for config groups listed in pyproject.toml."""
-    import tomllib
-
-    from fastnst.presets import conf_dir
-
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    groups = {f"fastnst.conf.{d.name}" for d in (ROOT / "conf").iterdir() if any(d.glob("*.yaml"))}
-    assert config["package-dir"]["fastnst.conf"] == "conf"
-    assert groups | {"fastnst.conf"} <= set(config["packages"]), "list every conf/ group in pyproject.toml"
-    assert all(config["package-data"][g] == ["*.yaml"] for g in groups | {"fastnst.conf"})
-    # Outside a checkout (no ../conf next to the module), the installed package data is used.
-    installed = conf_dir(tmp_path / "site-packages" / "fastnst" / "presets.py")
-    assert (installed / "loss" / "gatys.yaml").is_file() and (installed / "model" / "johnson.yaml").is_file()
-
-
 def test_lbfgs_tolerances_follow_the_loss_scale(content: torch.Tensor) -> None:
     """With a loss of ~1e-9 (random VGG, tiny weights) L-BFGS stopped before its first step and returned the
     content image (issue 9.8); its tolerances now apply to the loss relative to its starting value."""

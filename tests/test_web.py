@@ -1,14 +1,12 @@
 """The web export without a browser: the folder and its sidecar, the runtime's sources (cache, a local copy, a
-CDN with integrity hashes) and their refusals, the serve command's headers, and the page's files in the wheel."""
+CDN with integrity hashes) and their refusals, the serve command's headers (the wheel's page files: tests/test_packaging.py)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import urllib.request
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,6 @@ from fastnst.web import serving
 from fastnst.web.runtime import CDN_BASE, INTEGRITY, ORT_WEB_VERSION, Runtime, find_runtime, runtime_files, sri
 from fastnst.web.site import PAGE_FILES, describe_model, write_site
 from tests.web_helpers import arbitrary_pair, styles_model
-
-from .conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +65,7 @@ def test_runtime_missing_is_one_sentence(model: Path, tmp_path: Path, monkeypatc
     monkeypatch.setenv("FASTNST_CACHE", str(tmp_path / "empty-cache"))
     assert export_main(["--ckpt", str(model), "--format", "web", "-o", str(tmp_path / "site")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "python -m fastnst.web runtime" in err and "--runtime-cdn" in err
+    assert err.count("\n") == 0 and "fastnst web runtime" in err and "--runtime-cdn" in err
     assert not (tmp_path / "site").exists()
 
 
@@ -146,20 +142,6 @@ def test_serve_sends_isolation_headers_and_types(model: Path, tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "fastnst.web", "serve", str(tmp_path / "nothing")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "is not a folder" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_wheel_contains_the_page(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "__pycache__",
-                                                             "runs", "outputs", ".pytest_cache"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = (tmp_path / "dist").glob("fastnst-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for name in PAGE_FILES:
-        assert f"fastnst/web/static/{name}" in names, name
-    assert "fastnst/web/site.py" in names
 
 
 def test_export_from_a_checkpoint(trained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

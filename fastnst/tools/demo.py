@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[2]
+from fastnst.cli import Parser, prog_name
+
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "motorcycle_left")
 
@@ -76,13 +77,18 @@ def imagenet_vgg_cached() -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name).is_file()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    parser = Parser(prog=prog_name("fastnst-demo"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                    examples=["", "--steps 200 --out my_demo"])
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--steps", type=int, default=40, help="training steps (default: 40)")
     parser.add_argument("--crop", "--size", dest="size", type=int, default=128, metavar="PX",
                         help="training crop size, data.image_size (default: 128)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     out = Path(args.out).resolve()
     photos = sample_photos(out / "photos")
@@ -95,20 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     run = out / "run"
     if run.exists():  # the demo's own run folder: start afresh (training refuses to overwrite checkpoints)
         shutil.rmtree(run)
-    train = [sys.executable, str(ROOT / "train.py"), f"data.root={out / 'photos'}", f"style.image={style}",
+    train = [sys.executable, "-m", "fastnst", "train", f"data.root={out / 'photos'}", f"style.image={style}",
              f"loss.vgg_weights={weights}", "model=small", f"data.image_size={args.size}", "data.batch_size=2",
              "data.val_count=2", "data.num_workers=1", f"trainer.max_steps={args.steps}",
              "trainer.val_check_interval=20", "checkpoint.every_n_steps=20", "preview.every_n_steps=20",
              "optim.lr=3e-3", "logger=csv", f"hydra.run.dir={run}"]
-    print("fastnst demo: training:", " ".join(train[1:]))
+    print("fastnst demo: training:", " ".join(train[2:]))
     if subprocess.run(train).returncode != 0:
         print("fastnst demo: training failed (see above)", file=sys.stderr)
         return 1
     ckpt = run / "checkpoints" / "last.ckpt"
     stylized = out / "stylized"
-    infer = [sys.executable, str(ROOT / "infer.py"), "--ckpt", str(ckpt), str(out / "photos"), "-o", str(stylized),
+    infer = [sys.executable, "-m", "fastnst", "stylize", "--ckpt", str(ckpt), str(out / "photos"), "-o", str(stylized),
              "--overwrite"]
-    print("fastnst demo: stylizing:", " ".join(infer[1:]))
+    print("fastnst demo: stylizing:", " ".join(infer[2:]))
     if subprocess.run(infer).returncode != 0:
         print("fastnst demo: stylizing failed (see above)", file=sys.stderr)
         return 1

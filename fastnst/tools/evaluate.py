@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file, check_writable_folder
 from fastnst.formats import ModelInfo
@@ -302,8 +302,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
-        prog="fastnst-evaluate", description="Stylize a folder of images with a model and report content/style/TV "
-        "losses, luminance SSIM and latency (mean, median, worst), optionally side by side with another set of outputs.")
+        prog=prog_name("fastnst-evaluate"), description="Stylize a folder of images with a model and report content/style/TV "
+        "losses, luminance SSIM and latency (mean, median, worst), optionally side by side with another set of outputs.",
+        examples=["--ckpt runs/starry/checkpoints/last.ckpt --images heldout/ --json report.json",
+                  "--ckpt starry.onnx --images heldout/ --compare gatys_outputs/",
+                  "--ckpt multi.ckpt --images heldout/ --model-style starry_night",
+                  "--ckpt last.ckpt --images heldout/ --video --temporal-blend 0,0.5"])
     p.add_argument("--ckpt", required=True, metavar="MODEL",
                    help="model: a training checkpoint (.ckpt), an exported .onnx / .pt2 file or a pytorch/examples .pth")
     p.add_argument("--model-style", default=None, metavar="NAME",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
@@ -244,11 +244,16 @@ def export_web(model: str | os.PathLike[str], output: str | os.PathLike[str] | N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="fastnst-export", description="Export a trained fastnst network for deployment "
-                                "(ONNX or torch.export .pt2), checked against PyTorch eager.")
+    p = Parser(prog=prog_name("fastnst-export"), description="Export a trained fastnst network for deployment "
+                                "(ONNX or torch.export .pt2, checked against PyTorch eager) or as a static web page.",
+               examples=["--ckpt runs/starry/checkpoints/last.ckpt -o starry.onnx",
+                         "--ckpt last.ckpt -o starry.pt2",
+                         "--ckpt last.ckpt -o starry.onnx --int8 --calibration photos/",
+                         "--ckpt last.ckpt -o starry.onnx --fp16 --overwrite",
+                         "--ckpt last.ckpt --format web -o starry-web"])
     p.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt) or pytorch/examples model (.pth)")
     p.add_argument("--format", choices=["onnx", "pt2", "web"], help="default: from the -o extension, else onnx; web: a "
-                   "static web folder (page, model, sidecar, onnxruntime-web) for python -m fastnst.web serve or any host")
+                   "static web folder (page, model, sidecar, onnxruntime-web) for fastnst web serve or any static host")
     p.add_argument("-o", "--output", help="output file, a folder for --format web (default: STYLE.onnx, STYLE-web/)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--fp16", action="store_true", help="also write NAME.fp16.onnx (half-precision weights)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.formats import ModelInfo, detect_format
 
@@ -172,8 +172,9 @@ def format_description(d: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="fastnst-info", description="Say what a model file is: format, architecture, styles, training "
-               "settings, size and parameters, and for exported files the opset and inputs. Nothing in it is run.")
+    p = Parser(prog=prog_name("fastnst-info"), description="Say what a model file is: format, architecture, styles, training "
+               "settings, size and parameters, and for exported files the opset and inputs. Nothing in it is run.",
+               examples=["runs/starry/checkpoints/last.ckpt", "starry.onnx --json"])
     p.add_argument("model", metavar="MODEL", help=".ckpt, .onnx, .pt2 or pytorch/examples .pth file")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     return p

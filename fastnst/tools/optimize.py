@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file
 from fastnst.inference.devices import resolve_device
@@ -229,8 +229,10 @@ def side_path(out: Path, tag: str, suffix: str | None = None) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
-        prog="fastnst-optimize", description="Style transfer by optimisation (Gatys et al. 2016): the quality "
-        "reference for the feed-forward networks, under the same loss code and presets as training.")
+        prog=prog_name("fastnst-optimize"), description="Style transfer by optimisation (Gatys et al. 2016): the quality "
+        "reference for the feed-forward networks, under the same loss code and presets as training.",
+        examples=["--content photo.jpg --style starry_night.jpg -o photo_gatys.png",
+                  "--content photo.jpg --style starry_night.jpg -o out.png --optimizer lbfgs --steps 300 --preset johnson"])
     p.add_argument("--content", required=True, help="content photo")
     p.add_argument("--style", required=True, help="style image (painting)")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")

@@ -10,13 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.training.prepared import prepare
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="fastnst-prepare", description="Pre-resize a folder of photos once, so training never decodes a JPEG again.",
-                                epilog="Resumable: run the same command again after an interruption.")
+def build_parser() -> Parser:
+    p = Parser(prog=prog_name("fastnst-prepare"),
+               description="Pre-resize a folder of photos once, so training never decodes a JPEG again.",
+               epilog="Resumable: run the same command again after an interruption.",
+               examples=["/data/coco/train2014 /data/coco256 --shorter-side 256"])
     p.add_argument("src", help="folder of photos (searched recursively), e.g. COCO train2014")
     p.add_argument("dst", help="output folder (created); train with data.root=DST")
     p.add_argument("--shorter-side", "--size", dest="size", type=int, default=256, metavar="PX",
@@ -26,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="stop after the first N files (a later run continues)")
     p.add_argument("--overwrite", action="store_true", help="start DST again from scratch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_main(lambda: _run(args), interrupted=f"the work so far is saved in {args.dst}; run the same "
                                                       f"command again to continue")
 

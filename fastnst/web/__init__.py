@@ -1,5 +1,5 @@
-"""fastnst in the browser: a static web folder for any fastnst model (``python -m fastnst.export --format web``),
-served locally with the cross-origin-isolation headers (``python -m fastnst.web serve DIR``).
+"""fastnst in the browser: a static web folder for any fastnst model (``fastnst export --format web``),
+served locally with the cross-origin-isolation headers (``fastnst web serve DIR``).
 
 The page (package data under ``static/``: plain ES modules, no build step) runs the exported ONNX model with
 onnxruntime-web, WebGPU where the browser has it, else WebAssembly with SIMD and threads; it reads what the

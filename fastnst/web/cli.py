@@ -7,16 +7,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.web.runtime import CDN_BASE, NPM_PACKAGE, ORT_WEB_VERSION, cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m fastnst.web", description="fastnst in the browser: serve a web export, fill the "
-               "runtime cache, measure the page's speed. Write a web folder with python -m fastnst.export --format web.")
+    p = Parser(prog=prog_name("fastnst-web"), description="fastnst in the browser: serve a web export, fill the "
+               "runtime cache, measure the page's speed. Write a web folder with fastnst export --format web.",
+               examples=["serve starry-web", "serve starry-web --port 8080", "runtime",
+                         "bench --models mobile --sizes 512x512"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("serve", help="serve a web folder locally with the cross-origin-isolation headers")
-    s.add_argument("folder", help="a folder written by python -m fastnst.export --format web")
+    s.add_argument("folder", help="a folder written by fastnst export --format web")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     r = sub.add_parser("runtime", help=f"download {NPM_PACKAGE} {ORT_WEB_VERSION} once with npm into the cache "

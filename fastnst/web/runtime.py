@@ -1,5 +1,5 @@
 """The onnxruntime-web runtime files a web export ships: one pinned version of the npm package, found offline
-(a folder or tarball the user names, or the cache that ``python -m fastnst.web runtime`` fills once with npm)
+(a folder or tarball the user names, or the cache that ``fastnst web runtime`` fills once with npm)
 or referenced on a CDN with Subresource Integrity hashes.
 
 Every file is checked against the SHA-384 hash recorded here for the pinned version, wherever it comes from:
@@ -66,7 +66,7 @@ def sri(path: Path) -> str:
 
 
 def cache_dir() -> Path:
-    """Where ``python -m fastnst.web runtime`` keeps the pinned runtime: ``$FASTNST_CACHE`` or
+    """Where ``fastnst web runtime`` keeps the pinned runtime: ``$FASTNST_CACHE`` or
     ``$XDG_CACHE_HOME/fastnst`` (default ``~/.cache/fastnst``), then ``onnxruntime-web-VERSION``."""
     root = os.environ.get("FASTNST_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "fastnst")
@@ -113,7 +113,7 @@ def check_folder(folder: Path, backends: tuple[str, ...], what: str) -> Path:
                             + (f" (that copy is version {version})" if version and version != ORT_WEB_VERSION else
                                " (damaged or changed)")
                             + f"; give a copy of version {ORT_WEB_VERSION} or fill the cache with "
-                              f"python -m fastnst.web runtime")
+                              f"fastnst web runtime")
     return dist
 
 
@@ -209,7 +209,7 @@ def find_runtime(runtime_dir: str | os.PathLike[str] | None, cdn: str | None, ba
         return Runtime(backends, folder=check_folder(src, backends, "--runtime-dir"))
     cached = cache_dir()
     if not (cached / "dist").is_dir():
-        raise UserError(f"the onnxruntime-web runtime is not here: fill the cache once with `python -m fastnst.web "
+        raise UserError(f"the onnxruntime-web runtime is not here: fill the cache once with `fastnst web "
                         f"runtime` (uses npm), or pass --runtime-dir with a copy of {NPM_PACKAGE} {ORT_WEB_VERSION}, "
                         f"or --runtime-cdn to load it from {CDN_BASE} with integrity hashes")
     return Runtime(backends, folder=check_folder(cached, backends, "the runtime cache"))

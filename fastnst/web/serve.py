@@ -43,9 +43,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 def _server(folder: str | os.PathLike[str], host: str, port: int, quiet: bool) -> http.server.ThreadingHTTPServer:
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise UserError(f"{root} is not a folder; serve a folder written by python -m fastnst.export --format web")
+        raise UserError(f"{root} is not a folder; serve a folder written by fastnst export --format web")
     if not (root / "index.html").is_file():
-        raise UserError(f"{root} has no index.html; serve a folder written by python -m fastnst.export --format web")
+        raise UserError(f"{root} has no index.html; serve a folder written by fastnst export --format web")
     handler = functools.partial(type("QuietHandler" if quiet else "Handler", (Handler,), {"quiet": quiet}),
                                 directory=str(root))
     try:

@@ -66,7 +66,7 @@ def describe_model(model: Path) -> tuple[dict[str, Any], ModelInfo]:
     info = onnx_info(proto, model)
     if info is None:
         raise UserError(f"{model} has no fastnst metadata; a web folder needs an ONNX model exported by fastnst "
-                        f"(python -m fastnst.export --ckpt MODEL.ckpt --format web -o DIR)")
+                        f"(fastnst export --ckpt MODEL.ckpt --format web -o DIR)")
     inputs = _inputs(proto)
     props = {p.key: p.value for p in proto.metadata_props}
     desc: dict[str, Any] = {"image_input": IMAGE_INPUT, "output": OUTPUT, "min_side": 5}
@@ -203,7 +203,7 @@ def write_site(out: str | os.PathLike[str], model: str | os.PathLike[str], runti
             else f"any painting ({len(desc['saved_styles'])} saved styles)")
     log(f"fastnst: wrote the web folder {out} ({size / 1e6:.1f} MB; {kind}; runtime {NPM_PACKAGE} {ORT_WEB_VERSION} "
         + (f"from {runtime.cdn}" if runtime.cdn else "in ort/") + ")")
-    log(f"fastnst: try it with `python -m fastnst.web serve {out}` (a plain file:// page cannot run it)")
+    log(f"fastnst: try it with `fastnst web serve {out}` (a plain file:// page cannot run it)")
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, run_main
+from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_output_file
 from fastnst.tools.bench import __doc__ as DOC
@@ -21,8 +21,11 @@ from fastnst.tools.bench.report import format_report, run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="fastnst-bench", description=(DOC or "").split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=prog_name("fastnst-bench"), description=(DOC or "").split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+               examples=["--quick", "--device cpu --parts infer,train", "--parts infer --models johnson,mobile",
+                         "--tune --ckpt runs/starry/checkpoints/last.ckpt --size 1280x720",
+                         "--device cuda --parts train,infer"])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--parts", default="train,data,infer,styles",
                    help="comma-separated subset of train,data,infer,styles,video (default: train,data,infer,styles; "

@@ -308,7 +308,7 @@ async function main() {
   try {
     let response;
     try { response = await fetch('model.json'); } catch { response = null; }
-    if (!response || !response.ok) throw new ModelError('model.json is missing: serve a folder written by python -m fastnst.export --format web (python -m fastnst.web serve DIR)');
+    if (!response || !response.ok) throw new ModelError('model.json is missing: serve a folder written by fastnst export --format web (fastnst web serve DIR)');
     state.sidecar = await response.json();
     const sidecar = state.sidecar;
     const backend = await chooseBackend(sidecar.runtime, params.get('backend'));

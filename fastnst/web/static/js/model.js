@@ -40,7 +40,7 @@ export function describeOnnx(buffer, fileName) {
     throw new ModelError(`${fileName} is not an ONNX model (${err.message}); open a .onnx file exported by fastnst`);
   }
   const raw = header.metadata.fastnst;
-  if (!raw) throw new ModelError(`${fileName} is an ONNX model but not fastnst's (it has no fastnst metadata); export one with python -m fastnst.export`);
+  if (!raw) throw new ModelError(`${fileName} is an ONNX model but not fastnst's (it has no fastnst metadata); export one with fastnst export`);
   let info;
   try { info = JSON.parse(raw); } catch { throw new ModelError(`${fileName} has unreadable fastnst metadata`); }
   const names = header.inputs.map((i) => i.name);
@@ -53,7 +53,7 @@ export function describeOnnx(buffer, fileName) {
   const vec = header.inputs.find((i) => i.name === 'style_vector');
   const weights = header.inputs.find((i) => i.name === 'style_weights');
   if (vec) {
-    throw new ModelError(`${fileName} is an any-painting model: its painting encoder must come with it; export it with python -m fastnst.export --format web`);
+    throw new ModelError(`${fileName} is an any-painting model: its painting encoder must come with it; export it with fastnst export --format web`);
   } else if (weights) {
     Object.assign(desc, { kind: 'styles', style_input: 'style_weights', styles: info.styles || [] });
     const s = weights.dims[weights.dims.length - 1];
