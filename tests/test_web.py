@@ -148,7 +148,7 @@ def test_export_from_a_checkpoint(trained_ckpt: Path, tmp_path: Path, capsys: py
     out = tmp_path / "site"
     assert export_main(["--ckpt", str(trained_ckpt), "--format", "web", "--runtime-cdn", "-o", str(out)]) == 0
     log = capsys.readouterr().out
-    assert "parity vs PyTorch eager" in log and "fastnst.web serve" in log
+    assert "parity vs PyTorch eager" in log and "fastnst web serve" in log
     meta = json.loads((out / "model.json").read_text())
     assert meta["exported_from"] == trained_ckpt.name and len(meta["styles"]) == 1 and meta["style_input"] is None
 

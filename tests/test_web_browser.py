@@ -5,8 +5,9 @@ there is no chromium (``make browser`` installs it and fills the runtime cache).
 
 from __future__ import annotations
 
-import http.server
 import functools
+import http.server
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def browser() -> Any:
 def site(tmp_path_factory: pytest.TempPathFactory, runtime: Any) -> Path:
     src = tmp_path_factory.mktemp("model")
     model = styles_model(src / "three.onnx")
-    out = write_site(tmp_path_factory.mktemp("sites") / "three", model, runtime, log=lambda m: None)
+    both = find_runtime(runtime.folder, None, ("wasm", "webgpu"))  # the default export: the page picks the backend
+    out = write_site(tmp_path_factory.mktemp("sites") / "three", model, both, log=lambda m: None)
     photo(out / "photo.png")
     photo(out / "other.png", (72, 100), seed=3)
     return out
@@ -88,12 +90,32 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 def test_page_matches_python_and_styles_differ(browser: Any, site: Path) -> None:
     with serving(site) as url:
+        requests: list[str] = []
+
+        def record(request: Any) -> None:
+            requests.append(request.url)
+
+        browser.on("request", record)
         page = open_page(browser, url + "index.html?image=photo.png&style=sun")
         assert page.evaluate("document.body.dataset.state") == "done", page.inner_text("#message")
         sun = canvas(page)
         assert sun.shape == (96, 128, 3)
         assert max_diff(sun, python_result(site / "model.onnx", site / "photo.png", style="sun")) <= TOL
+        # no WebGPU adapter in this headless Chromium: the default export falls back to the wasm build
         assert "WebAssembly" in page.inner_text("#backend") and "2 threads" in page.inner_text("#backend")
+        # the download is the canvas, as a PNG
+        page.wait_for_function("document.getElementById('download').getAttribute('aria-disabled') === 'false'")
+        png = page.evaluate("""async () => { const a = document.getElementById('download');
+            const b = new Uint8Array(await (await fetch(a.href)).arrayBuffer()); return [a.download, Array.from(b)]; }""")
+        assert png[0] == "photo-sun.png"
+        assert max_diff(np.asarray(Image.open(io.BytesIO(bytes(png[1]))).convert("RGB")), sun) == 0
+        # the page fetched nothing but its own folder
+        browser.remove_listener("request", record)
+        assert requests and all(u.startswith(url) or u.startswith("blob:") for u in requests), requests
+        page.close()
+        page = open_page(browser, url + "index.html?image=photo.png&backend=webgpu")
+        assert page.evaluate("document.body.dataset.state") == "error"
+        assert "no WebGPU adapter; use backend=wasm" in page.inner_text("#message")
         page.close()
         page = open_page(browser, url + "index.html?image=photo.png&style=sea")
         sea = canvas(page)

@@ -143,7 +143,8 @@ async function setPainting(src, name, revoke = false) {
     $('painting-thumb').hidden = false;
     $('style-chips').querySelectorAll('.chip').forEach((c) => c.setAttribute('aria-checked', 'false'));
     await stylize();
-  } catch (err) { showError(err); }
+    return true;
+  } catch (err) { showError(err); return false; }
 }
 
 // ---- stylizing ------------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ async function main() {
     progress(false);
     setState('ready');
     status('Ready: choose or drop a photo, or start the webcam.');
-    if (params.has('painting')) await setPainting(params.get('painting'), params.get('painting').split('/').pop());
+    if (params.has('painting') && !(await setPainting(params.get('painting'), params.get('painting').split('/').pop()))) return;
     if (params.has('image')) {
       const src = params.get('image');
       const img = await loadImage(src, src);
