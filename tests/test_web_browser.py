@@ -126,6 +126,13 @@ def test_page_matches_python_and_styles_differ(browser: Any, site: Path) -> None
         page = open_page(browser, url + "index.html?image=photo.png&style=ink%3D0.7%2Csea%3D0.3")
         blend = python_result(site / "model.onnx", site / "photo.png", style="ink=0.7,sea=0.3")
         assert max_diff(canvas(page), blend) <= TOL
+        # the blend sliders: ink and sea at the same weight, sun at 0
+        page.click("#blend summary")
+        page.evaluate("""() => { const s = document.querySelectorAll('#blend-sliders input');
+            [0.8, 0, 0.8].forEach((v, i) => { s[i].value = v; }); s[2].dispatchEvent(new Event('change')); }""")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done: ink+sea')")
+        half = python_result(site / "model.onnx", site / "photo.png", style="ink=0.5,sea=0.5")
+        assert max_diff(canvas(page), half) <= TOL
         assert page.errors == []
         page.close()
 

@@ -34,7 +34,7 @@ VECTOR_INPUT, PAINTING_INPUT = "style_vector", "painting"  # the arbitrary-style
 DEFAULT_PAINTING_SIZE = 256
 DEFAULT_MAX_SIDE = 1024  # longer side the page stylizes at by default (the user can raise it)
 PAGE_FILES = ("index.html", "style.css", "sw.js", "js/app.js", "js/model.js", "js/pixels.js", "js/runtime.js",
-              "js/onnxmeta.js", "js/webcam.js", "js/ui.js")
+              "js/onnxmeta.js", "js/webcam.js", "js/ui.js", "js/styles.js")
 
 
 def page_files() -> dict[str, bytes]:

@@ -3,7 +3,7 @@
 // The cache name changes with every export (stamped by fastnst), so a new export replaces the old files.
 const CACHE = 'fastnst-__FASTNST_CACHE_VERSION__';
 const PAGE = ['./', 'index.html', 'style.css', 'model.json', 'js/app.js', 'js/model.js', 'js/pixels.js', 'js/runtime.js',
-  'js/onnxmeta.js', 'js/webcam.js', 'js/ui.js'];
+  'js/onnxmeta.js', 'js/webcam.js', 'js/ui.js', 'js/styles.js'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(PAGE)).then(() => self.skipWaiting()));

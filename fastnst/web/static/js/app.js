@@ -7,6 +7,7 @@ import { chooseBackend, loadRuntime } from './runtime.js';
 import { compose, drawToImageData, fitSize, fromCHW, resizeImageData, toCHW } from './pixels.js';
 import { $, clearError, dropZone, megabytes, note, progress, setState, showError, status } from './ui.js';
 import { Webcam } from './webcam.js';
+import { buildStyles, initStyles, pickStyle, showWeights } from './styles.js';
 
 const MAX_PIXELS = 40e6;  // larger photos: decoding and the full-size canvases would exhaust a tab's memory
 const MAX_FILE_SIDE = 16384;  // the browsers' canvas limit
@@ -57,74 +58,7 @@ function usePhoto(img, name) {
   $('run').disabled = !state.model;
 }
 
-// ---- styles ---------------------------------------------------------------------------------------------
-function buildStyles() {
-  const desc = state.model.desc;
-  const chips = $('style-chips');
-  chips.replaceChildren();
-  $('painting').hidden = desc.kind !== 'arbitrary';
-  $('blend').hidden = !(desc.kind === 'styles' && desc.styles.length > 1);
-  const names = desc.kind === 'arbitrary' ? desc.saved_styles.map((s) => s.name) : desc.styles;
-  names.forEach((name, i) => {
-    const chip = document.createElement('button');
-    Object.assign(chip, { type: 'button', className: 'chip', textContent: name });
-    chip.setAttribute('role', 'radio');
-    chip.addEventListener('click', () => { pickStyle(i); stylize(); });
-    chips.append(chip);
-  });
-  const sliders = $('blend-sliders');
-  sliders.replaceChildren();
-  if (desc.kind === 'styles' && desc.styles.length > 1) {
-    desc.styles.forEach((name, i) => {
-      const label = document.createElement('label');
-      label.className = 'slider';
-      label.innerHTML = `<span></span><output>0%</output><input type="range" min="0" max="1" step="0.05" value="0">`;
-      label.querySelector('span').textContent = name;
-      label.querySelector('input').addEventListener('change', blendChanged);
-      label.querySelector('input').addEventListener('input', () => { label.querySelector('output').textContent = `${Math.round(label.querySelector('input').value * 100)}%`; });
-      sliders.append(label);
-      void i;
-    });
-  }
-  $('styles-group').hidden = desc.kind === 'styles' && desc.styles.length === 1;
-  if (names.length) pickStyle(0);
-  else state.style = null;
-}
-
-function showWeights(w) {
-  const inputs = $('blend-sliders').querySelectorAll('input');
-  inputs.forEach((input, i) => { input.value = w[i]; input.previousElementSibling.textContent = `${Math.round(w[i] * 100)}%`; });
-  $('style-chips').querySelectorAll('.chip').forEach((c, i) => c.setAttribute('aria-checked', String(w[i] === 1)));
-}
-
-function pickStyle(i) {
-  const desc = state.model.desc;
-  if (desc.kind === 'arbitrary') {
-    state.style = Float32Array.from(desc.saved_styles[i].vector);
-    state.styleLabel = desc.saved_styles[i].name;
-    $('style-chips').querySelectorAll('.chip').forEach((c, j) => c.setAttribute('aria-checked', String(i === j)));
-    return;
-  }
-  if (desc.styles.length === 1) { state.style = null; state.styleLabel = desc.styles[0]; return; }
-  const w = new Float32Array(desc.styles.length);
-  w[i] = 1;
-  state.style = w;
-  state.styleLabel = desc.styles[i];
-  showWeights(w);
-}
-
-function blendChanged() {
-  const inputs = [...$('blend-sliders').querySelectorAll('input')];
-  const w = Float32Array.from(inputs.map((x) => Number(x.value)));
-  const sum = w.reduce((a, b) => a + b, 0);
-  if (sum <= 0) { showError(new ModelError('the blend weights are all 0; give at least one style some weight')); return; }
-  clearError();
-  state.style = w.map((x) => x / sum);
-  state.styleLabel = state.model.desc.styles.filter((_, i) => w[i] > 0).join('+');
-  showWeights(state.style);
-  stylize();
-}
-
+// ---- styles (the picker and blend sliders: styles.js) -----------------------------------------------
 async function setPainting(src, name, revoke = false) {
   clearError();
   try {
@@ -175,24 +109,30 @@ async function stylize() {
     progress(false);
     setState('done');
   } catch (err) {
-    showError(err.message && err.message.includes('memory')
-      ? new ModelError(`out of memory stylizing at ${w}×${h}; choose a smaller size under "Stylize at most"`) : err);
+    // onnxruntime-web's failures (most often memory: a tab's WebAssembly has at most 4 GB) name no remedy
+    showError(err instanceof ModelError ? err : new ModelError(`the network failed at ${w}×${h} (${String(err.message || err).split('\n')[0]}); a smaller size under "Stylize at most" needs less memory`));
   }
 }
 
 function render() {
   if (!state.raw) return;
   const image = compose(state.raw.stylized, state.raw.content, look());
+  state.composed = image;
   const canvas = $('result');
   canvas.width = image.width;
   canvas.height = image.height;
   canvas.getContext('2d').putImageData(image, 0, 0);
   $('placeholder').hidden = true;
+  offerDownload(state.photo ? state.photo.name : 'photo');
+}
+
+// The Download button saves what the result canvas shows, as a PNG.
+function offerDownload(name) {
   const link = $('download');
-  canvas.toBlob((blob) => {
+  $('result').toBlob((blob) => {
     if (link.href) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(blob);
-    link.download = `${state.photo ? state.photo.name : 'webcam'}-${state.styleLabel || 'styled'}.png`.replace(/[^\w.+-]+/g, '_');
+    link.download = `${name}-${state.styleLabel || 'styled'}.png`.replace(/[^\w.+-]+/g, '_');
     link.setAttribute('aria-disabled', 'false');
   }, 'image/png');
 }
@@ -243,7 +183,8 @@ async function toggleWebcam() {
     webcam.stop();
     button.setAttribute('aria-pressed', 'false');
     $('fps').textContent = '';
-    status('webcam stopped.');
+    if (webcam.frames) offerDownload('webcam');  // the last frame
+    status('webcam stopped: Download saves its last frame.');
     setState('ready');
     return;
   }
@@ -279,6 +220,7 @@ window.fastnst = {
 
 // ---- start ----------------------------------------------------------------------------------------------
 function wire() {
+  initStyles(state, () => stylize());
   dropZone($('drop'), $('photo-file'), setPhoto);
   dropZone($('painting-drop'), $('painting-file'), (f) => setPainting(URL.createObjectURL(f), f.name, true));
   $('open-model').addEventListener('click', () => $('model-file').click());
@@ -288,6 +230,13 @@ function wire() {
   $('max-side').addEventListener('change', stylize);
   $('run').addEventListener('click', stylize);
   $('webcam').addEventListener('click', toggleWebcam);
+  // press and hold the result to compare it with the photo
+  const peek = (on) => {
+    if (!state.raw || (webcam && webcam.running)) return;
+    $('result').getContext('2d').putImageData(on ? state.raw.content : state.composed, 0, 0);
+  };
+  $('result').addEventListener('pointerdown', () => peek(true));
+  for (const e of ['pointerup', 'pointerleave', 'pointercancel']) $('result').addEventListener(e, () => peek(false));
   document.addEventListener('dragover', (e) => e.preventDefault());
   document.addEventListener('drop', (e) => { e.preventDefault(); if (e.dataTransfer.files[0]) setPhoto(e.dataTransfer.files[0]); });
 }

@@ -1,6 +1,6 @@
 // Webcam mode: frames from getUserMedia, stylized one at a time (the next frame is taken when the network is
 // free, so a slow device drops frames instead of falling behind), with frames per second shown.
-import { compose, drawToImageData, fitSize, toCHW } from './pixels.js';
+import { compose, fitSize, makeCanvas, toCHW } from './pixels.js';
 
 export class Webcam {
   constructor({ canvas, getModel, getStyle, getLook, onFps, onError }) {
@@ -44,7 +44,12 @@ export class Webcam {
       try {
         // a square-ish crop would change the framing: scale the whole frame, longer side = size
         const [w, h] = fitSize(v.videoWidth, v.videoHeight, this.size);
-        const content = drawToImageData(v, w, h);
+        if (!this.grab || this.grab.width !== w || this.grab.height !== h) {  // one canvas for all frames
+          this.grab = makeCanvas(w, h);
+          this.grabContext = this.grab.getContext('2d', { willReadFrequently: true });
+        }
+        this.grabContext.drawImage(v, 0, 0, w, h);
+        const content = this.grabContext.getImageData(0, 0, w, h);
         const model = this.getModel();
         const out = await model.run(toCHW(content), w, h, this.getStyle());
         if (!this.running) break;
