@@ -330,3 +330,22 @@ def test_int8_option(browser: Any, tmp_path: Path, runtime: Any) -> None:
         assert max_diff(got, want) <= TOL
         assert np.abs(got.astype(int) - python_result(model, out / "p.png", style="sun").astype(int)).mean() > 0
         page.close()
+
+
+@pytest.mark.slow
+def test_webgpu_backend_matches_python(tmp_path: Path, runtime: Any) -> None:
+    """The default export on a browser with a WebGPU adapter (Chromium's software one, SwiftShader) picks the WebGPU
+    build and says so; its pixels match Python onnxruntime too."""
+    model = styles_model(tmp_path / "m.onnx", styles=("ink", "sun"))
+    out = write_site(tmp_path / "site", model, find_runtime(runtime.folder, None, ("wasm", "webgpu")), log=lambda m: None)
+    photo(out / "p.png", (48, 32), seed=4)
+    with chromium(webgpu=True) as gpu_browser, serving(out) as url:
+        page = gpu_browser.new_page()
+        page.goto(url + "style.css")  # a secure context (navigator.gpu exists only there), without the page's work
+        if not page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())"):
+            pytest.skip("this chromium offers no software WebGPU adapter (SwiftShader)")
+        page.goto(url + "index.html?image=p.png&style=sun&nosw=1")
+        assert wait_state(page, ("done", "error"), timeout=300_000) == "done", page.inner_text("#message")
+        assert page.inner_text("#backend") == "WebGPU"  # the page's check against the CPU passed
+        assert page.evaluate("window.fastnst.state.model.gpuCheck") <= 2 / 255
+        assert max_diff(canvas(page), python_result(model, out / "p.png", style="sun")) <= TOL

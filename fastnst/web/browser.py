@@ -31,9 +31,15 @@ def find_chromium() -> str | None:
     return None
 
 
+# WebGPU without a GPU: Chromium's software Vulkan (SwiftShader) as the adapter; slow, but the real code path.
+SOFTWARE_WEBGPU = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan",
+                   "--use-vulkan=swiftshader", "--use-angle=swiftshader"]
+
+
 @contextlib.contextmanager
-def chromium(extra_flags: list[str] | None = None) -> Iterator[Any]:
-    """A Playwright browser context on a fresh profile (the caller opens pages in it); closed at the end."""
+def chromium(extra_flags: list[str] | None = None, webgpu: bool = False) -> Iterator[Any]:
+    """A Playwright browser context on a fresh profile (the caller opens pages in it); closed at the end.
+    ``webgpu``: give the page a software WebGPU adapter (SwiftShader) instead of disabling the GPU."""
     exe = find_chromium()
     if exe is None:
         raise UserError("no chromium found; install it (make browser, or apt-get install chromium)")
@@ -43,7 +49,8 @@ def chromium(extra_flags: list[str] | None = None) -> Iterator[Any]:
         raise UserError("Playwright for Python is not installed; pip install playwright (or pip install -e '.[test]')") from None
     with tempfile.TemporaryDirectory(prefix="fastnst-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(profile, executable_path=exe, headless=True,
-                                                        args=FLAGS + (extra_flags or []),
+                                                        args=[f for f in FLAGS if not (webgpu and f == "--disable-gpu")]
+                                                        + (SOFTWARE_WEBGPU if webgpu else []) + (extra_flags or []),
                                                         viewport={"width": 1280, "height": 860})
         try:
             yield context

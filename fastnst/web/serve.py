@@ -40,7 +40,18 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def _server(folder: str | os.PathLike[str], host: str, port: int, quiet: bool) -> http.server.ThreadingHTTPServer:
+class Server(http.server.ThreadingHTTPServer):
+    """A threading server that stays quiet when a browser drops a connection (it does so on every reload)."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def _server(folder: str | os.PathLike[str], host: str, port: int, quiet: bool) -> Server:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; serve a folder written by fastnst export --format web")
@@ -49,7 +60,7 @@ def _server(folder: str | os.PathLike[str], host: str, port: int, quiet: bool) -
     handler = functools.partial(type("QuietHandler" if quiet else "Handler", (Handler,), {"quiet": quiet}),
                                 directory=str(root))
     try:
-        return http.server.ThreadingHTTPServer((host, port), handler)
+        return Server((host, port), handler)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port") from None
 

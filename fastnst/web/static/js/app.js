@@ -148,7 +148,23 @@ async function loadModel(sidecar, precision) {
   const encoder = sidecar.kind === 'arbitrary' ? await fetchBytes(sidecar.encoder.file, onProgress) : null;
   status('preparing the network…');
   progress(null);
+  state.modelBuffer = buffer;  // for the WebGPU check, then dropped
   return Model.create(state.rt.ort, sidecar, buffer, state.rt.sessionOptions, encoder, entry.precision, entry.file);
+}
+
+// The first run on WebGPU is compared with the CPU (see Model.cpuIfGpuIsWrong); a device whose results differ
+// runs on the CPU, and the badge says why.
+async function checkGpu() {
+  status('checking WebGPU against the CPU…');
+  const style = state.model.desc.kind === 'arbitrary' ? (state.model.desc.saved_styles[0] ? Float32Array.from(state.model.desc.saved_styles[0].vector) : new Float32Array(state.model.desc.style_dim))
+    : state.model.desc.style_input ? Float32Array.from(state.model.desc.styles, (_, i) => (i === 0 ? 1 : 0)) : null;
+  const cpu = await state.model.cpuIfGpuIsWrong(state.modelBuffer, { ...state.rt.sessionOptions,
+    executionProviders: ['wasm'], graphOptimizationLevel: 'all' }, style);
+  if (cpu) {
+    state.model = cpu;
+    state.rt.label = `WebAssembly · ${state.rt.threads} thread${state.rt.threads > 1 ? 's' : ''} (WebGPU gave wrong results on this device)`;
+    $('backend').textContent = state.rt.label;
+  }
 }
 
 function describe(model) {
@@ -271,6 +287,8 @@ async function main() {
       const o = new Option(`${params.get('max')} px`, params.get('max')); $('max-side').add(o); $('max-side').value = params.get('max');
     }
     state.model = await loadModel(sidecar, params.get('precision') || 'fp32');
+    if (backend === 'webgpu') await checkGpu();
+    state.modelBuffer = null;
     if (sidecar.models.length > 1) {  // e.g. fp32 and int8: switching reloads the page with ?precision=
       const select = $('precision');
       for (const m of sidecar.models) select.add(new Option(`${m.precision} (${megabytes(m.bytes)})`, m.precision));

@@ -85,6 +85,23 @@ export class Model {
 
   get styles() { return this.desc.styles || []; }
 
+  // WebGPU drivers and kernels differ between devices: compare this (GPU) session with a CPU session of the same
+  // model on a small image once; returns the CPU model (and releases this one) when they disagree, else null.
+  async cpuIfGpuIsWrong(buffer, cpuOptions, style) {
+    const side = 24, n = 3 * side * side;
+    const x = new Float32Array(n).map((_, i) => 0.5 + 0.4 * Math.sin(i * 0.37));
+    const cpu = await Model.create(this.ort, this.desc, buffer, cpuOptions, null, this.precision, this.name);
+    const [a, b] = [await this.run(x, side, side, style), await cpu.run(x, side, side, style)];
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    this.gpuCheck = worst;
+    if (worst <= 2 / 255) { await cpu.release(); return null; }
+    cpu.encoder = this.encoder;  // the painting encoder is small: it stays where it is
+    this.encoder = null;
+    await this.release();
+    return cpu;
+  }
+
   // Serialise runs: one session, one run at a time (webcam frames and photo runs share it).
   run(chw, width, height, style) {
     const job = this.busy.then(() => this._run(chw, width, height, style));

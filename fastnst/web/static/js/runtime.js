@@ -65,8 +65,11 @@ export async function loadRuntime(runtime, backend, onStatus = () => {}, wantThr
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = paths;
   ort.env.logLevel = 'error';
+  // WebGPU: 'basic' graph optimisations only. With 'all', onnxruntime-web 1.31.1 fuses the johnson network's last
+  // Conv and Sigmoid into a kernel that drops the Sigmoid (found by the Chromium test on a software adapter).
+  // logSeverityLevel 3: errors only, no node-placement chatter in the console.
   const sessionOptions = { executionProviders: backend === 'webgpu' ? ['webgpu', 'wasm'] : ['wasm'],
-    graphOptimizationLevel: 'all' };
+    graphOptimizationLevel: backend === 'webgpu' ? 'basic' : 'all', logSeverityLevel: 3 };
   const label = backend === 'webgpu' ? 'WebGPU'
     : `WebAssembly · SIMD · ${threads} thread${threads > 1 ? 's' : ''}${isolated ? '' : ' (not cross-origin isolated)'}`;
   return { ort, backend, threads, label, sessionOptions };
