@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from fastnst.errors import UserError
+from fastnst.tools.export import export_web
 from fastnst.tools.export import main as export_main
 from fastnst.web import serving
 from fastnst.web.runtime import CDN_BASE, INTEGRITY, ORT_WEB_VERSION, Runtime, find_runtime, runtime_files, sri
 from fastnst.web.site import PAGE_FILES, describe_model, write_site
-from tests.web_helpers import arbitrary_pair, styles_model
+from tests.web_helpers import arbitrary_pair, painting_checkpoint, styles_model
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +124,30 @@ def test_any_painting_sidecar(tmp_path: Path) -> None:
     desc, _ = describe_model(model)
     assert desc["kind"] == "arbitrary" and desc["style_input"] == "style_vector" and desc["style_dim"] == 6
     assert [s["name"] for s in desc["saved_styles"]] == list(saved)
-    assert desc["encoder"]["painting_size"] == [64, 64] and desc["encoder"]["input"] == "painting"
+    assert desc["encoder"]["painting_size"] == 64 and desc["encoder"]["painting_shape"] == [64, 64]
+    assert desc["encoder"]["input"] == "painting"
     (tmp_path / "any.encoder.onnx").unlink()
     with pytest.raises(UserError, match="needs its painting encoder beside it"):
         describe_model(model)
+
+
+def test_any_painting_export_from_a_checkpoint(tmp_path: Path) -> None:
+    """The real export of a network that takes a painting: the encoder beside the model, the saved styles with
+    their vectors and the painting's longer side in the sidecar; --int8 of its .onnx is refused in one sentence."""
+    import fastnst
+
+    ckpt, names = painting_checkpoint(tmp_path / "any.ckpt", painting_size=96)
+    out = tmp_path / "site"
+    assert export_main(["--ckpt", str(ckpt), "--format", "web", "--runtime-cdn", "-o", str(out)]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    info = fastnst.load(ckpt, "cpu").info
+    assert meta["kind"] == "arbitrary" and meta["style_input"] == "style_vector" and meta["style_dim"] == 6
+    assert [s["name"] for s in meta["saved_styles"]] == names
+    assert [s["vector"] for s in meta["saved_styles"]] == info.style_vectors
+    assert meta["encoder"]["painting_size"] == 96 and meta["encoder"]["painting_shape"] is None
+    assert (out / "model.encoder.onnx").is_file()
+    with pytest.raises(UserError, match="calibrated with its encoder"):
+        export_web(out / "model.onnx", tmp_path / "again", int8=True, calibration=tmp_path, runtime_cdn=CDN_BASE)
 
 
 def test_serve_sends_isolation_headers_and_types(model: Path, tmp_path: Path) -> None:

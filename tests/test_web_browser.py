@@ -23,7 +23,7 @@ from fastnst.web import serving
 from fastnst.web.browser import chromium, find_chromium
 from fastnst.web.runtime import BACKEND_FILES, cache_dir, fill_cache, find_runtime
 from fastnst.web.site import write_site
-from tests.web_helpers import PAINTING, arbitrary_pair, photo, styles_model
+from tests.web_helpers import PAINTING, arbitrary_pair, painting_checkpoint, photo, styles_model
 
 pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no chromium on this machine (make browser installs "
                                 "Debian's chromium; it could not be installed here)")
@@ -264,6 +264,34 @@ def test_any_painting_model(browser: Any, tmp_path: Path, runtime: Any) -> None:
         got = canvas(page)
         assert max_diff(got, expected(vector)) <= TOL
         assert np.abs(got.astype(int) - expected(np.array(saved["waves"])).astype(int)).mean() > 1
+        page.close()
+
+
+def test_any_painting_model_exported_by_fastnst(browser: Any, tmp_path: Path, runtime: Any) -> None:
+    """A network that takes any painting (issue 17), exported by `fastnst export --format web` from its checkpoint:
+    a saved style and a painting chosen on the page match fastnst's Python API on the exported model."""
+    from fastnst.tools.export import main as export_main
+
+    ckpt, names = painting_checkpoint(tmp_path / "any.ckpt")
+    out = tmp_path / "site"
+    assert export_main(["--ckpt", str(ckpt), "--format", "web", "-o", str(out), "--runtime-dir", str(runtime.folder),
+                        "--web-backends", "wasm"]) == 0
+    assert (out / "model.encoder.onnx").is_file()
+    photo(out / "p.png", (88, 66), seed=11)
+    painting = photo(out / "painting.png", (64, 40), seed=12)  # longer side = the encoder's painting size: no resampling
+    model = fastnst.load(out / "model.onnx", "cpu")
+    with serving(out) as url:
+        page = open_page(browser, url + f"index.html?image=p.png&style={names[1]}")
+        assert page.evaluate("document.body.dataset.state") == "done", page.inner_text("#message")
+        saved = canvas(page)
+        assert max_diff(saved, np.asarray(model.stylize(Image.open(out / "p.png"), style=names[1]))) <= TOL
+        assert [c.inner_text() for c in page.query_selector_all("#style-chips .chip")] == names
+        page.set_input_files("#painting-file", str(painting))
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Done: painting')")
+        got = canvas(page)
+        assert max_diff(got, np.asarray(model.stylize(Image.open(out / "p.png"), style_image=painting))) <= TOL
+        assert np.abs(got.astype(int) - saved.astype(int)).mean() > 1  # the painting's vector is another style
+        assert page.errors == []
         page.close()
 
 

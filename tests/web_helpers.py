@@ -98,3 +98,23 @@ def arbitrary_pair(folder: Path, seed: int = 0) -> tuple[Path, dict[str, list[fl
     _save(Encoder(), (torch.rand(1, 3, PAINTING, PAINTING),), folder / "any.encoder.onnx", ["painting"], "style_vector",
           None, {"painting_size": str(PAINTING)})
     return model, saved
+
+
+def painting_checkpoint(path: Path, seed: int = 0, painting_size: int = 64) -> tuple[Path, list[str]]:
+    """A checkpoint of a tiny network that takes any painting (issue 17's johnson + style encoder, random weights)
+    with two saved styles, written as training writes checkpoints; returns it and the saved style names."""
+    from fastnst.formats.checkpoint import NETWORK_PREFIX, write_info
+
+    torch.manual_seed(seed)
+    net = create_model("johnson", channels=[8, 16, 32], num_residual=1, upsample="nearest", style_dim=DIM,
+                       encoder={"channels": [8, 16], "hidden": 16, "painting_size": painting_size}).eval()
+    with torch.no_grad():  # a livelier style map than the initial one, so that vectors visibly matter
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    names = ["dots", "waves"]
+    info = ModelInfo(architecture="johnson", config=net.config(), styles=names,
+                     style_vectors=[torch.randn(DIM).tolist() for _ in names])
+    checkpoint: dict[str, Any] = {"state_dict": {NETWORK_PREFIX + k: v for k, v in net.state_dict().items()}}
+    write_info(checkpoint, info)
+    torch.save(checkpoint, path)
+    return path, names

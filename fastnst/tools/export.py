@@ -251,7 +251,8 @@ def export_web(model: str | os.PathLike[str], output: str | os.PathLike[str] | N
             if int8:
                 inputs = {i.name for i in read_onnx(src).graph.input}
                 if "style_vector" in inputs:
-                    raise UserError("--int8 is not available for an any-painting model; drop --int8")
+                    raise UserError(f"--int8 of a network that takes a painting is calibrated with its encoder: pass "
+                                    f"the training checkpoint (.ckpt) instead of {src.name}, or drop --int8")
                 photos = calibration_photos(calibration, calibration_count, calibration_size)
         else:
             onnx_path = export_checkpoint(src, Path(tmp) / "model.onnx", fmt="onnx", opset=opset, int8=int8,

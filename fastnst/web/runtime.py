@@ -152,7 +152,9 @@ def fill_cache(npm: str = "npm", log=print) -> Path:  # type: ignore[no-untyped-
     """Download the pinned package once with ``npm pack`` into :func:`cache_dir` and check every file."""
     target = cache_dir()
     try:
-        return check_folder(target, BACKENDS, "the runtime cache")
+        dist = check_folder(target, BACKENDS, "the runtime cache")
+        log(f"fastnst: {NPM_PACKAGE} {ORT_WEB_VERSION} is already in {target} (every file checked)")
+        return dist
     except UserError:
         pass
     exe = shutil.which(npm)

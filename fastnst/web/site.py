@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from fastnst.errors import UserError
-from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT
+from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, PAINTING_INPUT, STYLE_INPUT, VECTOR_INPUT, encoder_path
 from fastnst.formats.metadata import ModelInfo
 from fastnst.formats.onnx import onnx_info, onnx_precision, read_onnx
 from fastnst.web.runtime import INTEGRITY, NPM_PACKAGE, ORT_WEB_VERSION, Runtime, runtime_files
 
 SIDECAR = "model.json"
 SIDECAR_VERSION = 1
-VECTOR_INPUT, PAINTING_INPUT = "style_vector", "painting"  # the arbitrary-style contract (issue 17)
-DEFAULT_PAINTING_SIZE = 256
+DEFAULT_PAINTING_SIZE = 256  # an encoder's painting size when nothing says it (ModelInfo's default too)
 DEFAULT_MAX_SIDE = 1024  # longer side the page stylizes at by default (the user can raise it)
 PAGE_FILES = ("index.html", "style.css", "sw.js", "js/app.js", "js/model.js", "js/pixels.js", "js/runtime.js",
               "js/onnxmeta.js", "js/webcam.js", "js/ui.js", "js/styles.js")
@@ -41,11 +40,6 @@ def page_files() -> dict[str, bytes]:
     """The page's files (relative path -> bytes) from the installed package data."""
     root = resources.files("fastnst.web") / "static"
     return {name: root.joinpath(*name.split("/")).read_bytes() for name in PAGE_FILES}
-
-
-def encoder_path(model: Path) -> Path:
-    """``<stem>.encoder.onnx`` beside ``model``: the painting encoder of an arbitrary-style model."""
-    return model.with_name(f"{model.stem}.encoder.onnx")
 
 
 def _inputs(proto: Any) -> dict[str, list[int | str]]:
@@ -75,8 +69,8 @@ def describe_model(model: Path) -> tuple[dict[str, Any], ModelInfo]:
                         f"fastnst model takes '{IMAGE_INPUT}' and returns '{OUTPUT}'")
     if VECTOR_INPUT in inputs:
         desc.update(kind="arbitrary", style_input=VECTOR_INPUT, style_dim=_last_dim(inputs[VECTOR_INPUT], model),
-                    style_rank=len(inputs[VECTOR_INPUT]), styles=[], saved_styles=_saved_styles(props, model))
-        desc["encoder"] = _describe_encoder(encoder_path(model), props, desc["style_dim"])
+                    style_rank=len(inputs[VECTOR_INPUT]), styles=[], saved_styles=_saved_styles(info, props, model))
+        desc["encoder"] = _describe_encoder(encoder_path(model), info, props, desc["style_dim"])
     elif STYLE_INPUT in inputs:
         desc.update(kind="styles", style_input=STYLE_INPUT, styles=list(info.styles))
         if _last_dim(inputs[STYLE_INPUT], model) != info.num_styles:
@@ -94,8 +88,11 @@ def _last_dim(shape: list[int | str], model: Path) -> int:
     return shape[-1]
 
 
-def _saved_styles(props: dict[str, str], model: Path) -> list[dict[str, Any]]:
-    """Named style vectors stored with an arbitrary-style model (metadata ``style_vectors``: {name: [D floats]})."""
+def _saved_styles(info: ModelInfo, props: dict[str, str], model: Path) -> list[dict[str, Any]]:
+    """Named style vectors stored with a network that takes a painting: the metadata's ``styles`` and
+    ``style_vectors`` (else the ONNX key ``style_vectors``: {name: [D floats]})."""
+    if info.style_vectors is not None:
+        return [{"name": n, "vector": [float(v) for v in vec]} for n, vec in zip(info.styles, info.style_vectors)]
     text = props.get("style_vectors")
     if not text:
         return []
@@ -106,7 +103,10 @@ def _saved_styles(props: dict[str, str], model: Path) -> list[dict[str, Any]]:
         raise UserError(f"{model} has unreadable saved style vectors (metadata 'style_vectors')") from None
 
 
-def _describe_encoder(path: Path, props: dict[str, str], dim: int) -> dict[str, Any]:
+def _describe_encoder(path: Path, info: ModelInfo, props: dict[str, str], dim: int) -> dict[str, Any]:
+    """The encoder's entry: its file, and how the page sizes a painting for it: the longer side
+    ``painting_size`` with the aspect kept (as fastnst.media.painting does), or exactly ``painting_shape``
+    [H, W] for an encoder whose input size is fixed."""
     if not path.is_file():
         raise UserError(f"{path} is missing: an arbitrary-style model needs its painting encoder beside it")
     proto = read_onnx(path)
@@ -116,15 +116,15 @@ def _describe_encoder(path: Path, props: dict[str, str], dim: int) -> dict[str, 
                         f"painting encoder takes '{PAINTING_INPUT}' and returns '{VECTOR_INPUT}'")
     enc_props = {p.key: p.value for p in proto.metadata_props}
     shape = inputs[PAINTING_INPUT]
-    size = props.get("painting_size") or enc_props.get("painting_size")
-    if size:
-        h = w = int(size)
-    elif len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:]):
-        h, w = int(shape[2]), int(shape[3])
-    else:
-        h = w = DEFAULT_PAINTING_SIZE
-    return {"file": "model.encoder.onnx", "input": PAINTING_INPUT, "output": VECTOR_INPUT, "painting_size": [h, w],
-            "style_dim": dim, "bytes": path.stat().st_size}
+    fixed = len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[2:])
+    size = info.painting_size or props.get("painting_size") or enc_props.get("painting_size")
+    try:
+        longer = int(size) if size else (max(int(shape[2]), int(shape[3])) if fixed else DEFAULT_PAINTING_SIZE)
+    except (TypeError, ValueError):
+        raise UserError(f"{path} has an unreadable painting size ({size!r})") from None
+    return {"file": "model.encoder.onnx", "input": PAINTING_INPUT, "output": VECTOR_INPUT, "painting_size": longer,
+            "painting_shape": [int(shape[2]), int(shape[3])] if fixed else None, "style_dim": dim,
+            "bytes": path.stat().st_size}
 
 
 def sidecar(desc: dict[str, Any], info: ModelInfo, models: list[dict[str, Any]], runtime: Runtime,

@@ -65,11 +65,18 @@ async function setPainting(src, name, revoke = false) {
     const img = await loadImage(src, name, revoke);
     checkSize(img, name);
     const enc = state.model.desc.encoder;
-    const [H, W] = enc.painting_size;
-    // cover the encoder's size, centred: the painting's texture at its own aspect ratio
-    const k = Math.max(W / img.naturalWidth, H / img.naturalHeight);
-    const sw = W / k, sh = H / k;
-    const data = drawToImageData(img, W, H, (img.naturalWidth - sw) / 2, (img.naturalHeight - sh) / 2, sw, sh);
+    const iw = img.naturalWidth, ih = img.naturalHeight;
+    if (Math.min(iw, ih) < 32) throw new ModelError(`${name} is ${iw}×${ih} px, too small to describe a style; give a painting of at least 32 px on each side`);
+    let data, W, H;
+    if (enc.painting_shape) {  // an encoder of a fixed size: cover it, centred, at the painting's aspect ratio
+      [H, W] = enc.painting_shape;
+      const k = Math.max(W / iw, H / ih);
+      data = drawToImageData(img, W, H, (iw - W / k) / 2, (ih - H / k) / 2, W / k, H / k);
+    } else {  // as fastnst.media.painting: the longer side at the encoder's painting size, the aspect kept
+      const k = enc.painting_size / Math.max(iw, ih);
+      [W, H] = [Math.max(1, Math.round(iw * k)), Math.max(1, Math.round(ih * k))];
+      data = drawToImageData(img, W, H);
+    }
     status('reading the painting…');
     state.style = await state.model.encode(toCHW(data), W, H);
     state.styleLabel = name.replace(/\.[^.]+$/, '');
