@@ -18,13 +18,19 @@ let webcam = null;
 function look() { return { strength: Number($('strength').value), preserveColor: $('preserve').checked }; }
 
 // ---- photos ---------------------------------------------------------------------------------------------
-function loadImage(src, name, revoke = false) {
+// Decode an image; a blob: URL made for it is released when it is no longer shown (``slot``: 'photo' or
+// 'painting': the previous one of that slot is released once this one loaded, this one if it fails).
+const shown = {};
+function loadImage(src, name, slot = null) {
   return new Promise((resolve, reject) => {
     const img = new Image();
     img.crossOrigin = 'anonymous';
-    img.onload = () => { if (revoke) URL.revokeObjectURL(src); resolve(img); };
+    img.onload = () => {
+      if (slot) { if (shown[slot]) URL.revokeObjectURL(shown[slot]); shown[slot] = src; }
+      resolve(img);
+    };
     img.onerror = () => {
-      if (revoke) URL.revokeObjectURL(src);
+      if (slot) URL.revokeObjectURL(src);
       reject(new ModelError(`${name} is not an image this browser can read (or it could not be fetched); choose a JPEG, PNG or WebP photo`));
     };
     img.src = src;
@@ -44,7 +50,7 @@ async function setPhoto(file) {
   clearError();
   try {
     if (file.type && !file.type.startsWith('image/')) throw new ModelError(`${file.name} is not an image (${file.type}); choose a JPEG, PNG or WebP photo`);
-    const img = await loadImage(URL.createObjectURL(file), file.name, true);
+    const img = await loadImage(URL.createObjectURL(file), file.name, 'photo');
     checkSize(img, file.name);
     usePhoto(img, file.name.replace(/\.[^.]+$/, ''));
     await stylize();
@@ -59,10 +65,10 @@ function usePhoto(img, name) {
 }
 
 // ---- styles (the picker and blend sliders: styles.js) -----------------------------------------------
-async function setPainting(src, name, revoke = false) {
+async function setPainting(src, name, slot = null) {
   clearError();
   try {
-    const img = await loadImage(src, name, revoke);
+    const img = await loadImage(src, name, slot);
     checkSize(img, name);
     const enc = state.model.desc.encoder;
     const iw = img.naturalWidth, ih = img.naturalHeight;
@@ -245,7 +251,7 @@ window.fastnst = {
 function wire() {
   initStyles(state, () => stylize());
   dropZone($('drop'), $('photo-file'), setPhoto);
-  dropZone($('painting-drop'), $('painting-file'), (f) => setPainting(URL.createObjectURL(f), f.name, true));
+  dropZone($('painting-drop'), $('painting-file'), (f) => setPainting(URL.createObjectURL(f), f.name, 'painting'));
   $('open-model').addEventListener('click', () => $('model-file').click());
   $('model-file').addEventListener('change', () => { const f = $('model-file').files[0]; $('model-file').value = ''; if (f) openModelFile(f); });
   $('strength').addEventListener('input', () => { $('strength-value').textContent = `${Math.round($('strength').value * 100)}%`; render(); });
