@@ -220,15 +220,22 @@ def test_bad_input_gives_a_message_and_the_page_keeps_working(browser: Any, site
             assert wait_state(page, ("done",)) == "done"
             assert page.is_hidden("#message")
         assert max_diff(canvas(page), python_result(site / "model.onnx", site / "photo.png", style="ink")) <= TOL
+        # a photo dropped on the drop zone, as a person drags one from their files
+        page.evaluate("""async () => { const blob = await (await fetch('other.png')).blob();
+            const dt = new DataTransfer(); dt.items.add(new File([blob], 'other.png', { type: 'image/png' }));
+            document.getElementById('drop').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true })); }""")
+        page.wait_for_function("document.getElementById('result').height === 100 && document.body.dataset.state === 'done'")
+        assert max_diff(canvas(page), python_result(site / "model.onnx", site / "other.png", style="ink")) <= TOL
         page.close()
 
 
 def test_works_offline_once_loaded(browser: Any, site: Path) -> None:
     with serving(site) as url:
         page = open_page(browser, url + "index.html?image=photo.png&style=ink")
-        page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready.then(() => true)")
+        assert page.evaluate("navigator.serviceWorker.ready.then(() => true)")  # installed and active
         page.reload()  # under the service worker's control now, everything fetched again (and cached)
         wait_state(page, ("done", "error"))
+        assert page.evaluate("navigator.serviceWorker.controller !== null")
         before = canvas(page)
         browser.set_offline(True)
         try:

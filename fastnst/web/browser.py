@@ -36,6 +36,30 @@ SOFTWARE_WEBGPU = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader",
                    "--use-vulkan=swiftshader", "--use-angle=swiftshader"]
 
 
+_DRIVER: dict[str, Any] = {"playwright": None, "users": 0}
+
+
+@contextlib.contextmanager
+def _playwright() -> Iterator[Any]:
+    """The process's one Playwright driver (its sync API cannot be started twice at once; several browsers run
+    under one driver), started by the first user and stopped when the last one is done."""
+    if _DRIVER["playwright"] is None:
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            raise UserError("Playwright for Python is not installed; pip install playwright (or pip install -e "
+                            "'.[test]')") from None
+        _DRIVER["playwright"] = sync_playwright().start()
+    _DRIVER["users"] += 1
+    try:
+        yield _DRIVER["playwright"]
+    finally:
+        _DRIVER["users"] -= 1
+        if _DRIVER["users"] == 0:
+            _DRIVER["playwright"].stop()
+            _DRIVER["playwright"] = None
+
+
 @contextlib.contextmanager
 def chromium(extra_flags: list[str] | None = None, webgpu: bool = False) -> Iterator[Any]:
     """A Playwright browser context on a fresh profile (the caller opens pages in it); closed at the end.
@@ -43,11 +67,7 @@ def chromium(extra_flags: list[str] | None = None, webgpu: bool = False) -> Iter
     exe = find_chromium()
     if exe is None:
         raise UserError("no chromium found; install it (make browser, or apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise UserError("Playwright for Python is not installed; pip install playwright (or pip install -e '.[test]')") from None
-    with tempfile.TemporaryDirectory(prefix="fastnst-chromium-") as profile, sync_playwright() as pw:
+    with _playwright() as pw, tempfile.TemporaryDirectory(prefix="fastnst-chromium-") as profile:
         context = pw.chromium.launch_persistent_context(profile, executable_path=exe, headless=True,
                                                         args=[f for f in FLAGS if not (webgpu and f == "--disable-gpu")]
                                                         + (SOFTWARE_WEBGPU if webgpu else []) + (extra_flags or []),
