@@ -24,7 +24,7 @@ from .conftest import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # How a command is spelt in the docs -> the `fastnst` subcommand it is.
 SPELLINGS = {"python train.py": "train", "python infer.py": "stylize",
-             **{f"python -m fastnst.{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info")},
+             **{f"python -m fastnst.{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info", "web")},
              **{f"fastnst-{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info")},
              **{f"fastnst {name}": name for name in SUBCOMMANDS}}
 COMMAND = re.compile(r"^(?:srun |/usr/bin/time -v |\S*python\S* -m fastnst )?(" + "|".join(
@@ -119,6 +119,12 @@ def test_onnxruntime_snippet_is_the_tested_example() -> None:
     example = (ROOT / "docs" / "onnxruntime_example.py").read_text()
     body = example.split('"""', 2)[2].lstrip("\n")  # the file minus its docstring
     assert body in code_blocks((ROOT / "docs" / "export.md").read_text(), "python")
+
+
+def test_any_painting_snippet_is_the_tested_example() -> None:
+    example = (ROOT / "docs" / "any_painting_onnxruntime.py").read_text()
+    body = example.split('"""', 2)[2].lstrip("\n")  # the file minus its docstring
+    assert body in code_blocks((ROOT / "docs" / "any-painting.md").read_text(), "python")
 
 
 def test_modules_named_in_the_docs_exist() -> None:

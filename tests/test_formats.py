@@ -340,7 +340,7 @@ def test_an_onnx_model_whose_inputs_contradict_its_metadata_is_refused(trained_c
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-    with pytest.raises(UserError, match=r"has inputs \['x'\] and outputs \['y'\]; a fastnst ONNX model of 1 style\(s\) "
+    with pytest.raises(UserError, match=r"has inputs \['x'\] and outputs \['y'\]; a fastnst ONNX model of its kind "
                                         r"has \['image'\] and \['stylized'\]"):
         load(path, "cpu")
     good = export_onnx(net, tmp_path / "good.onnx", info)

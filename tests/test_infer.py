@@ -391,11 +391,11 @@ class _FakeOrtSession:
 
 
 def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import fastnst.formats.onnx as onnx_format
-
     from onnx import TensorProto, helper
 
+    import fastnst.inference.stylizer as stylizer  # where fastnst.load calls the ONNX reader and session
     from fastnst.formats import ModelInfo
+    from fastnst.formats.onnx import metadata_props
 
     # What read_onnx returns for a fastnst export: its interface and metadata (the session that runs it is faked).
     shape = ["batch", 3, "height", "width"]
@@ -403,11 +403,11 @@ def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest
         [helper.make_node("Identity", ["image"], ["stylized"])], "fake",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("stylized", TensorProto.FLOAT, shape)]))
-    for key, value in onnx_format.metadata_props(ModelInfo("johnson", {}, ["fake"])).items():
+    for key, value in metadata_props(ModelInfo("johnson", {}, ["fake"])).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    monkeypatch.setattr(onnx_format, "ort_session", lambda *a, **k: _FakeOrtSession())
-    monkeypatch.setattr(onnx_format, "read_onnx", lambda *a, **k: proto)
+    monkeypatch.setattr(stylizer, "ort_session", lambda *a, **k: _FakeOrtSession())
+    monkeypatch.setattr(stylizer, "read_onnx", lambda *a, **k: proto)
     onnx_path = tmp_path / "fake.onnx"
     onnx_path.write_bytes(b"never parsed: the session is faked")
     src = tmp_path / "in"

@@ -148,6 +148,7 @@ def test_evaluate_and_optimize_refuse_it(bomb: Path, trained_ckpt: Path, style_p
 def test_video_frames_too_large_are_refused_before_decoding(trained_ckpt: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from fastnst.inference import load
+    from fastnst.inference.options import VideoOptions
     from fastnst.inference.video import stylize_video
 
     from .test_video import clip_frames, write_clip
@@ -156,9 +157,9 @@ def test_video_frames_too_large_are_refused_before_decoding(trained_ckpt: Path, 
     monkeypatch.setattr(limits, "available_bytes", lambda: 500_000)  # room for a few frames, not a batch of 8
     model = load(trained_ckpt, "cpu")
     with pytest.raises(ImageTooLarge, match=r"video \S+clip.mp4 is 64x48 px .*stylizing its frames needs about"):
-        stylize_video(model, src, tmp_path / "out.mp4", batch_size=8)
+        stylize_video(model, src, tmp_path / "out.mp4", None, VideoOptions(batch_size=8, progress=False))
     assert not (tmp_path / "out.mp4").exists()
-    assert stylize_video(model, src, tmp_path / "one.mp4", batch_size=1).frames == 3
+    assert stylize_video(model, src, tmp_path / "one.mp4", None, VideoOptions(batch_size=1, progress=False)).frames == 3
 
 
 def test_the_limit_can_be_raised_or_set(bomb: Path, little_memory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,10 +182,9 @@ def test_stylizing_tiles_by_itself_when_the_network_would_not_fit(trained_ckpt: 
     tiles' (the same as asking for them), not a crash; the note says so once."""
     from fastnst.inference import StylizeOptions, load
 
-    monkeypatch.setattr(limits, "available_bytes", lambda: 20_000_000)
-    import fastnst.inference.stylizer as stylizer
+    import fastnst.inference.memory as memory
 
-    monkeypatch.setattr(stylizer, "available_bytes", lambda: 20_000_000)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 20_000_000)
     model = load(trained_ckpt, "cpu")
     notes: list[str] = []
     model.log = notes.append
@@ -194,7 +194,7 @@ def test_stylizing_tiles_by_itself_when_the_network_would_not_fit(trained_ckpt: 
     y = model.stylize_tensor(x)
     assert torch.allclose(y, model.stylize_tensor(x, None, StylizeOptions(tile=chosen.tile)))
     assert len(notes) == 1 and "300x240 px would need about" in notes[0]
-    monkeypatch.setattr(stylizer, "available_bytes", lambda: 10_000_000_000)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000_000)
     assert model.fit_in_memory(x, StylizeOptions()).tile is None  # plenty of memory: whole, as before
 
 

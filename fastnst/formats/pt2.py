@@ -23,10 +23,13 @@ from fastnst.formats.deploy import (
     CHECK_SHAPES,
     TOLERANCE,
     Deployable,
+    EncoderDeployable,
     case_name,
     check_inputs,
     check_styles,
     dynamic_shapes,
+    encoder_check_inputs,
+    encoder_dynamic_shapes,
     raise_if_above,
 )
 from fastnst.formats.checkpoint import pickle_refusal, quiet_unpickler
@@ -48,20 +51,50 @@ def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, ar
         raise UserError("the .pt2 format needs a network with upsample=nearest (torch.export cannot keep H and W "
                         "dynamic through the transposed-conv crop); export this checkpoint with --format onnx")
     path = Path(path)
-    model = Deployable(net, info.num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, info.num_styles, info.config.get("style_dim")).eval().to("cpu", torch.float32)
     with torch.no_grad():
         # The upsampling crops need "h1 <= 2*h2" for symbolic sizes, true for every size but beyond what
         # torch.export proves by itself: kept as a runtime assertion instead of an export error.
         program = torch.export.export(model, model.example_inputs(torch.rand(2, 3, 64, 80)),
-                                      dynamic_shapes=dynamic_shapes(info.num_styles),
+                                      dynamic_shapes=dynamic_shapes(model.style_size or 1),
                                       prefer_deferred_runtime_asserts_over_guards=True)
+    return _save(program, path, info, archive_name)
+
+
+def _save(program: Any, path: Path, info: ModelInfo, archive_name: str | None) -> Path:
+    """``torch.export.save`` with the :class:`ModelInfo`, the archive's folder named ``archive_name`` (torch names it
+    after the file written: the program is saved under that name in a staging folder, then moved to ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    name = archive_name or path.stem
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pt2.") as folder:
-        staged = Path(folder) / f"{name}.pt2"
+        staged = Path(folder) / f"{archive_name or path.stem}.pt2"
         torch.export.save(program, staged, extra_files={META_FILE: info.to_json()})
         os.replace(staged, path)
     return path
+
+
+def export_encoder_pt2(encoder: nn.Module, path: str | os.PathLike[str], info: ModelInfo,
+                       archive_name: str | None = None) -> Path:
+    """Write the style encoder of a network that takes a painting as a .pt2 program (dynamic height and width); the
+    archive's folder as :func:`export_pt2` names it."""
+    path = Path(path)
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.rand(1, 3, 64, 48),), dynamic_shapes=encoder_dynamic_shapes())
+    return _save(program, path, info, archive_name)
+
+
+def check_encoder_pt2(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
+                      ) -> list[tuple[str, float]]:
+    """Reload the encoder .pt2 as inference does and compare its vectors with eager on two paintings."""
+    program, _ = read_pt2(path)
+    loaded = program.module()
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    results = []
+    for x in encoder_check_inputs():
+        with torch.no_grad():
+            results.append((f"painting {'x'.join(map(str, x.shape))}", float((loaded(x) - model(x)).abs().max())))
+    raise_if_above(Path(path), results, tolerance)
+    return results
 
 
 @contextlib.contextmanager
@@ -119,14 +152,14 @@ def read_pt2(path: str | os.PathLike[str]) -> tuple[Any, ModelInfo | None]:
 
 
 def check_pt2(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1, *, tolerance: float = TOLERANCE,
-              shapes: Any = CHECK_SHAPES) -> list[tuple[str, float]]:
+              shapes: Any = CHECK_SHAPES, style_dim: int | None = None) -> list[tuple[str, float]]:
     """Reload the .pt2 the way inference does and compare it with eager on ``shapes`` (and styles)."""
     program, _ = read_pt2(path)
     loaded = program.module()
-    model = Deployable(net, num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
     results = []
     for x in check_inputs(shapes):
-        for style in check_styles(num_styles):
+        for style in check_styles(num_styles, style_dim):
             args = (x,) if style is None else (x, style)
             with torch.no_grad():
                 ref, y = model(*args), loaded(*args)

@@ -6,7 +6,6 @@ Exit status (:data:`EXIT_STATUS`, also in ``--help``): the same rule for images 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -19,10 +18,13 @@ import torch
 
 from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
+from fastnst.inference.devices import PRECISIONS, resolve_device
 from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
-from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
-from fastnst.inference.video import TemporalBlend, first_frame
+from fastnst.inference.stylizer import Stylizer, load
+from fastnst.inference.tuning import load_fast
+from fastnst.inference.video import first_frame
 from fastnst.media.encoding import EncodeSettings, check_encoder
 from fastnst.media.limits import set_max_pixels
 from fastnst.media.video import is_video_path
@@ -36,6 +38,8 @@ EXAMPLES = [
     '--ckpt multi.ckpt photo.jpg                          # photo_<style>.jpg for every style',
     '--ckpt multi.ckpt photo.jpg --style starry=0.7,scream=0.3',
     '--ckpt multi.ckpt photos/ --sheet -o sheets/         # every style side by side, labelled',
+    '--ckpt any.ckpt photo.jpg --style-image starry.jpg   # a network that takes any painting',
+    '--ckpt any.onnx photo.jpg --style-image a.jpg=0.6,b.jpg=0.4',
     '--ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark',
     '--ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # measure first: fastnst bench --tune',
     '--ckpt last.ckpt clip.mp4 -o clip_styled.mp4 --batch-size 4        # video: sound, timing kept',
@@ -56,6 +60,9 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--style", metavar="STYLE",
                    help="for a multi-style model: a style name or index, or a blend such as a=0.7,b=0.3 "
                         "(weights >= 0, normalised to sum 1); without it, one image per style (NAME_<style>.EXT)")
+    p.add_argument("--style-image", metavar="PAINTING",
+                   help="for a network that takes any painting: the painting, or a blend such as a.jpg=0.6,b.jpg=0.4 "
+                        "(each painting encoded once per run)")
     p.add_argument("--sheet", action="store_true",
                    help="for a multi-style model: one labelled image per input with the photo and every style "
                         "side by side (NAME_sheet.EXT)")
@@ -68,7 +75,7 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for the model, PyTorch and onnxruntime alike (default: one per core); on a "
                         "machine other programs keep busy, 1 is often far faster than competing for every core")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
     p.add_argument("--channels-last", action="store_true",
                    help="run a .ckpt model in channels-last memory format (faster convolutions on most CPUs and GPUs)")
@@ -139,8 +146,8 @@ class BenchmarkResult:
         return 1000.0 / statistics.mean(self.latencies_ms)
 
     def summary(self) -> str:
-        lat = sorted(self.latencies_ms)
-        p90 = lat[min(len(lat) - 1, math.ceil(0.9 * len(lat)) - 1)]
+        lat = self.latencies_ms
+        p90 = statistics.quantiles(lat, n=10, method="inclusive")[-1] if len(lat) > 1 else lat[0]
         each = f", {self.styles} styles each" if self.styles > 1 else ""
         return (f"benchmark: {self.model_format} on {self.device} ({self.precision}), {self.size[0]}x{self.size[1]} px, "
                 f"batch {self.batch_size}{each}, {len(lat)} timed runs after warm-up: per-image latency "
@@ -179,9 +186,6 @@ def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
     """``--fast``: the model with the path tuned for this machine at the size of the first input image."""
     from PIL import Image
 
-    from fastnst.inference.devices import resolve_device
-    from fastnst.inference.tuning import load_fast
-
     chosen = [f for f, on in (("--precision " + args.precision, args.precision != "fp32"),
                                ("--channels-last", args.channels_last), ("--compile", args.compile)) if on]
     if chosen:
@@ -207,17 +211,15 @@ def run_cli(args: Any) -> int:
     opts = StylizeOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_stats_size=args.tile_stats_size,
                           preserve_color=args.preserve_color, strength=args.strength)
     opts.validate()
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_size is not None and args.max_size < 5:
-        raise UserError(f"--max-size must be at least 5 px, got {args.max_size}")
+    video = VideoOptions(batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
+                         encode=EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                                               even_size=args.even_size, audio=not args.no_audio),
+                         progress=not args.quiet)
+    video.validate()
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pass one of them")
-    TemporalBlend(args.temporal_blend)  # checks the range
     if args.crf is not None and args.crf < 0:
         raise UserError(f"--crf must be >= 0, got {args.crf}")
-    encode = EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt, even_size=args.even_size,
-                            audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
     set_max_pixels(getattr(args, "max_pixels", None))  # this command's limit (None: from memory)
@@ -234,8 +236,14 @@ def run_cli(args: Any) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     model.log = say
     sheet = bool(getattr(args, "sheet", False))
-    each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
-    styles = each if each is not None else [model.style_weights(args.style)]
+    painting = getattr(args, "style_image", None)
+    if painting is not None and not model.takes_painting:
+        raise UserError(f"model {args.model} holds trained styles ({', '.join(model.styles)}) and cannot take a "
+                        f"painting; drop --style-image and choose a style with --style, or use a network trained with "
+                        f"style.arbitrary=true")
+    each = each_style(model.space, args.style, sheet, painting is not None)  # every style: one output each, or a sheet
+    # Every painting is encoded here, once for the whole run.
+    styles = each if each is not None else [model.style_vector(args.style, painting)]
     variants = model.styles if each is not None and not sheet else None
 
     if args.benchmark:
@@ -261,8 +269,8 @@ def run_cli(args: Any) -> int:
     if variants:
         say(f"fastnst: no --style: one output per style ({', '.join(variants)})")
     report = stylize_files(model, jobs, opts, styles=styles, sheet=model.styles if sheet else None,
-                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet,
-                           encode=encode, temporal_blend=args.temporal_blend)
+                           batch_size=video.batch_size, max_size=video.max_size, progress=video.progress,
+                           encode=video.encode, temporal_blend=video.temporal_blend)
     report.skipped_existing = skipped
     return _report(report, jobs, args.output, say)
 

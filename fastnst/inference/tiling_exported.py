@@ -22,14 +22,16 @@ from torch import nn
 
 from fastnst.errors import UserError
 from fastnst.formats import ModelInfo
+from fastnst.formats.deploy import IMAGE_INPUT, STYLE_INPUT, VECTOR_INPUT
+from fastnst.formats.onnx import ort_session, read_onnx
+from fastnst.inference.runners import _ort_failure
+from fastnst.models import StyleNorm, create_model
 
 STAT_PREFIX = "fastnst_norm"
 
 
 def _norm_count(info: ModelInfo) -> int | None:
     """How many norms the recorded architecture has (None when it is not installed here)."""
-    from fastnst.models import StyleNorm, create_model
-
     try:
         with torch.random.fork_rng(devices=[]):
             net = create_model(info.architecture, **info.config)
@@ -143,11 +145,8 @@ class OnnxTiles:
 
     def __init__(self, path: os.PathLike[str] | str, info: ModelInfo, device: torch.device,
                  threads: int | None = None, optimization: str = "all") -> None:
-        from fastnst.formats.deploy import IMAGE_INPUT, STYLE_INPUT
-        from fastnst.formats.onnx import ort_session, read_onnx
-
         stats, tiles, self.count = shared_norm_graphs(read_onnx(path), info, path)
-        self.image, self.style_input = IMAGE_INPUT, STYLE_INPUT
+        self.image, self.style_input = IMAGE_INPUT, VECTOR_INPUT if info.takes_painting else STYLE_INPUT
         self.stats_session = ort_session(path, device, threads, optimization, graph=stats.SerializeToString())
         self.tile_session = ort_session(path, device, threads, optimization, graph=tiles.SerializeToString())
         self.names = [f"{STAT_PREFIX}{i}_{w}" for i in range(self.count) for w in ("mean", "var")]
@@ -164,8 +163,6 @@ class OnnxTiles:
         self.fixed = dict(zip(self.names, values))
 
     def run(self, tile: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
-        from fastnst.inference.runners import _ort_failure
-
         try:
             (y,) = self.tile_session.run(None, {**self._feeds(tile, style), **self.fixed})
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types, translated as for whole images

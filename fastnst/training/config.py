@@ -16,7 +16,13 @@ import pytorch_lightning as pl
 import torch
 
 from fastnst.errors import UserError
+from fastnst.losses import PerceptualLoss
+from fastnst.losses.vgg import MIN_SIZE
+from fastnst.media.image import find_images
+from fastnst.models import create_model, model_class
+from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.module import StyleTransferModule, split_optim
+from fastnst.training.paintings import PaintingSet, split_paintings
 
 
 def locate(target: Any, where: str) -> Any:
@@ -103,10 +109,17 @@ def instantiate(node: dict[str, Any], where: str, **extra: Any) -> Any:
 
 # --- styles --------------------------------------------------------------------------------------
 
+def painting_sets(style: dict[str, Any]) -> tuple[PaintingSet, PaintingSet]:
+    """The training and validation paintings of ``style.arbitrary=true`` (``style.val_count`` held out)."""
+    paths, _ = style_list(style)
+    train, val = split_paintings(paths, int(style.get("val_count", 8)))
+    size = int(style.get("size") or 256)
+    crop = style.get("crop")
+    return PaintingSet(train, size, crop), PaintingSet(val, size, crop)
+
+
 def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(paths, names) of the styles of the ``style`` group: ``image`` (one), or ``images`` (a list or a folder)."""
-    from fastnst.media.image import find_images
-
     image, images = style.get("image"), style.get("images")
     if image and images:
         raise UserError("style.image and style.images are both set; pass one painting with style.image or several "
@@ -136,20 +149,25 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 # --- the module ----------------------------------------------------------------------------------
 
-def check_model(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def check_model(model: dict[str, Any], style: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The ``model`` group as (architecture, constructor arguments), checked by building the network once (a few
-    milliseconds): a wrong type, choice, width or count is one sentence naming ``model.KEY``."""
-    from fastnst.models import create_model, model_class
-
+    milliseconds; with ``style.dim`` when ``style.arbitrary``): a wrong type, choice, width or count is one sentence
+    naming ``model.KEY``."""
     model = dict(model)
     arch = model.pop("architecture", "johnson")
     model.pop("num_styles", None)
     cls = model_class(arch)
     check_arguments(cls, model, "model")
+    trial = dict(model)
+    if (style or {}).get("arbitrary"):
+        dim = (style or {}).get("dim", DEFAULT_STYLE_DIM)
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise UserError(f"style.dim={dim!r} must be a whole number (the length of the style vector)")
+        trial["style_dim"] = dim
     try:
         # Built aside: the global random state (which initialises the real network later) is left untouched.
         with torch.random.fork_rng(devices=[]):
-            create_model(arch, **model)
+            create_model(arch, **trial)
     except ValueError as exc:  # the architecture's own checks ("channels must be 3 positive widths ...")
         key = str(exc).split(" ", 1)[0]
         named = key in inspect.signature(cls).parameters
@@ -159,16 +177,24 @@ def check_model(model: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
-    from fastnst.losses import PerceptualLoss
-    from fastnst.losses.vgg import MIN_SIZE
-
     style = cfg.get("style") or {}
+    arbitrary = bool(style.get("arbitrary", False))
     paths, names = style_list(style)
     size = style.get("size")
+    extra: dict[str, Any] = {}
+    if arbitrary:
+        train, val = split_paintings(paths, int(style.get("val_count", 8)))
+        source = style.get("images") or style.get("image")
+        extra = {"arbitrary": True, "style_dim": int(style.get("dim", DEFAULT_STYLE_DIM)),
+                 "paintings": {"source": source if isinstance(source, str) else f"{len(paths)} listed files",
+                               "train": len(train), "val": val}}
+        paths, names = [], []
+        if size is None:
+            raise UserError("style.arbitrary=true needs style.size (the painting crop in px, e.g. 256)")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise UserError(f"style.size={size!r} must be a number of pixels >= {MIN_SIZE} (each painting's longer side), "
                         f"or null to keep the paintings' own size")
-    arch, model = check_model(cfg.get("model") or {})
+    arch, model = check_model(cfg.get("model") or {}, style)
     check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
     node, _ = split_optim(cfg.get("optim"))
     check_arguments(locate(node["_target_"], "optim"), {k: v for k, v in node.items() if k != "_partial_"}, "optim")
@@ -176,7 +202,7 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
                   network={"architecture": arch, **model}, loss=cfg.get("loss") or {}, optim=cfg.get("optim") or {},
                   channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
                   on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)),
-                  init_from=cfg.get("init_from"), train_only=cfg.get("train_only"))
+                  init_from=cfg.get("init_from"), train_only=cfg.get("train_only"), **extra)
     check_arguments(StyleTransferModule, kwargs, "config")
     return StyleTransferModule(**kwargs)
 

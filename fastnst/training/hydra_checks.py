@@ -16,6 +16,10 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
+from fastnst.errors import UserError
+from fastnst.fileio import FolderLock, launched_rank
+from fastnst.training.config import check_model, instantiate
+
 # Fields fastnst sets itself (see fastnst.training.run.fit), so they are not overridable as trainer.NAME.
 _TRAINER_OWNED = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
 _SIMPLE = (int, float, bool, str)
@@ -144,31 +148,25 @@ def _settings_problem(cfg: Any) -> str | None:
     missing value (``data.root=???``) or a broken interpolation is left to the training entry, which names it."""
     from omegaconf import OmegaConf
 
-    from fastnst.errors import UserError
-    from fastnst.training.config import check_model, instantiate
-
-    for key in ("model", "data"):
-        if key not in cfg:
-            continue
+    nodes: dict[str, Any] = {}
+    for key in ("style", "model", "data"):
         try:
-            node = OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+            nodes[key] = OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True) if key in cfg else None
         except Exception:  # noqa: BLE001 - see above
-            continue
-        try:
-            if key == "model" and isinstance(node, dict):
-                check_model(node)
-            elif key == "data" and isinstance(node, dict) and node.get("_target_"):
-                instantiate(node, "data")
-        except UserError as exc:
-            return str(exc)
+            nodes[key] = None
+    try:
+        if isinstance(nodes["model"], dict):
+            check_model(nodes["model"], nodes["style"] if isinstance(nodes["style"], dict) else None)
+        if isinstance(nodes["data"], dict) and nodes["data"].get("_target_"):
+            instantiate(nodes["data"], "data")
+    except UserError as exc:
+        return str(exc)
     return None
 
 
 def _run_folder_problem(argv: list[str], multirun: bool) -> str | None:
     """An explicit run folder that cannot be written, or that another training run holds; a multi-process
     launch (srun, torchrun) where every process would pick its own timestamped folder."""
-    from fastnst.fileio import FolderLock, launched_rank
-
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     explicit = next((a.split("=", 1)[1] for a in argv if a.startswith(key)), None)
     launched = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "SLURM_NTASKS"))

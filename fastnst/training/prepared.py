@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
-from fastnst.media.image import find_images
+from fastnst.media.image import find_images, open_image, resize_shorter
+from fastnst.media.limits import HELD_RESIZED, PixelBudget
 
 FORMAT = "fastnst-prepared"
 VERSION = 1
@@ -157,8 +158,6 @@ class PreparedDataset(Dataset):
         arr = self.pixels(self.items[index % len(self.items)])
         s = self.image_size
         if s != self.stored_size:
-            from fastnst.media.image import resize_shorter
-
             arr = np.asarray(resize_shorter(Image.fromarray(arr), s))
         h, w = arr.shape[:2]
         if self.train:
@@ -174,9 +173,6 @@ class PreparedDataset(Dataset):
 def _decode(job: tuple[str, int, int]) -> tuple[bytes, int, int] | str:
     """Pixels of one file as the training pipeline decodes them, or the error as text (an image too large for the
     memory available to each of the ``copies`` decoding processes is one)."""
-    from fastnst.media.image import open_image, resize_shorter
-    from fastnst.media.limits import HELD_RESIZED, PixelBudget
-
     path, size, copies = job
     try:
         img = resize_shorter(open_image(path, draft_size=size, budget=PixelBudget(HELD_RESIZED, copies=copies,

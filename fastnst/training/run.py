@@ -18,7 +18,8 @@ from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
 from fastnst.training.checkpoints import StepCheckpoints
-from fastnst.training.config import build_callbacks, build_module, check_arguments, check_model, instantiate
+from fastnst.training.config import (build_callbacks, build_module, check_arguments, check_model, instantiate,
+                                     painting_sets)
 from fastnst.training.faults import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -114,7 +115,7 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
     run_dir = Path(run_dir)
     # Settings first, before anything is read or written: the data, model and trainer arguments.
     datamodule = instantiate(cfg["data"], "data")
-    check_model(cfg.get("model") or {})
+    check_model(cfg.get("model") or {}, cfg.get("style"))
     if (cfg.get("trainer") or {}).get("max_steps") == 0:
         raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
                         "(or -1 to train for trainer.max_epochs)")
@@ -133,6 +134,8 @@ def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path,
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
     datamodule.scan()
     module = build_module(cfg)
+    if module.arbitrary:
+        datamodule.attach_paintings(*painting_sets(cfg.get("style") or {}))
     if module.target_bytes:  # many styles make every checkpoint larger by their targets
         check_writable(checkpoint_dir, CHECKPOINT_BYTES + module.target_bytes)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)

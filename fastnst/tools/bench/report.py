@@ -7,29 +7,27 @@ import datetime
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model
+from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model, load_average
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
 from fastnst.tools.bench.styles import format_styles, run_styles
+from fastnst.tools.bench.tables import fmt, load_warning, table
 from fastnst.tools.bench.training import run_train
 from fastnst.tools.bench.video import run_video
-
-DRIFT_LIMIT = 1.15  # a reference timing that changed more than this during a part: its ratios are bent
-
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if (load := load_average()) is not None:
+        info["load_average"] = load
     info["cpu"] = cpu_model()
     info["isa"] = cpu_features()
     if device.type == "cuda":
@@ -40,31 +38,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
         info["onnxruntime"] = onnxruntime.__version__
     return info
-
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-def load_warning(load: dict[str, Any] | None, drift: float | None, what: str) -> str | None:
-    """A plain sentence when other processes used the CPUs or the reference timing drifted during ``what``."""
-    reasons = []
-    if load and load.get("busy"):
-        reasons.append(f"other processes used {load['other_processes_cpu_fraction']:.0%} of the CPUs")
-    if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
-        reasons.append(f"the reference timing drifted {drift:.2f}x between the first and second half")
-    if not reasons:
-        return None
-    return (f"!! MACHINE BUSY during {what}: {' and '.join(reasons)}; the ratios below are bent by load "
-            f"(all paths were timed in turn, but not every path suffers alike): re-run on a quiet machine")
-
 
 def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
@@ -86,14 +59,14 @@ def format_report(report: dict[str, Any]) -> str:
             if "error" in r:
                 rows.append([name, "failed", "", r["error"][:60]])
             else:
-                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x"])
-        out.append(_table(["variant", "step ms", "images/s", "vs reference"], rows))
+                rows.append([name, fmt(r["step_ms"]), fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x"])
+        out.append(table(["variant", "step ms", "images/s", "vs reference"], rows))
     if "data" in report:
         d = report["data"]
         out += ["", f"DATA  {d['source']} ({d['images']} images, median {d['median_size']}) -> {d['crop']}px crops, batch {d['batch_size']}"]
-        rows = [[r["pipeline"], str(r["workers"]), _fmt(r["images_per_s"]), _fmt(r["images_per_s_per_worker"])]
+        rows = [[r["pipeline"], str(r["workers"]), fmt(r["images_per_s"]), fmt(r["images_per_s_per_worker"])]
                 for r in d["results"]]
-        out.append(_table(["pipeline", "workers", "images/s", "per worker"], rows))
+        out.append(table(["pipeline", "workers", "images/s", "per worker"], rows))
         out.append("(0 workers: decoding in the main process, i.e. the rate of one worker)")
         if d.get("prepare"):
             p = d["prepare"]
@@ -116,9 +89,9 @@ def format_report(report: dict[str, Any]) -> str:
                 rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", r["error"][:60]])
             else:
                 err = r.get("max_abs_err")
-                rows.append([r["size"], r["path"], macs_s, _fmt(r["images_per_s"], 2), _fmt(r["ms"]),
-                             _fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", "n/a" if err is None else f"{err:.1e}"])
-        out.append(_table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+                rows.append([r["size"], r["path"], macs_s, fmt(r["images_per_s"], 2), fmt(r["ms"]),
+                             fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", "n/a" if err is None else f"{err:.1e}"])
+        out.append(table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
     if "styles" in report:
         out += ["", *format_styles(report["styles"])]
     if "video" in report:
@@ -132,9 +105,9 @@ def format_report(report: dict[str, Any]) -> str:
                              else "failed", "", "", r["error"][:70]])
             else:
                 vs = r["vs_reference"]
-                rows.append([r["size"], str(r["frames"]), r["path"], _fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
+                rows.append([r["size"], str(r["frames"]), r["path"], fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
                              f"{r['vs_network_only']:.2f}" if "vs_network_only" in r else "", ""])
-        out.append(_table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
+        out.append(table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -155,7 +128,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
     report["seconds"] = {}
     with _quiet_lightning():
         _run_parts(cfg, log, save, report)
-    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_end"] = load_average()
     return report
 
 def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None] | None,

@@ -14,8 +14,10 @@ from typing import Any
 import torch
 
 from fastnst.inference.devices import synchronize
-from fastnst.inference.machine import drift
-from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import describe_error, drift, time_in_turn
+from fastnst.media.image import load_style_image, save_image
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.reference import ReferenceTrainer
 
 
@@ -60,7 +62,7 @@ class _ModuleStepper:
     torch.compile), then per step training_step under the precision's autocast, backward and the module's
     own optimizer (with a GradScaler for fp16), as Lightning's precision plugins do."""
 
-    def __init__(self, cfg: BenchConfig, variant: Variant, style_path: Path | Sequence[Path]) -> None:
+    def __init__(self, cfg: BenchConfig, variant: FastPath, style_path: Path | Sequence[Path]) -> None:
         from fastnst.training.module import StyleTransferModule
 
         dev = cfg.torch_device
@@ -91,7 +93,7 @@ class _ModuleStepper:
             loss.backward()
             self.optimizer.step()
 
-def bench_in_trainer(cfg: BenchConfig, variant: Variant, style_path: Path, images: torch.Tensor) -> dict[str, Any]:
+def bench_in_trainer(cfg: BenchConfig, variant: FastPath, style_path: Path, images: torch.Tensor) -> dict[str, Any]:
     """The same step inside a real Lightning Trainer (what train.py runs), timed by a callback."""
     import pytorch_lightning as pl
 
@@ -121,8 +123,6 @@ def bench_in_trainer(cfg: BenchConfig, variant: Variant, style_path: Path, image
 def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """All variants are built first, then stepped in turn (round-robin, the order rotating every round), so a
     neighbour's load on a shared machine slows them alike and the ratios stay fair."""
-    from fastnst.media.image import load_style_image, save_image
-
     dev = cfg.torch_device
     g = torch.Generator().manual_seed(0)
     rounds = cfg.train_warmup + cfg.train_steps
@@ -140,11 +140,11 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         ref = ReferenceTrainer(cfg.model, cfg.loss, style, cfg.batch, dev)
         steppers: dict[str, Callable[[torch.Tensor], Any]] = {"reference": lambda x: ref.step(x * 255.0)}
         for text in cfg.train_variants:
-            variant = Variant.parse(text)
+            variant = FastPath.parse(text)
             try:
                 steppers[variant.name] = _ModuleStepper(cfg, variant, style_path).step
             except Exception as exc:
-                results[variant.name] = {"variant": variant.name, "error": _error(exc)}
+                results[variant.name] = {"variant": variant.name, "error": describe_error(exc)}
         names = list(steppers)
 
         def after_round(r: int) -> None:
@@ -168,10 +168,10 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         if cfg.train_in_trainer and best is not None:
             log(f"train: {best['variant']} inside a Lightning Trainer ...")
             try:
-                ordered.append(bench_in_trainer(cfg, Variant.parse(best["variant"]), style_path,
+                ordered.append(bench_in_trainer(cfg, FastPath.parse(best["variant"]), style_path,
                                                 images.repeat(max(1, -(-rounds * cfg.batch // len(images))), 1, 1, 1)))
             except Exception as exc:
-                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": _error(exc)})
+                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": describe_error(exc)})
     ref_ips = results["reference"].get("images_per_s")
     for r in ordered:
         if "images_per_s" in r and ref_ips:
