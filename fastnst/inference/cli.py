@@ -20,7 +20,9 @@ import torch
 
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
+from fastnst.inference.devices import resolve_device
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.known_failures import avoid_for_inference
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
 from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
@@ -211,6 +213,9 @@ def run_cli(args: Any) -> int:
     if getattr(args, "fast", False):
         model = _load_fast(args, opts)
     else:
+        args.channels_last, args.compile = avoid_for_inference(
+            resolve_device(args.device).type, args.precision, args.channels_last, args.compile,
+            say=lambda msg: print(msg, file=sys.stderr))
         model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile)
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network

@@ -83,11 +83,16 @@ def format_report(report: dict[str, Any]) -> str:
         rows = []
         for r in t["results"]:
             name = "reference (pytorch/examples)" if r["variant"] == "reference" else f"fastnst {r['variant']}"
+            diverged = r.get("loss_vs_fp32")
+            loss = "" if diverged is None else f"{diverged:.1%}"
             if "error" in r:
-                rows.append([name, "failed", "", r["error"][:60]])
+                rows.append([name, "failed", "", "", loss, r["error"][:90]])
             else:
-                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x"])
-        out.append(_table(["variant", "step ms", "images/s", "vs reference"], rows))
+                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x", loss, ""])
+        out.append(_table(["variant", "step ms", "images/s", "vs reference", "loss vs fp32", ""], rows))
+        out.append("(loss vs fp32: the largest relative difference of the variant's loss from fastnst fp32's over the "
+                   "steps, same weights and batches; above 10% the variant failed and is never chosen)")
+        out += [f"known to fail: {r['known_failure']}" for r in t["results"] if r.get("known_failure")]
     if "data" in report:
         d = report["data"]
         out += ["", f"DATA  {d['source']} ({d['images']} images, median {d['median_size']}) -> {d['crop']}px crops, batch {d['batch_size']}"]

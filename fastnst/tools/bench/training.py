@@ -4,6 +4,7 @@ loop (:mod:`.reference`), stepped in turn; the fastest variant again inside a Li
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fastnst.inference import known_failures
 from fastnst.inference.devices import synchronize
 from fastnst.inference.machine import drift
 from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
@@ -77,12 +79,14 @@ class _ModuleStepper:
         self.autocast = torch.autocast(dev.type, dtype=variant.dtype, enabled=variant.precision != "fp32")
         self.scaler = torch.amp.GradScaler(dev.type) if variant.precision == "fp16" else None
         self.calls = 0
+        self.losses: list[float] = []  # per step: every variant starts from the same weights and sees the same batches
 
     def step(self, x: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
             loss = self.module.training_step((x, 0), self.calls)
         self.calls += 1
+        self.losses.append(float(loss.detach()))
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -118,6 +122,37 @@ def bench_in_trainer(cfg: BenchConfig, variant: Variant, style_path: Path, image
         raise RuntimeError(f"training variant {variant.name} ran no timed step in the Trainer")
     return {"variant": f"{variant.name} (Lightning Trainer)", **_summary(times, cfg.batch)}
 
+LOSS_TOLERANCE = 0.10  # a fast path's loss must stay this close to fp32's (relative) over the steps timed, or it failed
+
+
+def loss_divergence(losses: Sequence[float], baseline: Sequence[float]) -> float:
+    """The largest relative difference of a variant's per-step losses from the fp32 variant's (inf when non-finite)."""
+    pairs = list(zip(losses, baseline))
+    if not pairs or not all(math.isfinite(a) for a, _ in pairs):
+        return math.inf
+    return max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
+
+
+def check_losses(results: dict[str, dict[str, Any]], losses: dict[str, list[float]]) -> None:
+    """Mark every variant whose loss left fp32's by more than :data:`LOSS_TOLERANCE` as failed (never the fastest),
+    and record each variant's divergence (``loss_vs_fp32``) and any known failure of its path on this CPU."""
+    base = losses.get("fp32")
+    for name, row in results.items():
+        if name == "reference":
+            continue
+        variant = Variant.parse(name)
+        rule = known_failures.find("train", variant.precision, variant.compile)
+        if rule is not None:
+            row["known_failure"] = rule.sentence(f"training with {name}", applied=False)
+        if base is None or name == "fp32" or name not in losses or "error" in row:
+            continue
+        worst = loss_divergence(losses[name], base)
+        row["loss_vs_fp32"] = worst
+        if worst > LOSS_TOLERANCE:
+            row["error"] = (f"diverged: loss {worst:.0%} away from fp32's on the same seed and batches (limit "
+                            f"{LOSS_TOLERANCE:.0%})" if math.isfinite(worst) else "diverged: non-finite loss")
+
+
 def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """All variants are built first, then stepped in turn (round-robin, the order rotating every round), so a
     neighbour's load on a shared machine slows them alike and the ratios stay fair."""
@@ -139,10 +174,12 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         torch.manual_seed(0)
         ref = ReferenceTrainer(cfg.model, cfg.loss, style, cfg.batch, dev)
         steppers: dict[str, Callable[[torch.Tensor], Any]] = {"reference": lambda x: ref.step(x * 255.0)}
+        losses: dict[str, list[float]] = {}
         for text in cfg.train_variants:
             variant = Variant.parse(text)
             try:
-                steppers[variant.name] = _ModuleStepper(cfg, variant, style_path).step
+                stepper = _ModuleStepper(cfg, variant, style_path)
+                steppers[variant.name], losses[variant.name] = stepper.step, stepper.losses
             except Exception as exc:
                 results[variant.name] = {"variant": variant.name, "error": _error(exc)}
         names = list(steppers)
@@ -160,11 +197,13 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         for name in names:
             if name not in results:
                 results[name] = {"variant": name, **_summary(times[name], cfg.batch)}
+        check_losses(results, losses)
         if "images_per_s" in results.get("reference", {}):
             results["reference"]["drift"] = drift(times["reference"])
         del steppers, ref, calls
         ordered = [results[n] for n in names] + [r for n, r in results.items() if n not in names]
-        best = max((r for r in ordered[1:] if "images_per_s" in r), key=lambda r: r["images_per_s"], default=None)
+        best = max((r for r in ordered[1:] if "images_per_s" in r and "error" not in r), key=lambda r: r["images_per_s"],
+                   default=None)
         if cfg.train_in_trainer and best is not None:
             log(f"train: {best['variant']} inside a Lightning Trainer ...")
             try:
