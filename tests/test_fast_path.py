@@ -47,13 +47,14 @@ def test_the_documented_fast_training_path_follows_fp32_on_this_cpu(photo_dir: P
                                                                       tmp_path: Path) -> None:
     """docs/train.md's fast path (bf16-mixed + channels_last + compile), as `fastnst train` resolves it on this CPU
     (a known failure is avoided first), against fp32 from the same seed: same weights, same batches."""
-    steps = 5
+    steps = 4
     runs = {}
     for name, extra in (("fp32", {"trainer.precision": "32-true"}),
                         ("fast", {"trainer.precision": "bf16-mixed", "channels_last": True, "compile": True})):
         record = _Losses()
         cfg = tiny_config(photo_dir, style_path, **{"trainer.max_steps": steps, **extra})
-        cfg["loss"] = {**TINY_LOSS, "style_layers": ["relu1_1", "relu2_1"]}  # a short VGG: compiles in a minute
+        # VGG19 up to relu1_2 only: less to compile (the compiled network, forward and backward, is what matters)
+        cfg["loss"] = {**TINY_LOSS, "content_layers": ["relu1_2"], "style_layers": ["relu1_1", "relu1_2"]}
         fit(cfg, tmp_path / name, callbacks=[record])
         runs[name] = record.losses
     assert len(runs["fp32"]) == len(runs["fast"]) == steps

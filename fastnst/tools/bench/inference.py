@@ -21,6 +21,7 @@ from fastnst.inference.machine import OtherLoad, drift
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.common import BenchConfig, PeakMemory, Variant, _error, default_model, time_in_turn
+from fastnst.tools.bench.limit import limit_probes, limit_rates, share
 from fastnst.tools.bench.reference import reference_forward
 
 REFERENCE_INFER = "reference (pytorch/examples)"
@@ -191,9 +192,13 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     row["error"] = _error(exc)
             if built:
                 log(f"infer: timing {len(built)} paths in turn at {w}x{h}, {repeats} rounds ...")
-            calls = {id(row): (lambda r, runner=runner, inp=inp: runner(inp)) for row, runner, inp in built}
+            calls: dict[Any, Callable[[int], Any]] = {id(row): (lambda r, runner=runner, inp=inp: runner(inp))
+                                                      for row, runner, inp in built}
+            probes = limit_probes(dev) if cfg.limit and built else {}
+            calls.update(probes)  # the machine's multiply rate, timed in turn with the paths
             with OtherLoad() as load:
                 times, errors = time_in_turn(calls, dev, max(0, warmup - 1), repeats)
+            rates = limit_rates(probes, times)
             for row, _, _ in built:
                 if id(row) in errors:
                     row["error"] = errors[id(row)]
@@ -206,10 +211,16 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     if row["path"] == REFERENCE_INFER:
                         baseline_ips = row["images_per_s"]
                         ref_drift = drift(times[id(row)])
-            for row in rows:
+            for row, (_, _, v, _) in zip(rows, paths):
                 if "images_per_s" in row:
                     row["vs_reference"] = row["images_per_s"] / baseline_ips
+                    if row.get("macs_per_pixel"):
+                        row["flops_per_s"] = 2 * row["macs_per_pixel"] * w * h * row["images_per_s"]
+                        precision = v.precision if isinstance(v, Variant) and not v.ort else "fp32"
+                        row["share_of_limit"] = share(row["flops_per_s"], precision, rates)
                 results.append(row)
+            if rates:
+                live.setdefault("limit_flops_per_s", {})[f"{w}x{h}"] = rates
             live["load"][f"{w}x{h}"] = {**load.to_dict(), "reference_drift": ref_drift}
             if on_row:
                 on_row(live)

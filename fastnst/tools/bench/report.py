@@ -17,11 +17,13 @@ from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
+from fastnst.tools.bench.limit import format_limit_line, format_profile, run_profile
 from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.training import run_train
 from fastnst.tools.bench.video import run_video
 
 DRIFT_LIMIT = 1.15  # a reference timing that changed more than this during a part: its ratios are bent
+PARTS = ("train", "data", "infer", "styles", "video", "profile")
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -52,6 +54,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+def _flops_cells(row: dict[str, Any]) -> list[str]:
+    """GFLOP/s achieved and its share of the same precision's matrix multiply, where measured."""
+    rate, part = row.get("flops_per_s"), row.get("share_of_limit")
+    return ["" if rate is None else f"{rate / 1e9:.0f}", "" if part is None else f"{part:.0%}"]
+
 
 def load_warning(load: dict[str, Any] | None, drift: float | None, what: str) -> str | None:
     """A plain sentence when other processes used the CPUs or the reference timing drifted during ``what``."""
@@ -86,10 +94,15 @@ def format_report(report: dict[str, Any]) -> str:
             diverged = r.get("loss_vs_fp32")
             loss = "" if diverged is None else f"{diverged:.1%}"
             if "error" in r:
-                rows.append([name, "failed", "", "", loss, r["error"][:90]])
+                rows.append([name, "failed", "", "", "", "", loss, r["error"][:90]])
             else:
-                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x", loss, ""])
-        out.append(_table(["variant", "step ms", "images/s", "vs reference", "loss vs fp32", ""], rows))
+                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x",
+                             *_flops_cells(r), loss, ""])
+        out.append(_table(["variant", "step ms", "images/s", "vs reference", "GFLOP/s", "of limit", "loss vs fp32", ""],
+                          rows))
+        if t.get("limit_flops_per_s"):
+            out.append(format_limit_line(t["limit_flops_per_s"], f"training; a step is {t['flops_per_step'] / 1e9:.1f} "
+                                         f"GFLOP, counted on fastnst's fp32 step"))
         out.append("(loss vs fp32: the largest relative difference of the variant's loss from fastnst fp32's over the "
                    "steps, same weights and batches; above 10% the variant failed and is never chosen)")
         out += [f"known to fail: {r['known_failure']}" for r in t["results"] if r.get("known_failure")]
@@ -118,14 +131,20 @@ def format_report(report: dict[str, Any]) -> str:
             macs = r.get("macs_per_pixel")
             macs_s = f"{macs / 1e3:.1f}k" if macs else "n/a"
             if "error" in r:
-                rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", r["error"][:60]])
+                rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", "", "", r["error"][:60]])
             else:
                 err = r.get("max_abs_err")
                 rows.append([r["size"], r["path"], macs_s, _fmt(r["images_per_s"], 2), _fmt(r["ms"]),
-                             _fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", "n/a" if err is None else f"{err:.1e}"])
-        out.append(_table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+                             _fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", *_flops_cells(r),
+                             "n/a" if err is None else f"{err:.1e}"])
+        out.append(_table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "GFLOP/s", "of limit",
+                           "max |diff|"], rows))
+        for size, rates in (i.get("limit_flops_per_s") or {}).items():
+            out.append(format_limit_line(rates, f"inference at {size}"))
     if "styles" in report:
         out += ["", *format_styles(report["styles"])]
+    if "profile" in report:
+        out += ["", *format_profile(report["profile"])]
     if "video" in report:
         v = report["video"]
         out += ["", f"VIDEO  end to end = decode + stylize (batch {v['batch_size']}) + encode, H.264 clip with audio; "
@@ -172,7 +191,7 @@ def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dic
             save(report)
 
     for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles),
-                     ("video", run_video)):
+                     ("video", run_video), ("profile", run_profile)):
         if part not in cfg.parts:
             continue
         t0 = time.perf_counter()

@@ -18,6 +18,7 @@ from fastnst.inference import known_failures
 from fastnst.inference.devices import synchronize
 from fastnst.inference.machine import drift
 from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.tools.bench.limit import limit_probes, limit_rates, share, training_flops
 from fastnst.tools.bench.reference import ReferenceTrainer
 
 
@@ -189,11 +190,21 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 log(f"train: first round done (compilation included); {rounds - 1} more ...")
 
         # bind each stepper now; a batch per round, so every step sees new pixels as it would from a data loader
-        calls = {name: (lambda r, step=steppers[name]: step(batches[r % len(batches)])) for name in names
-                 if name not in results}
+        calls: dict[str, Callable[[int], Any]] = {name: (lambda r, step=steppers[name]: step(batches[r % len(batches)]))
+                                                  for name in names if name not in results}
+        flops = None
+        probes = {}
+        if cfg.limit:
+            counted = _ModuleStepper(cfg, Variant(), style_path)  # a fresh fp32 step: the FLOPs of every variant's step
+            flops = training_flops(lambda: counted.step(batches[0]))
+            del counted
+            probes = limit_probes(dev)
+            calls.update(probes)  # the machine's multiply rate, timed in turn with the steps
         times, errors = time_in_turn(calls, dev, cfg.train_warmup, cfg.train_steps, after_round)
+        rates = limit_rates(probes, times)
         for name, error in errors.items():  # one failing fast path (e.g. no C++ compiler for inductor)
-            results[name] = {"variant": name, "error": error}
+            if name not in probes:
+                results[name] = {"variant": name, "error": error}
         for name in names:
             if name not in results:
                 results[name] = {"variant": name, **_summary(times[name], cfg.batch)}
@@ -215,6 +226,12 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     for r in ordered:
         if "images_per_s" in r and ref_ips:
             r["vs_reference"] = r["images_per_s"] / ref_ips
-    return {"image_size": cfg.train_size, "batch_size": cfg.batch, "network": cfg.model,
+        if "step_ms" in r and flops:
+            r["flops_per_s"] = flops / (r["step_ms"] / 1e3)
+            name = r["variant"].split(" (")[0]
+            r["share_of_limit"] = share(r["flops_per_s"], "fp32" if name == "reference" else
+                                        Variant.parse(name).precision, rates)
+    return {"image_size": cfg.train_size, "batch_size": cfg.batch, "network": cfg.model, "flops_per_step": flops,
+            "limit_flops_per_s": rates,
             "loss_layers": {"content": cfg.loss["content_layers"], "style": cfg.loss["style_layers"]},
             "warmup_steps": cfg.train_warmup, "timed_steps": cfg.train_steps, "results": ordered}
