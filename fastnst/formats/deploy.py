@@ -3,6 +3,7 @@ parity check of an exported file against PyTorch eager."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,14 @@ from fastnst.errors import UserError
 CHECK_SHAPES = ((1, 3, 96, 128), (2, 3, 75, 101))  # the second is not a multiple of 4 and has batch 2
 TOLERANCE = 1e-3
 IMAGE_INPUT, STYLE_INPUT, OUTPUT = "image", "style_weights", "stylized"
+VECTOR_INPUT = "style_vector"  # the style input of a network that takes a painting, and its encoder's output
+PAINTING_INPUT = "painting"  # the encoder's input: [1, 3, H, W] in [0, 1], longer side ModelInfo.painting_size
+
+
+def encoder_path(model: str | Path) -> Path:
+    """Where the style encoder of an exported network that takes a painting lives: ``<stem>.encoder<suffix>``."""
+    p = Path(model)
+    return p.with_name(f"{p.stem}.encoder{p.suffix}")
 
 
 class ExportCheckError(UserError):
@@ -25,29 +34,70 @@ class ExportCheckError(UserError):
 
 
 class Deployable(nn.Module):
-    """A network with the pixel contract of exported models: ``image`` float32 [N, 3, H, W] in [0, 1]
-    (and, for a multi-style network, ``style_weights`` float32 [S], applied to every image of the batch)
-    -> ``stylized`` [N, 3, H, W] clamped to [0, 1]."""
+    """A network with the pixel contract of exported models: ``image`` float32 [N, 3, H, W] in [0, 1] (and, for a
+    multi-style network, ``style_weights`` float32 [S]; for a network that takes a painting (``style_dim`` D),
+    ``style_vector`` float32 [D]; applied to every image of the batch) -> ``stylized`` [N, 3, H, W] clamped to
+    [0, 1]."""
 
-    def __init__(self, net: nn.Module, num_styles: int = 1) -> None:
+    def __init__(self, net: nn.Module, num_styles: int = 1, style_dim: int | None = None) -> None:
         super().__init__()
-        self.net, self.num_styles = net, num_styles
+        if "encoder" in net._modules:  # exported in its own file: not a weight of this one
+            net = copy.copy(net)
+            net._modules = {k: m for k, m in net._modules.items() if k != "encoder"}
+        self.net, self.num_styles, self.style_dim = net, num_styles, style_dim
+
+    @property
+    def style_size(self) -> int | None:
+        """Length of the style input (None: the network takes none)."""
+        if self.style_dim is not None:
+            return self.style_dim
+        return self.num_styles if self.num_styles > 1 else None
+
+    @property
+    def input_names(self) -> list[str]:
+        if self.style_size is None:
+            return [IMAGE_INPUT]
+        return [IMAGE_INPUT, VECTOR_INPUT if self.style_dim is not None else STYLE_INPUT]
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor | None = None) -> torch.Tensor:
         style = None
-        if self.num_styles > 1:
+        if self.style_size is not None:
             if style_weights is None:
-                raise ValueError("a multi-style model needs style_weights")
+                raise ValueError("this network needs its style input")
             style = style_weights.reshape(1, -1).expand(image.shape[0], -1)
         return self.net(image, style).clamp(0.0, 1.0)
 
     def example_inputs(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (image,) if self.num_styles == 1 else (image, torch.full((self.num_styles,), 1.0 / self.num_styles))
+        n = self.style_size
+        return (image,) if n is None else (image, torch.full((n,), 1.0 / n))
+
+
+class EncoderDeployable(nn.Module):
+    """The style encoder of a network that takes a painting, as exported beside it: ``painting`` float32
+    [1, 3, H, W] in [0, 1] (longer side the model's ``painting_size``) -> ``style_vector`` float32 [D]."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, painting: torch.Tensor) -> torch.Tensor:
+        return self.encoder(painting).reshape(-1)
+
+
+def encoder_dynamic_shapes() -> tuple[dict[int, Any], ...]:
+    from torch.export import Dim
+
+    return ({2: Dim("height", min=32, max=8192), 3: Dim("width", min=32, max=8192)},)
+
+
+def encoder_check_inputs() -> list[torch.Tensor]:
+    """Paintings a parity check of an encoder covers: a square one and one of odd, unequal sides."""
+    return check_inputs(((1, 3, 64, 64), (1, 3, 77, 50)), seed=3)
 
 
 def dynamic_shapes(num_styles: int) -> tuple[dict[int, Any], ...]:
     """torch.export's dynamic dimensions of the exported inputs: batch, height and width of ``image``
-    (``style_weights`` is [S], fixed by the network)."""
+    (the style input, [S] or [D], is fixed by the network); ``num_styles`` 1 means no style input."""
     from torch.export import Dim
 
     image = {0: Dim("batch", min=1, max=4096), 2: Dim("height", min=5, max=65536), 3: Dim("width", min=5, max=65536)}
@@ -65,9 +115,12 @@ def check_inputs(shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES, see
     return out
 
 
-def check_styles(num_styles: int) -> list[torch.Tensor | None]:
-    """Style weights a parity check covers: none for one style; the first and last pure styles and an
-    uneven blend of all otherwise."""
+def check_styles(num_styles: int, style_dim: int | None = None) -> list[torch.Tensor | None]:
+    """Style inputs a parity check covers: none for one style; the first and last pure styles and an uneven
+    blend of all otherwise; for a network that takes a painting (``style_dim`` D), two seeded random vectors."""
+    if style_dim is not None:
+        g = torch.Generator().manual_seed(5)
+        return [torch.randn(style_dim, generator=g), 0.5 * torch.randn(style_dim, generator=g)]
     if num_styles == 1:
         return [None]
     first, last = torch.zeros(num_styles), torch.zeros(num_styles)
@@ -94,4 +147,6 @@ def case_name(x: torch.Tensor, style: torch.Tensor | None) -> str:
     shape = "x".join(map(str, x.shape))
     if style is None:
         return shape
+    if style.numel() > 8:  # a style vector: its length and norm say which one
+        return f"{shape} style vector [{style.numel()}] |v|={float(style.norm()):.2f}"
     return f"{shape} style " + ",".join(f"{v:.2g}" for v in style.tolist())

@@ -36,6 +36,8 @@ class TrainingInfo:
     skipped_batches: int = 0
     init_from: str | None = None  # the checkpoint whose network this run started from (adding styles to it)
     trained_styles: list[str] | None = None  # the styles this run trained (None: all of them)
+    # a network that takes any painting: where its paintings came from, how many trained it, the held-out ones
+    paintings: dict[str, Any] | None = None
 
     @property
     def vgg_weights(self) -> str | None:
@@ -55,6 +57,9 @@ class ModelInfo:
 
     ``architecture`` is a name of :mod:`fastnst.models`' registry and ``config`` its constructor
     arguments; ``styles`` names the styles in the order of the network's style weights.
+
+    A network that takes any painting (``config["style_dim"]``) has no trained styles: its ``styles`` are the
+    style vectors saved under a name (``style_vectors``, one [D] list per name; possibly none).
     """
 
     architecture: str
@@ -64,10 +69,28 @@ class ModelInfo:
     source: str = SOURCE_FASTNST
     exported_from: str | None = None  # the checkpoint an exported file was made from
     format_version: int = FORMAT_VERSION
+    style_vectors: list[list[float]] | None = None  # saved styles of a network that takes a painting
 
     @property
     def num_styles(self) -> int:
         return len(self.styles)
+
+    @property
+    def takes_painting(self) -> bool:
+        """Whether the network maps any painting to its style (a style encoder and ``style_dim``)."""
+        return self.config.get("style_dim") is not None
+
+    @property
+    def style_dim(self) -> int:
+        """Length D of the style vector the network takes: ``style_dim``, or its number of trained styles."""
+        return int(self.config["style_dim"]) if self.takes_painting else self.num_styles
+
+    @property
+    def painting_size(self) -> int | None:
+        """Longer side, in px, of the painting its encoder expects (None: the network takes no painting)."""
+        if not self.takes_painting:
+            return None
+        return int((self.config.get("encoder") or {}).get("painting_size", 256))
 
     def build(self) -> nn.Module:
         """A freshly initialised network of this architecture and config (load the weights into it)."""
@@ -107,11 +130,16 @@ class ModelInfo:
                        styles=[str(s) for s in data["styles"]],
                        training=_training_info(training) if isinstance(training, dict) else None,
                        source=str(data.get("source", SOURCE_FASTNST)), exported_from=data.get("exported_from"),
-                       format_version=version)
+                       format_version=version,
+                       style_vectors=[[float(v) for v in row] for row in data["style_vectors"]]
+                       if data.get("style_vectors") is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{where} has incomplete fastnst metadata ({type(exc).__name__}: {exc})") from None
-        if not info.styles:
+        if not info.styles and not info.takes_painting:
             raise UserError(f"{where} has fastnst metadata without style names")
+        if info.takes_painting and len(info.style_vectors or []) != len(info.styles):
+            raise UserError(f"{where} has {len(info.styles)} saved style name(s) but {len(info.style_vectors or [])} "
+                            f"style vector(s)")
         return info
 
     @classmethod

@@ -2,8 +2,11 @@
 check against eager, and the fp16 / int8 variants, side by side.
 
 Export contract: dynamic batch, height and width; input ``image`` float32 RGB NCHW in [0, 1] (and
-``style_weights`` float32 [S] for a multi-style network); output ``stylized`` of the input's shape,
-clamped to [0, 1]; :class:`ModelInfo` as JSON in ``metadata_props["fastnst"]``.
+``style_weights`` float32 [S] for a multi-style network, ``style_vector`` float32 [D] for a network that takes a
+painting); output ``stylized`` of the input's shape, clamped to [0, 1]; :class:`ModelInfo` as JSON in
+``metadata_props["fastnst"]``. A network that takes a painting has its style encoder in a second file beside it,
+``<stem>.encoder.onnx``: ``painting`` float32 RGB [1, 3, H, W] in [0, 1] (longer side ``painting_size``) ->
+``style_vector`` [D]; the metadata gives D, the painting size and the saved styles with their vectors.
 """
 
 from __future__ import annotations
@@ -27,13 +30,19 @@ from fastnst.formats.deploy import (
     OUTPUT,
     STYLE_INPUT,
     TOLERANCE,
+    PAINTING_INPUT,
+    VECTOR_INPUT,
     Deployable,
+    EncoderDeployable,
     ExportCheckError,
     case_name,
     check_inputs,
     check_styles,
     diff,
     dynamic_shapes,
+    encoder_check_inputs,
+    encoder_dynamic_shapes,
+    encoder_path,
     raise_if_above,
 )
 from fastnst.formats.metadata import META_KEY, ModelInfo
@@ -45,9 +54,18 @@ def metadata_props(info: ModelInfo) -> dict[str, str]:
     props = {META_KEY: info.to_json(), "architecture": info.architecture,
              "network": json.dumps(info.config, sort_keys=True), "styles": json.dumps(info.styles),
              "pixel_contract": f"input '{IMAGE_INPUT}' float32 RGB NCHW in [0, 1]"
-                               + (f" and '{STYLE_INPUT}' float32 [{info.num_styles}] (style order: 'styles')"
+                               + (f" and '{VECTOR_INPUT}' float32 [{info.style_dim}] (from the encoder "
+                                  f"{encoder_path('X.onnx').name.replace('X', '<stem>')}, or 'style_vectors')"
+                                  if info.takes_painting else
+                                  f" and '{STYLE_INPUT}' float32 [{info.num_styles}] (style order: 'styles')"
                                   if info.num_styles > 1 else "")
                                + f"; output '{OUTPUT}' same shape, clamped"}
+    if info.takes_painting:
+        props["style_dim"] = str(info.style_dim)
+        props["painting_size"] = str(info.painting_size)
+        props["encoder"] = (f"'{encoder_path('X.onnx').name.replace('X', '<stem>')}': input '{PAINTING_INPUT}' float32 "
+                            f"RGB [1, 3, H, W] in [0, 1], longer side {info.painting_size}; output '{VECTOR_INPUT}' [D]")
+        props["style_vectors"] = json.dumps(dict(zip(info.styles, info.style_vectors or [])))
     if info.training is not None:
         props["training"] = json.dumps(dict(info.to_dict()["training"]), sort_keys=True)
     return props
@@ -58,14 +76,14 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, *
     import onnx
 
     path = Path(path)
-    model = Deployable(net, info.num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, info.num_styles, info.config.get("style_dim")).eval().to("cpu", torch.float32)
     example = model.example_inputs(torch.rand(2, 3, 64, 80))
-    names = [IMAGE_INPUT] + ([STYLE_INPUT] if info.num_styles > 1 else [])
+    names = model.input_names
     kwargs: dict[str, Any] = {"opset_version": opset} if opset is not None else {}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, example, dynamo=True, input_names=names, output_names=[OUTPUT],
-                                    dynamic_shapes=dynamic_shapes(info.num_styles), verbose=False, **kwargs)
+                                    dynamic_shapes=dynamic_shapes(model.style_size or 1), verbose=False, **kwargs)
     proto = program.model_proto
     # The output has the input's shape by construction; say so instead of the exporter's symbolic
     # expressions (e.g. Min(height, 2*...) from the transposed-conv crop), which runtimes warn about.
@@ -82,6 +100,56 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, *
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(path))
     return path
+
+
+def export_encoder_onnx(encoder: nn.Module, path: str | os.PathLike[str], info: ModelInfo, *,
+                        opset: int | None = None) -> Path:
+    """Write the style encoder of a network that takes a painting (see :class:`EncoderDeployable`), with dynamic
+    height and width; the same metadata as the network beside it."""
+    import onnx
+
+    path = Path(path)
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    kwargs: dict[str, Any] = {"opset_version": opset} if opset is not None else {}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (torch.rand(1, 3, 64, 48),), dynamo=True, input_names=[PAINTING_INPUT],
+                                    output_names=[VECTOR_INPUT], dynamic_shapes=encoder_dynamic_shapes(), verbose=False,
+                                    **kwargs)
+    proto = program.model_proto
+    dim = proto.graph.output[0].type.tensor_type.shape.dim
+    if len(dim) == 1:
+        dim[0].ClearField("dim_param")
+        dim[0].dim_value = info.style_dim
+    del proto.metadata_props[:]
+    for key, value in metadata_props(info).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "fastnst"
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def check_encoder_onnx(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
+                       ) -> list[tuple[str, float]]:
+    """onnx checker, then onnxruntime vs eager on two paintings; returns (case, max abs diff of the vector)."""
+    import onnx
+
+    path = Path(path)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
+    session = ort_session(path, torch.device("cpu"))
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    results = []
+    for x in encoder_check_inputs():
+        with torch.no_grad():
+            ref = model(x).numpy()
+        (y,) = session.run(None, {PAINTING_INPUT: x.numpy()})
+        results.append((f"painting {'x'.join(map(str, x.shape))}", diff(np.asarray(y).reshape(-1), ref)["max_abs"]))
+    raise_if_above(path, results, tolerance)
+    return results
 
 
 def read_onnx(path: str | os.PathLike[str]) -> Any:
@@ -159,17 +227,18 @@ def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int
         raise UserError(f"model {path} is not a valid ONNX model ({ort_error_message(exc)[:160]})") from None
 
 
-def run_session(session: Any, image: Any, style_weights: Any = None) -> Any:
-    """One onnxruntime run: [N, 3, H, W] float32 numpy (and [S] style weights) -> the stylized array."""
+def run_session(session: Any, image: Any, style_weights: Any = None, style_name: str | None = None) -> Any:
+    """One onnxruntime run: [N, 3, H, W] float32 numpy (and the [D] style vector: ``style_weights`` of trained
+    styles or ``style_vector`` of a network that takes a painting, ``style_name`` the input) -> the stylized array."""
     feeds = {IMAGE_INPUT: image}
     if style_weights is not None:
-        feeds[STYLE_INPUT] = style_weights
+        feeds[style_name or STYLE_INPUT] = style_weights
     (y,) = session.run(None, feeds)
     return y
 
 
 def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1, *, tolerance: float = TOLERANCE,
-               shapes: Any = CHECK_SHAPES) -> list[tuple[str, float]]:
+               shapes: Any = CHECK_SHAPES, style_dim: int | None = None) -> list[tuple[str, float]]:
     """onnx checker, then onnxruntime vs eager on ``shapes`` (and, for a multi-style network, pure styles and
     a blend); returns (case, max abs diff) per case and raises :class:`ExportCheckError` above ``tolerance``."""
     import onnx
@@ -180,13 +249,14 @@ def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
     session = ort_session(path, torch.device("cpu"))
-    model = Deployable(net, num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
+    style_name = model.input_names[-1]
     results = []
     for x in check_inputs(shapes):
-        for style in check_styles(num_styles):
+        for style in check_styles(num_styles, style_dim):
             with torch.no_grad():
                 ref = model(x, style).numpy()
-            y = run_session(session, x.numpy(), None if style is None else style.numpy())
+            y = run_session(session, x.numpy(), None if style is None else style.numpy(), style_name)
             if y.shape != ref.shape:
                 raise ExportCheckError(f"{path} returned shape {y.shape} for input {tuple(x.shape)}; expected {ref.shape}")
             results.append((case_name(x, style), diff(y, ref)["max_abs"]))
@@ -244,11 +314,12 @@ def convert_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Pa
 
 
 def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Sequence[np.ndarray],
-                  num_styles: int = 1) -> Path:
+                  num_styles: int = 1, style_vectors: Sequence[np.ndarray] | None = None) -> Path:
     """An int8 variant by static quantisation (onnxruntime, QDQ format): weights int8 per output channel,
     activations uint8 with ranges measured on ``calibration`` (photos, float32 [1, 3, H, W] in [0, 1], the kind
     of image the model will see). Only convolutions are quantised: the instance norms, which hold the styles,
-    stay float. A multi-style model is calibrated with every style in turn."""
+    stay float. A multi-style model is calibrated with every style in turn; a network that takes a painting with
+    ``style_vectors`` (the [D] vectors of real paintings) in turn."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quant_pre_process, quantize_static)
 
@@ -260,7 +331,9 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
             feeds = []
             for i, x in enumerate(calibration):
                 feed = {IMAGE_INPUT: x}
-                if num_styles > 1:  # every style's scale and shift gives other activation ranges
+                if style_vectors:
+                    feed[VECTOR_INPUT] = np.asarray(style_vectors[i % len(style_vectors)], np.float32).reshape(-1)
+                elif num_styles > 1:  # every style's scale and shift gives other activation ranges
                     w = np.zeros(num_styles, np.float32)
                     w[i % num_styles] = 1.0
                     feed[STYLE_INPUT] = w
@@ -284,47 +357,52 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
 
 
 def time_onnx_in_turn(paths: Sequence[str | os.PathLike[str]], image: np.ndarray, num_styles: int = 1,
-                      rounds: int = 5, threads: int | None = None) -> list[float]:
+                      rounds: int = 5, threads: int | None = None, style_dim: int | None = None) -> list[float]:
     """Median seconds per run of each model on ``image`` [1, 3, H, W], timed in turn (the order rotating each
     round) after one warm-up run each, so load from other processes hits every model alike."""
     import statistics
     import time
 
     sessions = [ort_session(p, torch.device("cpu"), threads) for p in paths]
-    weights = None if num_styles == 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    weights = None if num_styles <= 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    name = None
+    if style_dim is not None:
+        weights, name = check_styles(1, style_dim)[0].numpy(), VECTOR_INPUT  # type: ignore[union-attr]
     for s in sessions:
-        run_session(s, image, weights)
+        run_session(s, image, weights, name)
     times: list[list[float]] = [[] for _ in sessions]
     for r in range(rounds):
         order = list(range(len(sessions)))
         order = order[r % len(order):] + order[: r % len(order)]
         for i in order:
             t0 = time.perf_counter()
-            run_session(sessions[i], image, weights)
+            run_session(sessions[i], image, weights, name)
             times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
 
 
 def compare_on_images(reference: str | os.PathLike[str], variant: str | os.PathLike[str], images: Sequence[np.ndarray],
-                      num_styles: int = 1) -> dict[str, float]:
+                      num_styles: int = 1, style_dim: int | None = None) -> dict[str, float]:
     """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` on real ``images``."""
     ref_s, var_s = (ort_session(p, torch.device("cpu")) for p in (reference, variant))
     worst = {"max_abs": 0.0, "mean_abs": 0.0, "psnr_db": float("inf")}
     for x in images:
-        for style in check_styles(num_styles):
+        for style in check_styles(num_styles, style_dim):
             s = None if style is None else style.numpy()
-            d = diff(run_session(var_s, x, s), run_session(ref_s, x, s))
+            name = VECTOR_INPUT if style_dim is not None else None
+            d = diff(run_session(var_s, x, s, name), run_session(ref_s, x, s, name))
             worst = {"max_abs": max(worst["max_abs"], d["max_abs"]), "mean_abs": max(worst["mean_abs"], d["mean_abs"]),
                      "psnr_db": min(worst["psnr_db"], d["psnr_db"])}
     return worst
 
 
 def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[str], num_styles: int = 1,
-                 shapes: Any = CHECK_SHAPES) -> dict[str, float]:
+                 shapes: Any = CHECK_SHAPES, style_dim: int | None = None) -> dict[str, float]:
     """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` over ``shapes``."""
-    return compare_on_images(reference, variant, [x.numpy() for x in check_inputs(shapes, seed=1)], num_styles)
+    return compare_on_images(reference, variant, [x.numpy() for x in check_inputs(shapes, seed=1)], num_styles,
+                             style_dim)
 
 
-__all__ = ["ExportCheckError", "check_onnx", "compare_onnx", "convert_fp16", "export_onnx", "onnx_info",
+__all__ = ["ExportCheckError", "check_encoder_onnx", "check_onnx", "export_encoder_onnx", "compare_onnx", "convert_fp16", "export_onnx", "onnx_info",
            "onnx_macs_per_pixel", "onnx_precision", "ort_session", "quantize_int8", "read_onnx", "run_session",
            "compare_on_images", "time_onnx_in_turn"]

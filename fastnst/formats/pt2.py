@@ -22,10 +22,13 @@ from fastnst.formats.deploy import (
     CHECK_SHAPES,
     TOLERANCE,
     Deployable,
+    EncoderDeployable,
     case_name,
     check_inputs,
     check_styles,
     dynamic_shapes,
+    encoder_check_inputs,
+    encoder_dynamic_shapes,
     raise_if_above,
 )
 from fastnst.formats.metadata import ModelInfo
@@ -43,16 +46,40 @@ def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo) ->
         raise UserError("the .pt2 format needs a network with upsample=nearest (torch.export cannot keep H and W "
                         "dynamic through the transposed-conv crop); export this checkpoint with --format onnx")
     path = Path(path)
-    model = Deployable(net, info.num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, info.num_styles, info.config.get("style_dim")).eval().to("cpu", torch.float32)
     with torch.no_grad():
         # The upsampling crops need "h1 <= 2*h2" for symbolic sizes, true for every size but beyond what
         # torch.export proves by itself: kept as a runtime assertion instead of an export error.
         program = torch.export.export(model, model.example_inputs(torch.rand(2, 3, 64, 80)),
-                                      dynamic_shapes=dynamic_shapes(info.num_styles),
+                                      dynamic_shapes=dynamic_shapes(model.style_size or 1),
                                       prefer_deferred_runtime_asserts_over_guards=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, path, extra_files={META_FILE: info.to_json()})
     return path
+
+
+def export_encoder_pt2(encoder: nn.Module, path: str | os.PathLike[str], info: ModelInfo) -> Path:
+    """Write the style encoder of a network that takes a painting as a .pt2 program (dynamic height and width)."""
+    path = Path(path)
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.rand(1, 3, 64, 48),), dynamic_shapes=encoder_dynamic_shapes())
+    torch.export.save(program, path, extra_files={META_FILE: info.to_json()})
+    return path
+
+
+def check_encoder_pt2(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
+                      ) -> list[tuple[str, float]]:
+    """Reload the encoder .pt2 as inference does and compare its vectors with eager on two paintings."""
+    program, _ = read_pt2(path)
+    loaded = program.module()
+    model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
+    results = []
+    for x in encoder_check_inputs():
+        with torch.no_grad():
+            results.append((f"painting {'x'.join(map(str, x.shape))}", float((loaded(x) - model(x)).abs().max())))
+    raise_if_above(Path(path), results, tolerance)
+    return results
 
 
 @contextlib.contextmanager
@@ -110,14 +137,14 @@ def read_pt2(path: str | os.PathLike[str]) -> tuple[Any, ModelInfo | None]:
 
 
 def check_pt2(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1, *, tolerance: float = TOLERANCE,
-              shapes: Any = CHECK_SHAPES) -> list[tuple[str, float]]:
+              shapes: Any = CHECK_SHAPES, style_dim: int | None = None) -> list[tuple[str, float]]:
     """Reload the .pt2 the way inference does and compare it with eager on ``shapes`` (and styles)."""
     program, _ = read_pt2(path)
     loaded = program.module()
-    model = Deployable(net, num_styles).eval().to("cpu", torch.float32)
+    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
     results = []
     for x in check_inputs(shapes):
-        for style in check_styles(num_styles):
+        for style in check_styles(num_styles, style_dim):
             args = (x,) if style is None else (x, style)
             with torch.no_grad():
                 ref, y = model(*args), loaded(*args)

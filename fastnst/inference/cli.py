@@ -38,6 +38,8 @@ EXAMPLES = [
     '--ckpt multi.ckpt photo.jpg                          # photo_<style>.jpg for every style',
     '--ckpt multi.ckpt photo.jpg --style starry=0.7,scream=0.3',
     '--ckpt multi.ckpt photos/ --sheet -o sheets/         # every style side by side, labelled',
+    '--ckpt any.ckpt photo.jpg --style-image starry.jpg   # a network that takes any painting',
+    '--ckpt any.onnx photo.jpg --style-image a.jpg=0.6,b.jpg=0.4',
     '--ckpt last.ckpt photo.jpg --device cuda --precision fp16 --benchmark',
     '--ckpt last.ckpt photos/ --precision bf16 --channels-last --compile   # measure first: fastnst bench --tune',
     '--ckpt last.ckpt clip.mp4 -o clip_styled.mp4 --batch-size 4        # video: sound, timing kept',
@@ -54,6 +56,9 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--style", metavar="STYLE",
                    help="for a multi-style model: a style name or index, or a blend such as a=0.7,b=0.3 "
                         "(weights >= 0, normalised to sum 1); without it, one image per style (NAME_<style>.EXT)")
+    p.add_argument("--style-image", metavar="PAINTING",
+                   help="for a network that takes any painting: the painting, or a blend such as a.jpg=0.6,b.jpg=0.4 "
+                        "(each painting encoded once per run)")
     p.add_argument("--sheet", action="store_true",
                    help="for a multi-style model: one labelled image per input with the photo and every style "
                         "side by side (NAME_sheet.EXT)")
@@ -220,8 +225,14 @@ def run_cli(args: Any) -> int:
     if opts.tile is not None and model.network is None:
         model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
     sheet = bool(getattr(args, "sheet", False))
-    each = each_style(model.styles, args.style, sheet)  # every style: one output each, or one sheet
-    styles = each if each is not None else [model.style_weights(args.style)]
+    painting = getattr(args, "style_image", None)
+    if painting is not None and not model.takes_painting:
+        raise UserError(f"model {args.model} holds trained styles ({', '.join(model.styles)}) and cannot take a "
+                        f"painting; drop --style-image and choose a style with --style, or use a network trained with "
+                        f"style.arbitrary=true")
+    each = each_style(model.space, args.style, sheet, painting is not None)  # every style: one output each, or a sheet
+    # Every painting is encoded here, once for the whole run.
+    styles = each if each is not None else [model.style_vector(args.style, painting)]
     variants = model.styles if each is not None and not sheet else None
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 

@@ -65,10 +65,49 @@ def _ort_failure(exc: Exception) -> RuntimeError:
     return InferenceError(f"onnxruntime failed ({type(exc).__name__}: {message})")
 
 
+def network_encoder(net: nn.Module, device: torch.device, precision: str = "fp32") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The style encoder of an eager network that takes a painting: [1, 3, H, W] in [0, 1] -> [D] float32 (CPU)."""
+    dtype = check_precision(device, precision)
+
+    @torch.inference_mode()
+    def encode(painting: torch.Tensor) -> torch.Tensor:
+        return net.encoder(painting.to(device=device, dtype=dtype)).float().cpu().reshape(-1)
+
+    return encode
+
+
+def onnx_encoder(session: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A style encoder exported to ONNX (``painting`` [1, 3, H, W] -> ``style_vector``) as a function -> [D]."""
+    name = session.get_inputs()[0].name
+
+    def encode(painting: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(painting.detach().to("cpu", torch.float32).numpy())
+        try:
+            (v,) = session.run(None, {name: arr})[:1]
+        except Exception as exc:  # noqa: BLE001 - translated: see _ort_failure
+            raise _ort_failure(exc) from exc
+        return torch.from_numpy(np.asarray(v, dtype=np.float32)).reshape(-1)
+
+    return encode
+
+
+def program_encoder(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A style encoder exported with torch.export (.pt2) as a function -> [D]."""
+    @torch.inference_mode()
+    def encode(painting: torch.Tensor) -> torch.Tensor:
+        return module(painting.to("cpu", torch.float32)).float().reshape(-1)
+
+    return encode
+
+
 def onnx_runner(session: Any) -> Runner:
-    """Run an onnxruntime session of a fastnst ONNX model (one style: ``image`` only; several: the batch's
-    ``style_weights`` row, one row for the whole batch, as the exported model takes it)."""
+    """Run an onnxruntime session of a fastnst ONNX model (one style: ``image`` only; otherwise the batch's style
+    vector, one for the whole batch, as the exported model takes it: ``style_weights`` [S] for trained styles,
+    ``style_vector`` [D] for a network that takes a painting)."""
     from fastnst.formats.onnx import run_session
+
+    inputs = [i.name for i in session.get_inputs()]
+    style_name = inputs[1] if len(inputs) > 1 else None
 
     def run(x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
@@ -79,7 +118,7 @@ def onnx_runner(session: Any) -> Runner:
                 return torch.cat([run(x[i:i + 1], style[i:i + 1]) for i in range(x.shape[0])])
             weights = np.ascontiguousarray(style[0].detach().to("cpu", torch.float32).numpy())
         try:
-            y = run_session(session, arr, weights)
+            y = run_session(session, arr, weights, style_name)
         except Exception as exc:  # noqa: BLE001 - translated: see _ort_failure
             raise _ort_failure(exc) from exc
         return torch.from_numpy(y).to(device=x.device, dtype=torch.float32)

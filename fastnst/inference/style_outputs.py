@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.inference.styles import StyleChoice, style_weights
+from fastnst.inference.styles import StyleChoice, StyleSpace, style_vector
 from fastnst.media.image import tensor_to_pil
 from fastnst.media.sheet import labelled_sheet
 
@@ -18,19 +18,27 @@ SHEET_PANEL = 1024  # longer side of each panel of a sheet at most (stylized at 
 PHOTO_LABEL = "photo"
 
 
-def each_style(names: Sequence[str], style: StyleChoice, sheet: bool = False) -> list[torch.Tensor] | None:
-    """The [S] weights of every style when a run makes one output per style (no ``style`` on a multi-style
-    model, or ``sheet``); None when it makes one output with ``style``. One sentence for what cannot be."""
+def each_style(space: StyleSpace, style: StyleChoice, sheet: bool = False, painting: bool = False
+               ) -> list[torch.Tensor | None] | None:
+    """The style vector of every style when a run makes one output per style (no ``style`` on a multi-style model
+    or on a network with saved styles, or ``sheet``); None when it makes one output with ``style`` or a
+    ``painting``. One sentence for what cannot be."""
+    names = space.names
     if sheet:
-        if len(names) == 1:
-            raise UserError(f"--sheet shows every style of a multi-style model side by side; this model holds one "
-                            f"style ({names[0]}), so drop --sheet")
+        if painting:
+            raise UserError("--sheet shows every style the model holds side by side; drop --style-image (or drop "
+                            "--sheet to write one image in the painting's style)")
+        if len(names) < 2:
+            what = (f"{len(names)} saved style(s)" if space.takes_painting else f"one style ({names[0]})")
+            raise UserError(f"--sheet shows every style of a model side by side; this model holds {what}, so drop --sheet")
         if style is not None:
             raise UserError("--sheet shows every style of the model; drop --style (or drop --sheet to write one "
                             "image in that style)")
-    if len(names) == 1 or (style is not None and not sheet):
+    if painting or (style is not None and not sheet):
         return None
-    return [style_weights(i, names) for i in range(len(names))]  # type: ignore[misc]
+    if not names or (len(names) == 1 and not space.takes_painting):
+        return None
+    return [style_vector(i, space) for i in range(len(names))]
 
 
 def sheet_columns(panels: int) -> int:

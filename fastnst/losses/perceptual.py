@@ -29,7 +29,8 @@ class LossInputs:
     ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
     (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
     again, such as a stability term), None outside training; ``seed``: the seed of this step's random draws
-    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0)."""
+    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0); ``style_grams``:
+    each image's own style targets (a network that takes any painting), used instead of the stored ones."""
 
     output: torch.Tensor
     content: torch.Tensor | None
@@ -38,6 +39,7 @@ class LossInputs:
     styles: torch.Tensor | None = None
     stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
     seed: int | None = None
+    style_grams: Mapping[str, torch.Tensor] | None = None  # [N, C, C] per style layer: each image's own target
     details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
 
 
@@ -67,7 +69,8 @@ class StyleTerm(LossTerm):
     """Weighted sum over layers of the mean squared Gram difference to each image's style.
 
     Targets are buffers ``gram_<layer>`` of shape [S, C, C], one row per style, computed once
-    (:meth:`set_targets`); a batch may mix styles (``inputs.styles``)."""
+    (:meth:`set_targets`); a batch may mix styles (``inputs.styles``). ``inputs.style_grams`` (each image's own
+    painting, computed per batch) replaces them: training on tens of thousands of paintings keeps no target."""
 
     def __init__(self, layers: Mapping[str, float], gram_norm: GramNorm = "hw") -> None:
         super().__init__()
@@ -93,8 +96,11 @@ class StyleTerm(LossTerm):
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         per_image = 0.0
         for name, weight in self.layers.items():
-            target = getattr(self, f"gram_{name}")
-            target = target[:1] if inputs.styles is None else target[inputs.styles]
+            if inputs.style_grams is not None:
+                target = inputs.style_grams[name]
+            else:
+                target = getattr(self, f"gram_{name}")
+                target = target[:1] if inputs.styles is None else target[inputs.styles]
             d = gram_distance(gram_matrix(inputs.features[name], self.gram_norm), target)
             inputs.details[f"style/{name}"] = d.mean()
             per_image = per_image + weight * d
@@ -228,6 +234,12 @@ class PerceptualLoss(nn.Module):
                                      for s in style_images])
 
     @torch.no_grad()
+    def style_grams(self, paintings: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Style targets of [N, 3, H, W] paintings in [0, 1]: {style layer: [N, C, C] Gram}, float32, no grad."""
+        feats = self.vgg(paintings, self.style_term.vgg_layers)
+        return {name: gram_matrix(f, self.gram_norm) for name, f in feats.items()}
+
+    @torch.no_grad()
     def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
         """Content-layer features of [N, 3, H, W] images, without grad (VGG run only as deep as they need)."""
         return self.vgg(content, self.content_layers)
@@ -235,9 +247,11 @@ class PerceptualLoss(nn.Module):
     def forward(self, output: torch.Tensor, content: torch.Tensor | None = None,
                 content_feats: Mapping[str, torch.Tensor] | None = None, styles: torch.Tensor | None = None,
                 stylize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                per_image: bool = False, seed: int | None = None) -> dict[str, torch.Tensor]:
+                per_image: bool = False, seed: int | None = None,
+                style_grams: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Weighted loss terms of ``output`` against ``content`` (or precomputed ``content_feats``) and the
-        styles ``styles`` ([N] indices; None: style 0); ``stylize`` and ``seed``: see :class:`LossInputs`.
+        styles ``styles`` ([N] indices; None: style 0), or each image's own ``style_grams`` (:meth:`style_grams`);
+        ``stylize`` and ``seed``: see :class:`LossInputs`.
 
         Returns scalars: ``total``, each term weighted (``content``, ``style``, ``tv``, added terms) and
         ``style/<layer>`` (unweighted); with ``per_image``, also ``style_per_image`` ([N], unweighted, for
@@ -247,10 +261,11 @@ class PerceptualLoss(nn.Module):
             if content is None:
                 raise ValueError("pass content or content_feats")
             content_feats = self.content_targets(content)
-        if self.num_styles == 0:
+        if self.num_styles == 0 and style_grams is None:
             raise ValueError("the loss has no style targets; call set_styles(style_images) first")
         inputs = LossInputs(output=output, content=content, features=self.vgg(output),
-                            content_features=content_feats, styles=styles, stylize=stylize, seed=seed)
+                            content_features=content_feats, styles=styles, stylize=stylize, seed=seed,
+                            style_grams=style_grams)
         terms = {name: self.weights[name] * term(inputs) for name, term in self.terms.items()}
         terms["total"] = sum(terms.values())  # type: ignore[assignment]
         terms.update(inputs.details)

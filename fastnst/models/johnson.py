@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastnst.models.encoder import make_arbitrary, style_rows
 from fastnst.models.layers import ConvLayer, ResidualBlock, UpLayer, run
 from fastnst.models.registry import register_model
 
@@ -26,15 +27,18 @@ class TransformerNet(nn.Module):
         num_residual: number of residual blocks (paper: 5).
         upsample: ``"nearest"`` (upsample + conv) or ``"transpose"`` (transposed conv).
         num_styles: styles held by the network (a scale and shift per style in every norm).
+        style_dim: set, the network takes any painting: a :class:`fastnst.models.encoder.StyleEncoder`
+            (``encoder``: its settings) maps it to a ``style_dim`` vector that sets every norm (Ghiasi et al. 2017).
     """
 
     def __init__(self, channels: tuple[int, int, int] | list[int] = (32, 64, 128), num_residual: int = 5,
-                 upsample: str = "nearest", num_styles: int = 1) -> None:
+                 upsample: str = "nearest", num_styles: int = 1, style_dim: int | None = None,
+                 encoder: dict[str, Any] | None = None) -> None:
         super().__init__()
         c1, c2, c3 = (int(c) for c in channels)
         self._config: dict[str, Any] = {"channels": [c1, c2, c3], "num_residual": int(num_residual),
                                         "upsample": str(upsample), "num_styles": int(num_styles)}
-        s = int(num_styles)
+        s = style_rows(num_styles, style_dim)
         self.inp = ConvLayer(3, c1, 9, num_styles=s)
         self.down1 = ConvLayer(c1, c2, 3, stride=2, num_styles=s)
         self.down2 = ConvLayer(c2, c3, 3, stride=2, num_styles=s)
@@ -42,9 +46,10 @@ class TransformerNet(nn.Module):
         self.up1 = UpLayer(c3, c2, upsample, s)
         self.up2 = UpLayer(c2, c1, upsample, s)
         self.out = ConvLayer(c1, 3, 9, norm=False, relu=False)
+        self._config.update(make_arbitrary(self, style_dim, encoder))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] (and [N or 1, S] style weights) -> [N, 3, H, W] in [0, 1]."""
+        """[N, 3, H, W] in [0, 1] (and [N or 1, S] style weights or style vectors) -> [N, 3, H, W] in [0, 1]."""
         y0 = self.inp(x, style)
         y1 = self.down1(y0, style)
         y = run(self.res, self.down2(y1, style), style)

@@ -23,6 +23,10 @@ class StyleNorm(nn.Module):
     network, [N, num_styles] weights per image or [1, num_styles] for the whole batch; the scale and shift
     are the style-weighted sums of the rows, so a one-hot row is that style and a convex combination blends
     styles in parameter space.
+
+    With a base (:meth:`add_base`, networks that take a painting), ``style`` is a style vector of any real
+    values and the tables are a linear map from it: scale = style @ weight + weight_base (the same for the
+    shift), as the style-prediction network of Ghiasi et al. 2017 feeds its 100-d style vector to every norm.
     """
 
     def __init__(self, num_features: int, num_styles: int = 1, eps: float = 1e-5) -> None:
@@ -32,6 +36,17 @@ class StyleNorm(nn.Module):
         self.num_features, self.num_styles, self.eps = num_features, num_styles, eps
         self.weight = nn.Parameter(torch.ones(num_styles, num_features))
         self.bias = nn.Parameter(torch.zeros(num_styles, num_features))
+        self.weight_base: nn.Parameter | None = None
+        self.bias_base: nn.Parameter | None = None
+
+    def add_base(self, init_std: float = 0.01) -> None:
+        """Make the tables a linear map from a style vector (see the class docstring): a base scale of 1 and
+        shift of 0 (the identity at start), map entries small and random so that the vector matters from step 1."""
+        with torch.no_grad():
+            nn.init.normal_(self.weight, 0.0, init_std)
+            nn.init.normal_(self.bias, 0.0, init_std)
+        self.weight_base = nn.Parameter(torch.ones(self.num_features))
+        self.bias_base = nn.Parameter(torch.zeros(self.num_features))
 
     def scale_shift(self, style: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """[C] scale and shift for one style (``style`` None), else [N or 1, C] for ``style`` [N or 1, S]."""
@@ -43,6 +58,8 @@ class StyleNorm(nn.Module):
             raise ValueError(f"style weights must be [N, {self.num_styles}] or [1, {self.num_styles}], "
                              f"got {tuple(style.shape)}")
         style = style.to(self.weight.dtype)
+        if self.weight_base is not None and self.bias_base is not None:
+            return torch.addmm(self.weight_base, style, self.weight), torch.addmm(self.bias_base, style, self.bias)
         # A one-hot row gives that style's parameters exactly: 1*w + 0*others adds only exact zeros.
         return style @ self.weight, style @ self.bias
 
@@ -72,7 +89,15 @@ class StyleNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}"
+        base = ", base" if self.weight_base is not None else ""
+        return f"{self.num_features}, num_styles={self.num_styles}, eps={self.eps}{base}"
+
+
+def add_style_bases(net: nn.Module) -> None:
+    """Turn every :class:`StyleNorm` of ``net`` into a linear map from a style vector (:meth:`StyleNorm.add_base`)."""
+    for m in net.modules():
+        if isinstance(m, StyleNorm):
+            m.add_base()
 
 
 def run(layers: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:

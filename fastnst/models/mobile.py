@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastnst.models.encoder import make_arbitrary, style_rows
 from fastnst.models.layers import Conditional, StyleNorm, run, upsample_conv
 from fastnst.models.registry import register_model
 
@@ -100,10 +101,12 @@ class MobileNet(nn.Module):
         padding: ``reflect`` (a padding layer before each convolution, default) or ``zeros`` (inside each
             convolution: faster, but tiles and borders show it).
         num_styles: styles held by the network (a scale and shift per style in every norm).
+        style_dim, encoder: a network that takes any painting (see :class:`fastnst.models.TransformerNet`).
     """
 
     def __init__(self, channels: tuple[int, int] | list[int] = (16, 64), num_residual: int = 5, stem_kernel: int = 5,
-                 padding: str = "reflect", num_styles: int = 1) -> None:
+                 padding: str = "reflect", num_styles: int = 1, style_dim: int | None = None,
+                 encoder: dict[str, Any] | None = None) -> None:
         super().__init__()
         c1, c2 = (int(c) for c in channels)
         if padding not in PADDINGS:
@@ -113,7 +116,7 @@ class MobileNet(nn.Module):
         self._config: dict[str, Any] = {"channels": [c1, c2], "num_residual": int(num_residual),
                                         "stem_kernel": int(stem_kernel), "padding": padding,
                                         "num_styles": int(num_styles)}
-        s = int(num_styles)
+        s = style_rows(num_styles, style_dim)
         self.stem = ConditionalSequential(*conv(3, c1, int(stem_kernel), 2, padding=padding), StyleNorm(c1, s),
                                           nn.ReLU(inplace=True))
         self.down = ConditionalSequential(*conv(c1, c2, 3, 2, padding=padding), StyleNorm(c2, s), nn.ReLU(inplace=True))
@@ -123,6 +126,7 @@ class MobileNet(nn.Module):
         # nearest x2 + padding + this 3x3 convolution, computed as one transposed convolution (upsample_conv)
         self.out = nn.Conv2d(c1, 3, 3)
         icnr_(self.up[-4])
+        self._config.update(make_arbitrary(self, style_dim, encoder))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] (and [N, S] style weights) -> [N, 3, H, W] in [0, 1]."""

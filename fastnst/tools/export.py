@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,11 @@ from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
-from fastnst.formats.onnx import (check_onnx, compare_on_images, compare_onnx, convert_fp16, export_onnx, quantize_int8,
-                                  time_onnx_in_turn)
-from fastnst.formats.pt2 import check_pt2, export_pt2
+from fastnst.formats.deploy import encoder_path
+from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
+                                  export_encoder_onnx, export_onnx, quantize_int8, time_onnx_in_turn)
+from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
+from fastnst.media.image import tensor_to_pil
 from fastnst.inference import load
 
 
@@ -82,7 +85,7 @@ def int8_verdict(speedup: float) -> str:
 
 
 def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: int, log: Any = print,
-                speed_size: int = SPEED_SIZE) -> dict[str, Any]:
+                speed_size: int = SPEED_SIZE, style_dim: int | None = None) -> dict[str, Any]:
     """Time int8 against fp32 in turn on the first photo (longer side ``speed_size``) and measure the PSNR of int8
     against fp32 on every photo; say plainly whether int8 is an improvement in speed on this CPU."""
     import torch.nn.functional as F
@@ -95,8 +98,8 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     x = F.interpolate(x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bilinear",
                       antialias=scale < 1, align_corners=False).clamp(0, 1).numpy()
     with OtherLoad() as load:
-        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS)
-    d = compare_on_images(fp32, int8, photos, num_styles)
+        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS, style_dim=style_dim)
+    d = compare_on_images(fp32, int8, photos, num_styles, style_dim)
     speedup = t_fp32 / t_int8
     size = f"{x.shape[-1]}x{x.shape[-2]}"
     log(f"fastnst: int8 vs fp32 on {len(photos)} calibration photo(s): PSNR {d['psnr_db']:.1f} dB (worst), max abs diff "
@@ -148,6 +151,9 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
     if out is None:
         out = Path(f"{model.style_name if len(model.styles) == 1 else ckpt.stem}.{fmt}")
     targets = [out] + ([_variant_path(out, "fp16")] if fp16 else []) + ([_variant_path(out, "int8")] if int8 else [])
+    style_dim = info.config.get("style_dim")
+    if style_dim is not None:  # a network that takes a painting: its encoder beside every file
+        targets += [encoder_path(t) for t in targets]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]} already exists; pass --overwrite to replace it or choose another -o")
@@ -164,24 +170,45 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
         except PermissionError as exc:
             raise UserError(f"cannot write {out} ({exc.strerror or exc})") from None
         if check:  # before the rename: a model that fails its check never replaces a good one
-            results = (check_onnx if fmt == "onnx" else check_pt2)(tmp, net, styles, tolerance=tolerance)
+            results = (check_onnx if fmt == "onnx" else check_pt2)(tmp, net, styles, tolerance=tolerance,
+                                                                    style_dim=style_dim)
             shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
             log(f"fastnst: parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
 
+    def write_encoder(tmp: Path) -> None:
+        (export_encoder_onnx if fmt == "onnx" else export_encoder_pt2)(net.encoder, tmp, info)
+        if check:
+            results = (check_encoder_onnx if fmt == "onnx" else check_encoder_pt2)(tmp, net.encoder, tolerance=tolerance)
+            shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
+            log(f"fastnst: encoder parity vs PyTorch eager (max abs diff of the style vector): {shown}")
+
+    if style_dim is not None:
+        atomic_write(encoder_path(out), write_encoder)
     atomic_write(out, write)
-    log(f"fastnst: wrote {out} ({_size(out)}; styles {', '.join(info.styles)}; {info.architecture} {info.config})")
+    what = (f"any painting, {style_dim}-d style vector from {encoder_path(out).name}, {len(info.styles)} saved style(s)"
+            if style_dim is not None else f"styles {', '.join(info.styles)}")
+    log(f"fastnst: wrote {out} ({_size(out)}; {what}; {info.architecture} {info.config})")
+
+    def copy_encoder(variant: Path) -> None:  # the encoder stays fp32: it runs once per painting
+        if style_dim is not None:
+            atomic_write(encoder_path(variant), lambda tmp: shutil.copyfile(encoder_path(out), tmp))
     if fp16:
         dst = _variant_path(out, "fp16")
         atomic_write(dst, lambda tmp: convert_fp16(out, tmp))
-        d = compare_onnx(out, dst, styles)
+        copy_encoder(dst)
+        d = compare_onnx(out, dst, styles, style_dim=style_dim)
         log(f"fastnst: wrote {dst} ({_size(dst)}); vs fp32: max abs diff {d['max_abs']:.4f}, mean abs diff "
             f"{d['mean_abs']:.5f}, PSNR {d['psnr_db']:.1f} dB (pixel values in [0, 1])")
     if int8:
         dst = _variant_path(out, "int8")
         log(f"fastnst: calibrating int8 on {len(photos)} photo(s) of {calibration} ...")
-        atomic_write(dst, lambda tmp: quantize_int8(out, tmp, photos, styles))
+        vectors = None
+        if style_dim is not None:  # calibrated with the style vectors of real pictures (the photos as paintings)
+            vectors = [model.encode_style(tensor_to_pil(torch.from_numpy(p[0]))).numpy() for p in photos]
+        atomic_write(dst, lambda tmp: quantize_int8(out, tmp, photos, styles, vectors))
+        copy_encoder(dst)
         log(f"fastnst: wrote {dst} ({_size(dst)}; static int8, QDQ, per-channel weights)")
-        report_int8(out, dst, photos, styles, log, speed_size)
+        report_int8(out, dst, photos, styles, log, speed_size, style_dim)
     return out
 
 

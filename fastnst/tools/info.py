@@ -136,15 +136,29 @@ def format_description(d: dict[str, Any]) -> str:
     else:
         rows.append(("architecture", f"{m['architecture']} ({_settings(m['config'])})"))
         styles = m["styles"]
-        rows.append(("styles", f"{len(styles)}: {', '.join(styles)}"))
+        if m["config"].get("style_dim") is not None:
+            enc = m["config"].get("encoder") or {}
+            rows.append(("styles", f"any painting: a {m['config']['style_dim']}-d style vector from its encoder (paintings "
+                                   f"at {enc.get('painting_size', 256)} px on the longer side)"))
+            rows.append(("saved styles", f"{len(styles)}" + (f": {', '.join(styles)}" if styles else "")))
+        else:
+            rows.append(("styles", f"{len(styles)}: {', '.join(styles)}"))
         rows.append(("source", m["source"] + (f", exported from {m['exported_from']}" if m.get("exported_from") else "")))
         t = m.get("training")
         if t:
             rows.append(("trained", f"{t['global_step']} steps" + (f" on {t['image_size']} px crops" if t.get("image_size") else "")
                          + (f"; {t['skipped_images']} unreadable image reads skipped" if t.get("skipped_images") else "")))
-            if t.get("init_from"):
+            if t.get("init_from") and t.get("trained_styles"):
                 rows.append(("added styles", f"{', '.join(t.get('trained_styles') or [])} (norm parameters only) to "
                                              f"the network of {t['init_from']}"))
+            elif t.get("init_from"):
+                rows.append(("started from", f"the prediction of {t['init_from']} (a network that takes any painting) "
+                                             f"for its painting"))
+            if t.get("paintings"):
+                pt = t["paintings"]
+                rows.append(("paintings", f"{pt.get('train')} for training from {pt.get('source')}; "
+                                          f"{len(pt.get('val') or [])} held out: "
+                                          + ", ".join(Path(v).name for v in pt.get("val") or [])))
             if t.get("style_images"):
                 size = f" (longer side {t['style_size']} px)" if t.get("style_size") else ""
                 rows.append(("style images", ", ".join(t["style_images"]) + size))

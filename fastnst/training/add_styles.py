@@ -31,6 +31,7 @@ class BaseNetwork:
     path: str
     info: ModelInfo
     state: dict[str, torch.Tensor]
+    network: nn.Module | None = None  # kept for a network that takes a painting (it predicts the new style)
 
     @property
     def styles(self) -> list[str]:
@@ -43,14 +44,15 @@ class BaseNetwork:
         return (recorded + [""] * len(self.styles))[: len(self.styles)]
 
 
-def check_train_only(train_only: str | None, init_from: str | None) -> None:
-    """``train_only`` is null or ``norm``, and ``norm`` comes with ``init_from`` (and the other way round)."""
+def check_train_only(train_only: str | None, init_from: str | None, from_painting_network: bool = False) -> None:
+    """``train_only`` is null or ``norm``, and ``norm`` comes with ``init_from`` (and the other way round, unless
+    ``init_from`` is a network that takes a painting: a per-painting network may train every weight)."""
     if train_only not in (None, *TRAIN_ONLY):
         raise UserError(f"train_only must be null (train every weight) or norm (only the new styles' norm "
                         f"parameters), got {train_only!r}")
     if train_only == "norm" and not init_from:
         raise UserError("train_only=norm trains new styles of a trained network; pass init_from=PATH.ckpt too")
-    if init_from and train_only != "norm":
+    if init_from and train_only != "norm" and not from_painting_network:
         raise UserError("init_from adds styles to a trained network by training only their norm parameters, which "
                         "keeps the old styles exactly; pass train_only=norm too")
 
@@ -64,12 +66,14 @@ def load_base(path: str, architecture: str, config: dict[str, Any]) -> BaseNetwo
     if p.suffix.lower() in (".onnx", ".pt2"):
         raise UserError(f"init_from {p} is an exported model; new styles are added to a training checkpoint (.ckpt)")
     net, info = load_network(p)
-    want = {k: v for k, v in config.items() if k != "num_styles"}
-    have = {k: v for k, v in info.config.items() if k != "num_styles"}
+    skip = ("num_styles", "style_dim", "encoder")  # a network that takes a painting starts one-style networks too
+    want = {k: v for k, v in config.items() if k not in skip}
+    have = {k: v for k, v in info.config.items() if k not in skip}
     if info.architecture != architecture or have != want:
         raise UserError(f"init_from {p} holds a {info.architecture} network {have}, but the config builds a "
                         f"{architecture} network {want}; pass the model settings it was trained with")
-    return BaseNetwork(str(p), info, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    return BaseNetwork(str(p), info, {k: v.detach().clone() for k, v in net.state_dict().items()},
+                       net if info.takes_painting else None)
 
 
 def check_new_names(base: BaseNetwork, names: list[str], paths: list[str]) -> None:

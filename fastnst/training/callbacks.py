@@ -53,9 +53,17 @@ class ImagePreview(pl.Callback):
 
     def grid(self, pl_module: pl.LightningModule, content: torch.Tensor) -> Image.Image:
         """The labelled preview of ``content`` [N, 3, H, W]: a row of photos, then a row per previewed style."""
+        rows, labels = [content], ["photo"]
+        if getattr(pl_module, "arbitrary", False):  # a row per validation painting (training ones if none held out)
+            dm = pl_module.trainer.datamodule
+            with torch.no_grad():
+                for name, painting in dm.preview_paintings(self.max_styles):
+                    rows.append(pl_module.stylize_with(content, painting).float().clamp(0, 1).cpu())
+                    labels.append(name)
+            panels = [tensor_to_pil(make_grid(row, nrow=len(row), padding=2, pad_value=1.0)) for row in rows]
+            return labelled_sheet(panels, labels, columns=1, label_side="left")
         names = getattr(pl_module, "style_names", ["stylized"])
         picks = preview_styles(getattr(pl_module, "trained_styles", [0]), self.max_styles)
-        rows, labels = [content], ["photo"]
         with torch.no_grad():
             for s in picks:
                 styles = None if len(names) == 1 else torch.full((len(content),), s, dtype=torch.long)

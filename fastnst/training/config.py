@@ -16,7 +16,9 @@ import pytorch_lightning as pl
 
 from fastnst.errors import UserError
 from fastnst.inference import known_failures
+from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.module import StyleTransferModule, split_optim
+from fastnst.training.paintings import PaintingSet, split_paintings
 
 
 def locate(target: Any, where: str) -> Any:
@@ -103,6 +105,15 @@ def instantiate(node: dict[str, Any], where: str, **extra: Any) -> Any:
 
 # --- styles --------------------------------------------------------------------------------------
 
+def painting_sets(style: dict[str, Any]) -> tuple[PaintingSet, PaintingSet]:
+    """The training and validation paintings of ``style.arbitrary=true`` (``style.val_count`` held out)."""
+    paths, _ = style_list(style)
+    train, val = split_paintings(paths, int(style.get("val_count", 8)))
+    size = int(style.get("size") or 256)
+    crop = style.get("crop")
+    return PaintingSet(train, size, crop), PaintingSet(val, size, crop)
+
+
 def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(paths, names) of the styles of the ``style`` group: ``image`` (one), or ``images`` (a list or a folder)."""
     from fastnst.media.image import find_images
@@ -143,8 +154,19 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     from fastnst.models import model_class
 
     style = cfg.get("style") or {}
+    arbitrary = bool(style.get("arbitrary", False))
     paths, names = style_list(style)
     size = style.get("size")
+    extra: dict[str, Any] = {}
+    if arbitrary:
+        train, val = split_paintings(paths, int(style.get("val_count", 8)))
+        source = style.get("images") or style.get("image")
+        extra = {"arbitrary": True, "style_dim": int(style.get("dim", DEFAULT_STYLE_DIM)),
+                 "paintings": {"source": source if isinstance(source, str) else f"{len(paths)} listed files",
+                               "train": len(train), "val": val}}
+        paths, names = [], []
+        if size is None:
+            raise UserError("style.arbitrary=true needs style.size (the painting crop in px, e.g. 256)")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise UserError(f"style.size={size!r} must be a number of pixels >= {MIN_SIZE} (each painting's longer side), "
                         f"or null to keep the paintings' own size")
@@ -159,7 +181,7 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
                   network={"architecture": arch, **model}, loss=cfg.get("loss") or {}, optim=cfg.get("optim") or {},
                   channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
                   on_nonfinite=cfg.get("on_nonfinite", "stop"), seed=int(cfg.get("seed", 0)),
-                  init_from=cfg.get("init_from"), train_only=cfg.get("train_only"))
+                  init_from=cfg.get("init_from"), train_only=cfg.get("train_only"), **extra)
     check_arguments(StyleTransferModule, kwargs, "config")
     return StyleTransferModule(**kwargs)
 

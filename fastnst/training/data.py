@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastnst.errors import UserError
 from fastnst.media.image import find_images, open_image, pil_to_tensor, resize_shorter
+from fastnst.training.paintings import PairedDataset, PaintingSet
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -103,10 +104,14 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, int]:
-    """Stack images; add up the skipped-file counts (they travel with the batch out of the workers)."""
+def collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Stack images; add up the skipped-file counts (they travel with the batch out of the workers). Items with a
+    painting (:class:`fastnst.training.paintings.PairedDataset`) also give the stacked paintings and their indices."""
     images = torch.stack([b[0] for b in batch])
-    return images, sum(b[1] for b in batch)
+    skipped = sum(b[1] for b in batch)
+    if len(batch[0]) == 2:
+        return images, skipped
+    return images, skipped, torch.stack([b[2] for b in batch]), torch.tensor([b[3] for b in batch])
 
 
 class ResumableSampler(Sampler[Sample]):
@@ -178,6 +183,14 @@ class StyleDataModule(pl.LightningDataModule):
         self.train_files: list[Path] = []
         self.val_files: list[Path] = []
         self.sampler: ResumableSampler | None = None
+        self.paintings: PaintingSet | None = None  # training paintings of a network that takes any painting
+        self.val_paintings: PaintingSet | None = None
+
+    def attach_paintings(self, train: PaintingSet, val: PaintingSet | None) -> None:
+        """Pair every photo with a painting (``style.arbitrary=true``): training photos with a random training
+        painting, validation photos with the validation paintings (``val/unseen``) and with training paintings
+        (``val/seen``)."""
+        self.paintings, self.val_paintings = train, val
 
     def scan(self) -> None:
         """List the files (cheap, no decoding); errors name the folder. Idempotent."""
@@ -258,6 +271,8 @@ class StyleDataModule(pl.LightningDataModule):
             epoch, step_in_epoch = divmod(self.trainer.global_step, steps_per_epoch)
             self.sampler.resume(epoch, step_in_epoch * acc)
         ds = self._dataset(self.train_files, True, self.root)
+        if self.paintings is not None:
+            ds = PairedDataset(ds, self.paintings, train=True)
         return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                           **self._loader_kwargs())
 
@@ -269,7 +284,23 @@ class StyleDataModule(pl.LightningDataModule):
         kw = self._loader_kwargs()
         kw.update(num_workers=0, persistent_workers=False)
         kw.pop("prefetch_factor", None)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, **kw)
+        if self.paintings is None:
+            return DataLoader(ds, batch_size=self.batch_size, shuffle=False, **kw)
+        # loader 0: the training paintings (seen), loader 1: the validation paintings (unseen), if any
+        sets = [self.paintings] + ([self.val_paintings] if self.val_paintings is not None and len(self.val_paintings) else [])
+        return [DataLoader(PairedDataset(ds, p, train=False), batch_size=self.batch_size, shuffle=False, **kw)
+                for p in sets]
+
+    def preview_paintings(self, count: int) -> list[tuple[str, torch.Tensor]]:
+        """(name, [1, 3, P, P] centre crop) of the first ``count`` validation paintings (training ones if none)."""
+        paintings = self.val_paintings if self.val_paintings is not None and len(self.val_paintings) else self.paintings
+        if paintings is None:
+            return []
+        out = []
+        for i in range(min(count, len(paintings))):
+            crop, used, _ = paintings.load(i, None)
+            out.append((Path(paintings.paths[used]).stem, crop.unsqueeze(0)))
+        return out
 
     def preview_batch(self, count: int) -> torch.Tensor:
         """The first ``count`` validation images as [N, 3, S, S], for preview grids."""

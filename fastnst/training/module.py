@@ -7,24 +7,25 @@ clean and checkpoints load without Hydra. The loss network has no parameters and
 
 from __future__ import annotations
 
-import ast
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import write_info
-from fastnst.formats.metadata import FORMAT_VERSION, META_KEY, ModelInfo, TrainingInfo
+from fastnst.formats.metadata import META_KEY, ModelInfo, TrainingInfo
 from fastnst.losses import PerceptualLoss
 from fastnst.media.image import load_style_image
+from fastnst.media.painting import painting_tensor
 from fastnst.models import create_model
+from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.add_styles import BaseNetwork, NormOnlyTraining, check_new_names, check_train_only, extend, load_base
+from fastnst.training.arbitrary import from_prediction
+from fastnst.training.checkpoint_state import restore_rng_states, save_rng_states, upgrade_v1
 from fastnst.training.fast_path import NonFiniteLossError, check_fast_path_gradients, fast_path_failure
 
 # Settings of the optim group that are fastnst's learning-rate schedule, not optimizer arguments.
@@ -87,25 +88,35 @@ class StyleTransferModule(pl.LightningModule):
         on_nonfinite: ``stop`` (raise, keep the last good checkpoint) or ``skip`` (skip the batch, count it).
         seed: seed of the per-step style draw.
         init_from: a trained checkpoint whose network gets the styles of ``style_images`` added after its own
-            (with ``train_only="norm"``, see :mod:`fastnst.training.add_styles`).
+            (with ``train_only="norm"``, see :mod:`fastnst.training.add_styles`); or a network that takes any
+            painting, whose prediction for the one painting of ``style_images`` starts a one-style network
+            (:mod:`fastnst.training.arbitrary`).
         train_only: None (every weight trains) or ``"norm"`` (only the new styles' norm parameters).
+        arbitrary: train a network that takes any painting: ``style_images`` is empty, each batch brings its
+            photos' paintings (:mod:`fastnst.training.paintings`), an encoder maps them to ``style_dim`` vectors.
+        paintings: what the checkpoint records of an arbitrary run's paintings (source, counts, held-out files).
     """
 
     def __init__(self, style_images: list[str], style_names: list[str] | None = None, style_size: int | None = 512,
                  network: dict[str, Any] | None = None, loss: dict[str, Any] | None = None,
                  optim: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False,
                  on_nonfinite: str = "stop", seed: int = 0, init_from: str | None = None,
-                 train_only: str | None = None) -> None:
+                 train_only: str | None = None, arbitrary: bool = False, style_dim: int = DEFAULT_STYLE_DIM,
+                 paintings: dict[str, Any] | None = None) -> None:
         super().__init__()
         _, schedule = split_optim(optim)
         if schedule.get("scheduler") not in (None, "none", "cosine", "step"):
             raise UserError(f"optim.scheduler must be null, cosine or step, got {schedule['scheduler']!r}")
         if on_nonfinite not in ("stop", "skip"):
             raise UserError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
-        if not style_images:
+        if not style_images and not arbitrary:
             raise UserError("no style image given; pass style.image=/path/to/painting.jpg")
-        check_train_only(train_only, init_from)
+        if arbitrary and (init_from or train_only):
+            raise UserError("style.arbitrary=true trains a network that takes any painting from scratch; drop init_from "
+                            "and train_only (a per-painting network starts from one with init_from=ARB.ckpt "
+                            "style.image=PAINTING)")
         self.save_hyperparameters()
+        self.arbitrary = bool(arbitrary)
         new_names = list(style_names or [Path(p).stem for p in style_images])
         net_cfg = dict(network or {})
         arch = net_cfg.pop("architecture", "johnson")
@@ -114,18 +125,35 @@ class StyleTransferModule(pl.LightningModule):
         self.base: BaseNetwork | None = None
         if init_from:
             self.base = load_base(init_from, arch, create_model(arch, **net_cfg).config())
-            check_new_names(self.base, new_names, list(style_images))
-        old = self.base.styles if self.base else []
-        self.style_names = old + new_names
-        # The network's indices of the styles this run trains, in the order of the loss's style targets.
-        self.trained_styles = list(range(len(old), len(self.style_names)))
-        self.network = create_model(arch, **{**net_cfg, "num_styles": len(self.style_names)})
+        check_train_only(train_only, init_from, self.base is not None and self.base.network is not None)
         self.norm_only: NormOnlyTraining | None = None
-        if self.base is not None:
-            extend(self.network, self.base)
-            self.base.state = {}  # in the network now
-            self.norm_only = NormOnlyTraining(self.network, len(old))
-        self.loss_fn = PerceptualLoss(**(loss or {}), style_images=images)
+        if self.base is not None and self.base.network is not None:  # a per-painting network from a prediction
+            if len(style_images) != 1:
+                raise UserError(f"init_from {init_from} takes any painting: start one per-painting network from its "
+                                f"prediction with style.image=PAINTING (one painting), not {len(style_images)}")
+            painting = painting_tensor(style_images[0], self.base.info.painting_size or 256)
+            self.network = from_prediction(self.base.network, arch, painting)
+            self.style_names, self.trained_styles = new_names, [0]
+            self.base = None  # nothing of it is kept: the new network holds one style of its own
+            if train_only == "norm":
+                self.norm_only = NormOnlyTraining(self.network, 0)
+        elif self.arbitrary:
+            self.style_names, self.trained_styles = [], []
+            encoder = {**dict(net_cfg.pop("encoder", None) or {}), "painting_size": int(style_size or 256)}
+            self.network = create_model(arch, **net_cfg, style_dim=int(style_dim), encoder=encoder)
+        else:
+            if self.base is not None:
+                check_new_names(self.base, new_names, list(style_images))
+            old = self.base.styles if self.base else []
+            self.style_names = old + new_names
+            # The network's indices of the styles this run trains, in the order of the loss's style targets.
+            self.trained_styles = list(range(len(old), len(self.style_names)))
+            self.network = create_model(arch, **{**net_cfg, "num_styles": len(self.style_names)})
+            if self.base is not None:
+                extend(self.network, self.base)
+                self.base.state = {}  # in the network now
+                self.norm_only = NormOnlyTraining(self.network, len(old))
+        self.loss_fn = PerceptualLoss(**(loss or {}), style_images=images or None)
         self._ignore_in_ddp()
         self._report_target_memory()
         self.skipped_images = 0
@@ -229,20 +257,34 @@ class StyleTransferModule(pl.LightningModule):
         return style_indices(self.global_step, batch, len(self.trained_styles), self.hparams.seed, rank, world,
                              self._micro, acc)
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.norm_only is not None:
-            self.norm_only.mask_gradients()
-        if self.hparams.compile:
-            check_fast_path_gradients(self)
+    def _painting_terms(self, x: torch.Tensor, paintings: torch.Tensor, seed: int | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Loss terms of the network's output for photos ``x`` [N, ...], each in the style of its own painting
+        ``paintings`` [N, 3, P, P]: the encoder predicts the style vectors, the targets are the paintings' Grams."""
+        paintings = self._prepare(paintings)
+        vectors = self.network.encoder(paintings)
+        y = self._net_fn(x, vectors)
+        stylize = (lambda z: self._net_fn(z, vectors)) if self.loss_fn.needs_network else None
+        return self._loss_call(y, x, stylize=stylize, seed=seed, style_grams=self.loss_fn.style_grams(paintings))
 
-    def training_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> torch.Tensor | None:
-        x, skipped = batch
+    def stylize_with(self, x: torch.Tensor, paintings: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] photos in the style of [N or 1, 3, P, P] paintings (a network that takes a painting)."""
+        vectors = self.network.encoder(self._prepare(paintings.to(self.device)))
+        return self._net_fn(self._prepare(x.to(self.device)), vectors)
+
+    def training_step(self, batch: tuple[Any, ...], batch_idx: int) -> torch.Tensor | None:
+        x, skipped, *paired = batch
         self.skipped_images += int(skipped)
         x = self._prepare(x)
         trainer = self._trainer  # None when a benchmark drives the step without a Trainer
         rank = trainer.global_rank if trainer is not None else 0
-        slots = self._draw_slots(x.shape[0])
-        terms = self._terms(x, slots, step_seed(self.global_step, self.hparams.seed, rank))
+        seed = step_seed(self.global_step, self.hparams.seed, rank)
+        if self.arbitrary:
+            slots = None
+            terms = self._painting_terms(x, paired[0], seed)
+        else:
+            slots = self._draw_slots(x.shape[0])
+            terms = self._terms(x, slots, seed)
         total = terms["total"]
         bad = ~torch.isfinite(total.detach())
         if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
@@ -277,9 +319,15 @@ class StyleTransferModule(pl.LightningModule):
             self.log(f"{stage}/style/{self.style_names[self.trained_styles[s]]}", value,
                      batch_size=int((slots == s).sum()), rank_zero_only=True)
 
-    def validation_step(self, batch: tuple[torch.Tensor, int], batch_idx: int) -> None:
-        x, _ = batch
+    def validation_step(self, batch: tuple[Any, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, _, *paired = batch
         x = self._prepare(x)
+        if self.arbitrary:  # loader 0 pairs the photos with training paintings, loader 1 with held-out ones
+            terms = self._painting_terms(x, paired[0])
+            prefix = "val/seen" if dataloader_idx == 0 else "val/unseen"
+            self.log_dict({f"{prefix}/{k}": v for k, v in terms.items()}, batch_size=x.shape[0], sync_dist=True,
+                          add_dataloader_idx=False)
+            return
         # Every trained style on the same images, so that validation losses are comparable from step to step.
         for slot, s in enumerate(self.trained_styles):
             slots = None if self.num_styles == 1 else torch.full((x.shape[0],), slot, dtype=torch.long)
@@ -316,6 +364,12 @@ class StyleTransferModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.norm_only is not None:
+            self.norm_only.mask_gradients()
+        if self.hparams.compile:
+            check_fast_path_gradients(self)
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         if self.norm_only is not None:
@@ -326,6 +380,7 @@ class StyleTransferModule(pl.LightningModule):
         """What inference, export and resume need, without Hydra or the training config."""
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         old = self.base.style_images if self.base is not None else []
+        paintings = dict(self.hparams.paintings) if self.hparams.get("paintings") else None
         training = TrainingInfo(style_images=old + [str(p) for p in self.hparams.style_images],
                                 style_size=self.hparams.style_size,
                                 image_size=int(dm.image_size) if dm is not None and hasattr(dm, "image_size") else None,
@@ -333,21 +388,14 @@ class StyleTransferModule(pl.LightningModule):
                                 skipped_images=int(self.skipped_images), skipped_batches=int(self.skipped_batches),
                                 init_from=self.hparams.init_from,
                                 trained_styles=[self.style_names[s] for s in self.trained_styles]
-                                if self.base is not None else None)
+                                if self.base is not None else None, paintings=paintings)
         return ModelInfo(architecture=self.network.architecture, config=self.network.config(),
-                         styles=list(self.style_names), training=training)
+                         styles=list(self.style_names), training=training,
+                         style_vectors=[] if self.arbitrary else None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         write_info(checkpoint, self.model_info())
-        # Lightning does not save RNG states; nothing in a step draws from them today (crops and styles are
-        # seeded per step), but anything added later (augmentations, noise) must resume exactly too.
-        np_state = np.random.get_state()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [[int(v) for v in np_state[1]], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": repr(random.getstate()),
-        }
+        save_rng_states(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(META_KEY) or {}
@@ -358,38 +406,10 @@ class StyleTransferModule(pl.LightningModule):
         training = info.training if info is not None else None
         self.skipped_images = int(training.skipped_images) if first and training else 0
         self.skipped_batches = int(training.skipped_batches) if first and training else 0
-        rng = checkpoint.get("rng_states")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            keys, pos, has_gauss, gauss = rng["numpy"]
-            np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-            random.setstate(ast.literal_eval(rng["python"]))
+        restore_rng_states(checkpoint.get("rng_states"))
         sd = checkpoint.get("state_dict", {})
         # Checkpoints written by a compiled module carry "_orig_mod." in their keys.
         for k in [k for k in sd if "_orig_mod." in k]:
             sd[k.replace("_orig_mod.", "")] = sd.pop(k)
-        if info is not None and info.format_version < FORMAT_VERSION:
-            self._upgrade_v1(checkpoint)
-
-    def _upgrade_v1(self, checkpoint: dict[str, Any]) -> None:
-        """Format 1 kept style targets as ``loss_fn.style_gram_<layer>``, norm parameters as [C], and a second
-        copy of the network and the targets under ``_net_fn.`` and ``_loss_call.``."""
-        sd = checkpoint.get("state_dict", {})
-        for k in [k for k in sd if k.startswith(("_net_fn.", "_loss_call."))]:
-            del sd[k]
-        for k in [k for k in sd if k.startswith("loss_fn.style_gram_")]:
-            sd["loss_fn.terms.style.gram_" + k[len("loss_fn.style_gram_"):]] = sd.pop(k)
-        own = dict(self.named_parameters())
-        for k, v in list(sd.items()):
-            if k in own and v.shape != own[k].shape and v.numel() == own[k].numel():
-                sd[k] = v.reshape(own[k].shape)
-        # Adam's moment estimates follow their parameters' shapes (state is keyed by parameter position).
-        params = list(self.network.parameters())
-        for opt_state in checkpoint.get("optimizer_states", []):
-            for i, state in opt_state.get("state", {}).items():
-                if i < len(params):
-                    for name, value in state.items():
-                        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() == params[i].numel():
-                            state[name] = value.reshape(params[i].shape)
+        if info is not None and info.format_version < 2:
+            upgrade_v1(checkpoint, dict(self.named_parameters()), list(self.network.parameters()))

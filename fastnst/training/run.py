@@ -18,7 +18,14 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
-from fastnst.training.config import avoid_known_failures, build_callbacks, build_module, check_arguments, instantiate
+from fastnst.training.config import (
+    avoid_known_failures,
+    build_callbacks,
+    build_module,
+    check_arguments,
+    instantiate,
+    painting_sets,
+)
 from fastnst.training.faults import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -121,6 +128,8 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
     datamodule.scan()
     cfg = avoid_known_failures(cfg)
     module = build_module(cfg)
+    if module.arbitrary:
+        datamodule.attach_paintings(*painting_sets(cfg.get("style") or {}))
     if module.target_bytes:  # many styles make every checkpoint larger by their targets
         check_writable(checkpoint_dir, CHECKPOINT_BYTES + module.target_bytes)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), checkpoint_dir)
