@@ -142,3 +142,26 @@ def program_runner(module: nn.Module, device: torch.device) -> Runner:
         return y.to(device=x.device, dtype=torch.float32)
 
     return run
+
+
+def openvino_runner(compiled: Any) -> Runner:
+    """Run an OpenVINO compiled model of a fastnst ONNX export, with :func:`onnx_runner`'s contract (one style row
+    per run: a batch of mixed styles is split)."""
+    from fastnst.formats.openvino import run_openvino
+
+    def run(x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        weights = None
+        if style is not None:
+            if not torch.equal(style, style[:1].expand_as(style)):
+                return torch.cat([run(x[i:i + 1], style[i:i + 1]) for i in range(x.shape[0])])
+            weights = np.ascontiguousarray(style[0].detach().to("cpu", torch.float32).numpy())
+        try:
+            y = run_openvino(compiled, arr, weights)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is reported and skipped by the jobs
+            if out_of_memory(exc):
+                raise torch.OutOfMemoryError(f"OpenVINO ran out of memory ({exc})") from exc
+            raise InferenceError(f"OpenVINO failed ({type(exc).__name__}: {str(exc).strip()[:200]})") from exc
+        return torch.from_numpy(y).to(device=x.device, dtype=torch.float32)
+
+    return run

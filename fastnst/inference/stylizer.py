@@ -309,19 +309,41 @@ def _unknown_info(path: Path) -> ModelInfo:
     return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
 
 
+def _openvino_stylizer(p: Path, dev: torch.device, threads: int | None, info: ModelInfo,
+                       file_precision: str) -> Stylizer:
+    """An .onnx model run by OpenVINO (fp32), with the inputs checked as for onnxruntime."""
+    from fastnst.formats.openvino import input_names, openvino_model
+    from fastnst.inference.runners import openvino_runner
+
+    if info.takes_painting:
+        raise UserError(f"{p.name} takes a painting (its encoder runs in onnxruntime); use --runtime onnxruntime")
+    compiled = openvino_model(p, dev, threads)
+    names = input_names(compiled)
+    expected = 1 if info.num_styles == 1 else 2
+    if len(names) != expected:
+        raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has {expected}")
+    return Stylizer(p, "onnx", dev, "fp32", openvino_runner(compiled), info, weights_precision=file_precision)
+
+
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
          channels_last: bool = False, compile: bool = False, threads: int | None = None,
-         onnx_optimization: str = "all") -> Stylizer:
+         onnx_optimization: str = "all", runtime: str = "onnxruntime") -> Stylizer:
     """Load a model file for stylizing: a training checkpoint (``.ckpt``), a pytorch/examples model
     (``.pth``), an ONNX model (``.onnx``, run with onnxruntime) or a torch.export program (``.pt2``).
     Safely: a model file is data, never code.
 
     ``device``: auto, cpu, cuda, cuda:N, mps. ``precision`` (fp32, bf16, fp16), ``channels_last`` and
     ``compile`` apply to eager networks (``.ckpt``, ``.pth``); ``threads`` and ``onnx_optimization`` (onnxruntime's
-    graph optimisation level: all, extended, basic, none) to ``.onnx`` models.
+    graph optimisation level: all, extended, basic, none) to ``.onnx`` models; ``runtime`` runs an ``.onnx`` model in
+    ``onnxruntime`` (the default) or ``openvino`` (optional package; fp32).
     """
     p = Path(path).expanduser()
     fmt = detect_format(p)
+    if runtime not in ("onnxruntime", "openvino"):
+        raise UserError(f"--runtime {runtime!r} is not known; use onnxruntime or openvino")
+    if runtime == "openvino" and fmt != "onnx":
+        raise UserError(f"--runtime openvino runs .onnx models; export {p.name} first (fastnst export --ckpt {p} -o "
+                        f"model.onnx) and pass the .onnx")
     if fmt != "ckpt" and (channels_last or compile):
         flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
         raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
@@ -356,6 +378,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
             info = _unknown_info(p)
         file_precision = onnx_precision(proto)
         del proto
+        if runtime == "openvino":
+            return _openvino_stylizer(p, dev, threads, info, file_precision)
         session = ort_session(p, dev, threads, onnx_optimization)
         names = [i.name for i in session.get_inputs()]
         expected = 1 if info.num_styles == 1 and not info.takes_painting else 2

@@ -33,6 +33,7 @@ from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE
 from fastnst.formats.deploy import encoder_path
+from fastnst.formats.openvino import check_openvino, openvino_available
 from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
                                   export_encoder_onnx, export_onnx, quantize_int8, time_onnx_in_turn)
 from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
@@ -174,6 +175,10 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
                                                                     style_dim=style_dim)
             shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
             log(f"fastnst: parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
+            if fmt == "onnx" and style_dim is None and openvino_available():  # the optional second runtime
+                results = check_openvino(tmp, net, styles, tolerance=tolerance)
+                shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
+                log(f"fastnst: OpenVINO parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
 
     def write_encoder(tmp: Path) -> None:
         (export_encoder_onnx if fmt == "onnx" else export_encoder_pt2)(net.encoder, tmp, info)
