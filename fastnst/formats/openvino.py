@@ -18,18 +18,7 @@ import torch
 from torch import nn
 
 from fastnst.errors import UserError
-from fastnst.formats.deploy import (
-    CHECK_SHAPES,
-    IMAGE_INPUT,
-    TOLERANCE,
-    Deployable,
-    ExportCheckError,
-    case_name,
-    check_inputs,
-    check_styles,
-    diff,
-    raise_if_above,
-)
+from fastnst.formats.deploy import CHECK_SHAPES, IMAGE_INPUT, TOLERANCE, check_runtime
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 INSTALL = "pip install 'fastnst[openvino]' (or pip install openvino)"
@@ -90,17 +79,5 @@ def check_openvino(path: str | os.PathLike[str], net: nn.Module, num_styles: int
     :func:`fastnst.formats.onnx.check_onnx` does for onnxruntime; returns (case, max abs diff) per case and raises
     :class:`fastnst.formats.deploy.ExportCheckError` above ``tolerance``."""
     compiled = openvino_model(path, torch.device("cpu"), precision=precision)
-    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
-    style_name = model.input_names[-1]
-    results = []
-    for x in check_inputs(shapes):
-        for style in check_styles(num_styles, style_dim):
-            with torch.no_grad():
-                ref = model(x, style).numpy()
-            y = run_openvino(compiled, x.numpy(), None if style is None else style.numpy(), style_name)
-            if y.shape != ref.shape:
-                raise ExportCheckError(f"OpenVINO returned shape {y.shape} for input {tuple(x.shape)} from {path}; "
-                                       f"expected {ref.shape}")
-            results.append((case_name(x, style), diff(y, ref)["max_abs"]))
-    raise_if_above(Path(path), results, tolerance)
-    return results
+    return check_runtime(Path(path), net, lambda image, style, name: run_openvino(compiled, image, style, name),
+                         num_styles, tolerance=tolerance, shapes=shapes, style_dim=style_dim, runtime="OpenVINO")
