@@ -6,7 +6,7 @@ for the same number of steps, fine-tuning from its prediction, and the cost of t
 Everything is measured under one seeded random VGG19 written to OUT/vgg19_seed0.pth (no ImageNet weights here):
 the losses compare networks with each other, they are not a measure of real stylization quality. The held-out
 paintings (DATA/heldout/styles) are never trained on by the arbitrary network; its training paintings are
-DATA/styles. Prints a Markdown table per measurement and writes OUT/numbers.json.
+DATA/styles; the photos evaluated are DATA/heldout/content, never trained on. Prints a Markdown table per measurement and writes OUT/numbers.json.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def train(out: Path, overrides: list[str], args: argparse.Namespace) -> Path:
 def evaluate(ckpt: Path, painting: Path, args: argparse.Namespace) -> dict[str, float]:
     from fastnst.tools.evaluate import evaluate as run
 
-    report = run(ckpt, painting, args.data / "content", size=args.eval_size, style_size=args.style_size,
+    report = run(ckpt, painting, args.data / "heldout" / "content", size=args.eval_size, style_size=args.style_size,
                  vgg_weights=str(args.vgg), device="cpu")
     s = report["summary"]["model"]
     return {k: s[k]["mean"] for k in ("total", "content", "style")}
