@@ -75,3 +75,23 @@ def test_bench_reports_flops_shares_and_the_profile(tmp_path: Path) -> None:
     assert any(r["group"] == "instance norm" for r in profile["paths"]["fp32"]["rows"])
     for text in ("GFLOP/s", "of limit", "limit (training", "limit (inference at 48x32)", "PROFILE", "whole forward"):
         assert text in printed
+
+
+def test_upsampling_taps_are_kept_for_inference_and_never_outlive_the_weight() -> None:
+    torch.manual_seed(0)
+    net = create_model("johnson", **TINY_MODEL).eval()
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        fresh = net(x)  # no cache: the taps computed in the call
+    with torch.inference_mode():
+        first, again = net(x), net(x)
+    assert torch.equal(first, fresh) and torch.equal(again, fresh)  # the same bits, computed once
+    assert "_fastnst_upsample_weight" in net.up1.conv[1].__dict__
+    assert not any("upsample" in k for k in net.state_dict())  # never saved in a checkpoint
+    with torch.no_grad():
+        net.up1.conv[1].weight.mul_(2.0)  # an in-place change (load_state_dict copies in place too)
+    with torch.inference_mode():
+        changed = net(x)
+    with torch.enable_grad():
+        expected = net(x).detach()  # training mode path: no cache at all
+    assert torch.equal(changed, expected) and not torch.equal(changed, fresh)
