@@ -18,7 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastnst.errors import UserError
 from fastnst.formats.metadata import ModelInfo, TrainingInfo
-from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
+from fastnst.inference.options import StylizeOptions
+from fastnst.inference.stylizer import Stylizer, load
 from fastnst.models import create_model, list_models, register_model
 
 try:

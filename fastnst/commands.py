@@ -24,13 +24,14 @@ class Subcommand(NamedTuple):
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("fastnst.training.entry", "train a style network on a folder of photos (Hydra overrides)"),
     "stylize": Subcommand("fastnst.inference.cli", "stylize images, GIFs and videos with a trained model"),
-    "export": Subcommand("fastnst.tools.export", "export a model to ONNX, int8 ONNX or torch.export (.pt2)"),
+    "export": Subcommand("fastnst.tools.export", "export a model to ONNX, int8 ONNX, torch.export (.pt2) or a web page"),
     "info": Subcommand("fastnst.tools.info", "say what a model file is: format, network, styles, training"),
     "evaluate": Subcommand("fastnst.tools.evaluate", "report content, style and smoothness losses of a model"),
     "optimize": Subcommand("fastnst.tools.optimize", "the slow quality reference: style transfer by optimisation"),
     "bench": Subcommand("fastnst.tools.bench.cli", "time inference and training paths on this machine; --tune"),
     "prepare": Subcommand("fastnst.tools.prepare", "pre-resize a folder of photos once for faster training"),
     "demo": Subcommand("fastnst.tools.demo", "train on sample photos and stylize them (a smoke test)"),
+    "web": Subcommand("fastnst.web.cli", "serve a web export locally, fill the onnxruntime-web cache, time the page"),
 }
 
 USAGE = "usage: fastnst [-h] [--version] COMMAND [ARGS...]"

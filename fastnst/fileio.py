@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C at any moment leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a crash or Ctrl-C at any moment leaves the old file or the new one, never half of one),
+checks that an output can be written before long work, and the run folder's lock."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
+from filelock import FileLock, Timeout
+
+from fastnst.errors import UserError
 
 
 def _umask() -> int:
@@ -61,8 +67,6 @@ def atomic_write(path: str | os.PathLike[str], write_fn: Callable[[Path], object
 def check_writable_folder(folder: Path, what: str) -> None:
     """Fail before long work if ``folder`` (named by option ``what``) cannot be created or written: it is
     created, and a file is created in it and removed. Raises a :class:`fastnst.errors.UserError` naming both."""
-    from fastnst.errors import UserError
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{what} {folder} is a file, not a folder; choose another path")
@@ -83,8 +87,6 @@ def check_writable_folder(folder: Path, what: str) -> None:
 def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
     """Fail before long work if ``path`` (an output file named by option ``what``) is a folder or its folder
     cannot be created or written; raises a :class:`fastnst.errors.UserError` naming the option."""
-    from fastnst.errors import UserError
-
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; pass a file name such as {path / example}")
     check_writable_folder(path.parent, f"{what} {path}")
@@ -108,39 +110,38 @@ class FolderInUse(Exception):
 
 
 class FolderLock:
-    """An exclusive claim on a folder by one process: ``flock`` on ``FOLDER/.fastnst.lock``, which holds the
-    owner's pid. The kernel releases it when the process ends, however it ends (``kill -9`` included), so a
-    lock file left behind never blocks anyone. Where ``fcntl`` is missing (Windows) locking is skipped."""
+    """An exclusive claim on a folder by one process: filelock's lock on ``FOLDER/.fastnst.lock`` (``flock`` on
+    POSIX, ``msvcrt.locking`` on Windows), which the operating system drops when the process ends, however it
+    ends (``kill -9`` included), so a lock file left behind never blocks anyone. The owner's pid is written
+    beside it (``FOLDER/.fastnst.pid``: the lock file itself is rewritten by every process that tries it), for
+    the message that names the process. On a file system without locks the claim is skipped."""
 
     NAME = ".fastnst.lock"
+    PID = ".fastnst.pid"
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self._fd: int | None = None
+        self._lock: FileLock | None = None
 
     def acquire(self) -> FolderLock:
         """Take the lock, or raise :class:`FolderInUse` naming the process that holds it."""
-        try:
-            import fcntl
-        except ImportError:
-            return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = FileLock(self.folder / self.NAME, timeout=0)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            pid = _read_pid(fd)
-            os.close(fd)
-            raise FolderInUse(self.folder, pid) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+            lock.acquire()
+        except Timeout:
+            raise FolderInUse(self.folder, _holder_pid(self.folder / self.PID)) from None
+        except NotImplementedError:  # no flock on this file system (some cluster mounts): no claim
+            return self
+        self._lock = lock
+        with contextlib.suppress(OSError):
+            (self.folder / self.PID).write_text(str(os.getpid()))
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
@@ -150,27 +151,26 @@ class FolderLock:
 
     @classmethod
     def holder(cls, folder: str | os.PathLike[str]) -> int | None:
-        """The pid of the live process holding ``folder``'s lock, else None (nothing is created)."""
+        """The pid of the live process holding ``folder``'s lock (-1 if it cannot be read), else None; nothing
+        is created where there is no lock file."""
         path = Path(folder) / cls.NAME
         if not path.is_file():
             return None
+        probe = FileLock(path, timeout=0)
         try:
-            import fcntl
-
-            fd = os.open(path, os.O_RDONLY)
-        except (ImportError, OSError):
+            probe.acquire()
+        except Timeout:
+            return _holder_pid(Path(folder) / cls.PID) or -1
+        except (NotImplementedError, OSError):
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return _read_pid(fd) or -1
-        finally:
-            os.close(fd)
+        probe.release()
         return None
 
 
-def _read_pid(fd: int) -> int | None:
+def _holder_pid(path: Path) -> int | None:
+    """The pid recorded in ``path`` if that process is alive (a pid file left by a killed run names nobody)."""
     try:
-        return int(os.pread(fd, 32, 0).decode().strip())
+        pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if psutil.pid_exists(pid) else None

@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
+from fastnst.formats.openvino import openvino_available
 from fastnst.losses import PerceptualLoss
 from fastnst.models import TransformerNet
 from fastnst.tools.bench.cli import main
-from fastnst.tools.bench.common import PeakMemory, Variant, default_loss, half_support, parse_sizes
+from fastnst.inference.fast_paths import FastPath
+from fastnst.tools.bench.common import PeakMemory, default_loss, half_support, parse_sizes
 from fastnst.tools.bench.data import make_jpegs
 from fastnst.tools.bench.reference import ReferenceTrainer
 
@@ -67,8 +69,6 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
     assert data["prepare"]["images"] == 8 and data["prepare"]["skipped"] == 0 and data["median_size"] == "640x480"
 
     infer = report["infer"]["results"]
-    from fastnst.formats.openvino import openvino_available
-
     openvino = [r for r in infer if r["path"].startswith("openvino")]  # beside onnxruntime, where installed
     assert len(openvino) == (2 * (1 + half_support(torch.device("cpu"))["bf16"]) if openvino_available() else 0)
     assert all("error" not in r and r["max_abs_err"] < (0.05 if "bf16" in r["path"] else 1e-4) for r in openvino)
@@ -95,19 +95,27 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
         assert header in printed
 
 
-def test_variant_names_parse_and_bad_ones_fail_in_one_sentence(capsys: pytest.CaptureFixture) -> None:
-    assert Variant.parse("bf16+cl+compile") == Variant("bf16", True, True, False)
-    assert Variant.parse("fp32").name == "fp32" and Variant.parse("cl+fp16").name == "fp16+cl"
-    assert Variant.parse("ort").name == "onnxruntime" and Variant.parse("fp16").dtype == torch.float16
-    with pytest.raises(UserError, match="unknown variant part 'turbo'"):
-        Variant.parse("fp32+turbo")
-    with pytest.raises(UserError, match="onnxruntime"):
-        Variant.parse("ort+bf16")
+def test_fast_path_names_parse_and_bad_ones_fail_in_one_sentence(capsys: pytest.CaptureFixture) -> None:
+    assert FastPath.parse("bf16+cl+compile") == FastPath("bf16", True, True)
+    assert FastPath.parse("fp32").name == "fp32" and FastPath.parse("CL+fp16").name == "fp16+cl"
+    assert FastPath.parse("ort").name == "onnxruntime" and FastPath.parse("fp16").dtype == torch.float16
+    # the benchmark's short word and --tune's long one are the same path, levels included
+    assert FastPath.parse("ort") == FastPath.parse("onnxruntime") == FastPath(ort_level="all")
+    assert FastPath.parse("ort+basic").name == "onnxruntime+basic" and FastPath.parse("fp32+ort").ort
+    for path in ("fp32", "bf16+cl", "fp16+cl+compile", "onnxruntime", "onnxruntime+extended"):
+        assert FastPath.parse(path).name == path
+    with pytest.raises(UserError, match="unknown part 'turbo' of the fast path 'fp32\\+turbo'"):
+        FastPath.parse("fp32+turbo")
+    for bad in ("ort+bf16", "ort+cl", "fp32+extended"):
+        with pytest.raises(UserError, match="onnxruntime"):
+            FastPath.parse(bad)
+    with pytest.raises(UserError, match="one precision"):
+        FastPath.parse("fp32+bf16")
     assert parse_sizes("256, 1920x1080") == [(256, 256), (1920, 1080)]
     with pytest.raises(UserError, match="WIDTHxHEIGHT"):
         parse_sizes("big")
     assert main(["--quick", "--train-variants", "fp32+warp"]) == 2
-    assert "unknown variant part 'warp'" in capsys.readouterr().err
+    assert "unknown part 'warp' of the fast path 'fp32+warp'" in capsys.readouterr().err
     assert main(["--parts", "train,everything"]) == 2
     assert "--parts" in capsys.readouterr().err
     assert main(["--quick", "--train-variants", "ort"]) == 2

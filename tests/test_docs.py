@@ -24,7 +24,7 @@ from .conftest import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # How a command is spelt in the docs -> the `fastnst` subcommand it is.
 SPELLINGS = {"python train.py": "train", "python infer.py": "stylize",
-             **{f"python -m fastnst.{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info")},
+             **{f"python -m fastnst.{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info", "web")},
              **{f"fastnst-{name}": name for name in ("export", "evaluate", "optimize", "bench", "prepare", "info")},
              **{f"fastnst {name}": name for name in SUBCOMMANDS}}
 COMMAND = re.compile(r"^(?:srun |/usr/bin/time -v |\S*python\S* -m fastnst )?(" + "|".join(

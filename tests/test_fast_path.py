@@ -15,6 +15,7 @@ import torch
 from fastnst.errors import UserError
 from fastnst.inference import known_failures
 from fastnst.inference.devices import cpu_half_support
+from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.known_failures import KnownFailure, find
 from fastnst.tools.bench.report import format_report
 from fastnst.tools.bench.training import check_losses
@@ -169,16 +170,14 @@ def test_bench_never_counts_a_diverged_training_variant(monkeypatch: pytest.Monk
 
 
 def test_tune_never_chooses_a_path_that_failed() -> None:
-    from fastnst.inference.tuning import PathChoice
-
-    def build(choice: PathChoice):
+    def build(choice: FastPath):
         if choice.name == "fp32+cl":
             raise RuntimeError("no C++ compiler")
         if choice.name == "bf16":
             return lambda x: torch.full_like(x, float("nan"))  # fast and broken
         return lambda x: x.clone()
 
-    paths = [PathChoice(), PathChoice(channels_last=True), PathChoice("bf16")]
+    paths = [FastPath(), FastPath(channels_last=True), FastPath("bf16")]
     result = tune_size(build, paths, (16, 16), 0.03, lambda s: None)
     rows = {r["path"]: r for r in result["candidates"]}
     assert result["choice"] == "fp32" and "no C++ compiler" in rows["fp32+cl"]["error"]

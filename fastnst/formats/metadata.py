@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.models import create_model
 
 FORMAT_VERSION = 2
 META_KEY = "fastnst"  # checkpoint["fastnst"], metadata_props["fastnst"]; "fastnst.json" in .pt2 archives
@@ -94,8 +95,6 @@ class ModelInfo:
 
     def build(self) -> nn.Module:
         """A freshly initialised network of this architecture and config (load the weights into it)."""
-        from fastnst.models import create_model
-
         return create_model(self.architecture, **self.config)
 
     def replace(self, **changes: Any) -> ModelInfo:

@@ -345,31 +345,6 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], cali
     return Path(dst)
 
 
-def time_onnx_in_turn(paths: Sequence[str | os.PathLike[str]], image: np.ndarray, num_styles: int = 1,
-                      rounds: int = 5, threads: int | None = None, style_dim: int | None = None) -> list[float]:
-    """Median seconds per run of each model on ``image`` [1, 3, H, W], timed in turn (the order rotating each
-    round) after one warm-up run each, so load from other processes hits every model alike."""
-    import statistics
-    import time
-
-    sessions = [ort_session(p, torch.device("cpu"), threads) for p in paths]
-    weights = None if num_styles <= 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
-    name = None
-    if style_dim is not None:
-        weights, name = check_styles(1, style_dim)[0].numpy(), VECTOR_INPUT  # type: ignore[union-attr]
-    for s in sessions:
-        run_session(s, image, weights, name)
-    times: list[list[float]] = [[] for _ in sessions]
-    for r in range(rounds):
-        order = list(range(len(sessions)))
-        order = order[r % len(order):] + order[: r % len(order)]
-        for i in order:
-            t0 = time.perf_counter()
-            run_session(sessions[i], image, weights, name)
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
 def compare_on_images(reference: str | os.PathLike[str], variant: str | os.PathLike[str], images: Sequence[np.ndarray],
                       num_styles: int = 1, style_dim: int | None = None) -> dict[str, float]:
     """Worst max/mean abs difference and PSNR of ``variant`` against ``reference`` on real ``images``."""
@@ -394,4 +369,4 @@ def compare_onnx(reference: str | os.PathLike[str], variant: str | os.PathLike[s
 
 __all__ = ["ExportCheckError", "check_encoder_onnx", "check_onnx", "export_encoder_onnx", "compare_onnx", "convert_fp16", "export_onnx", "onnx_info",
            "onnx_macs_per_pixel", "onnx_precision", "ort_session", "quantize_int8", "read_onnx", "run_session",
-           "compare_on_images", "time_onnx_in_turn"]
+           "compare_on_images"]

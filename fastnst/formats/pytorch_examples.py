@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastnst.formats.metadata import SOURCE_PYTORCH_EXAMPLES, ModelInfo
 
@@ -31,10 +30,8 @@ def info_for(path: str | os.PathLike[str]) -> ModelInfo:
                      source=SOURCE_PYTORCH_EXAMPLES)
 
 
-def load(state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> tuple[nn.Module, ModelInfo]:
-    """The network of a pytorch/examples state dict (``in*.running_*`` dropped), eval mode, CPU."""
-    from fastnst.formats.checkpoint import build_network
-
-    info = info_for(path)
-    state = {k: v for k, v in state.items() if not k.endswith((".running_mean", ".running_var", ".num_batches_tracked"))}
-    return build_network(info, state, f"pytorch/examples model {path}"), info
+def read(state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """The :class:`ModelInfo` of a pytorch/examples state dict and the network's entries of it (``in*.running_*``
+    dropped); :func:`fastnst.formats.checkpoint.load_network` builds the network from them."""
+    return info_for(path), {k: v for k, v in state.items()
+                            if not k.endswith((".running_mean", ".running_var", ".num_batches_tracked"))}

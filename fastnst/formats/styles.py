@@ -14,7 +14,10 @@ import torch
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.formats import detect_format
+from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.formats.metadata import META_KEY, ModelInfo
+from fastnst.formats.onnx import metadata_props, onnx_info, read_onnx
+from fastnst.formats.pt2 import META_FILE, read_pt2_info
 
 
 def save_styles(path: str | os.PathLike[str], names: list[str], vectors: list[list[float]]) -> ModelInfo:
@@ -27,8 +30,6 @@ def save_styles(path: str | os.PathLike[str], names: list[str], vectors: list[li
     if any(not n or n.strip() != n or "=" in n or "," in n for n in names):
         raise UserError(f"style names must be non-empty, without surrounding spaces, '=' or ',' (got {names})")
     if fmt == "ckpt":
-        from fastnst.formats.checkpoint import read_checkpoint, read_info
-
         ckpt = read_checkpoint(p)
         info = _updated(read_info(ckpt, f"model {p}"), p, names, vectors)
         ckpt[META_KEY] = info.to_dict()
@@ -36,8 +37,6 @@ def save_styles(path: str | os.PathLike[str], names: list[str], vectors: list[li
         return info
     if fmt == "onnx":
         import onnx
-
-        from fastnst.formats.onnx import metadata_props, onnx_info, read_onnx
 
         proto = read_onnx(p)
         old = onnx_info(proto, p)
@@ -50,8 +49,6 @@ def save_styles(path: str | os.PathLike[str], names: list[str], vectors: list[li
             entry.key, entry.value = key, value
         atomic_write(p, lambda tmp: onnx.save_model(proto, str(tmp)))
         return info
-    from fastnst.formats.pt2 import META_FILE, read_pt2_info
-
     old = read_pt2_info(p)
     if old is None:
         raise UserError(f"model {p} has no fastnst metadata; saved styles go into fastnst's own model files")

@@ -7,7 +7,6 @@ or paths)."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -20,12 +19,14 @@ import torch
 
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
-from fastnst.inference.devices import resolve_device
+from fastnst.inference.devices import PRECISIONS, resolve_device
 from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.known_failures import avoid_for_inference
+from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
-from fastnst.inference.stylizer import StylizeOptions, Stylizer, load
-from fastnst.inference.video import TemporalBlend, first_frame, stylize_video
+from fastnst.inference.stylizer import Stylizer, load
+from fastnst.inference.tuning import load_fast
+from fastnst.inference.video import first_frame, stylize_video
 from fastnst.media.encoding import EncodeSettings, check_encoder
 from fastnst.media.video import is_video_path
 
@@ -68,7 +69,7 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="keep existing output files and skip their inputs")
     p.add_argument("--ext", metavar="EXT", help="output format for folder runs, e.g. png (default: the input's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
     p.add_argument("--channels-last", action="store_true",
                    help="run a .ckpt model in channels-last memory format (faster convolutions on most CPUs and GPUs)")
@@ -137,8 +138,8 @@ class BenchmarkResult:
         return 1000.0 / statistics.mean(self.latencies_ms)
 
     def summary(self) -> str:
-        lat = sorted(self.latencies_ms)
-        p90 = lat[min(len(lat) - 1, math.ceil(0.9 * len(lat)) - 1)]
+        lat = self.latencies_ms
+        p90 = statistics.quantiles(lat, n=10, method="inclusive")[-1] if len(lat) > 1 else lat[0]
         each = f", {self.styles} styles each" if self.styles > 1 else ""
         return (f"benchmark: {self.model_format} on {self.device} ({self.precision}), {self.size[0]}x{self.size[1]} px, "
                 f"batch {self.batch_size}{each}, {len(lat)} timed runs after warm-up: per-image latency "
@@ -177,9 +178,6 @@ def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
     """``--fast``: the model with the path tuned for this machine at the size of the first input image."""
     from PIL import Image
 
-    from fastnst.inference.devices import resolve_device
-    from fastnst.inference.tuning import load_fast
-
     chosen = [f for f, on in (("--precision " + args.precision, args.precision != "fp32"),
                                ("--channels-last", args.channels_last), ("--compile", args.compile)) if on]
     if chosen:
@@ -205,17 +203,15 @@ def run_cli(args: Any) -> int:
     opts = StylizeOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_stats_size=args.tile_stats_size,
                           preserve_color=args.preserve_color, strength=args.strength)
     opts.validate()
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_size is not None and args.max_size < 5:
-        raise UserError(f"--max-size must be at least 5 px, got {args.max_size}")
+    video = VideoOptions(batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
+                         encode=EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                                               even_size=args.even_size, audio=not args.no_audio),
+                         progress=not args.quiet)
+    video.validate()
     if args.overwrite and args.skip_existing:
         raise UserError("--overwrite and --skip-existing contradict each other; pass one of them")
-    TemporalBlend(args.temporal_blend)  # checks the range
     if args.crf is not None and args.crf < 0:
         raise UserError(f"--crf must be >= 0, got {args.crf}")
-    encode = EncodeSettings(codec=args.video_codec, crf=args.crf, pix_fmt=args.pix_fmt, even_size=args.even_size,
-                            audio=not args.no_audio)
     if args.video_codec:
         check_encoder(args.video_codec)
     if getattr(args, "fast", False):
@@ -258,9 +254,7 @@ def run_cli(args: Any) -> int:
                               default_suffix="_sheet" if sheet else "" if variants else "_stylized")
     say(f"fastnst: model {model.describe()}")
     if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
-        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, weights=styles[jobs[0].style], encode=encode,
-                             batch_size=args.batch_size, max_size=args.max_size, temporal_blend=args.temporal_blend,
-                             progress=not args.quiet, log=say, pad_batches=model.compiled)
+        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, video, weights=styles[jobs[0].style], log=say)
         say(f"fastnst: wrote {done.path} in {done.seconds:.1f} s ({done.frames} frames, {done.fps:.2f} frames/s)")
         return 0
     if skipped:
@@ -268,8 +262,8 @@ def run_cli(args: Any) -> int:
     if variants:
         say(f"fastnst: no --style: one output per style ({', '.join(variants)})")
     report = stylize_files(model, jobs, opts, styles=styles, sheet=model.styles if sheet else None,
-                           batch_size=args.batch_size, max_size=args.max_size, progress=not args.quiet,
-                           encode=encode, temporal_blend=args.temporal_blend)
+                           batch_size=video.batch_size, max_size=video.max_size, progress=video.progress,
+                           encode=video.encode, temporal_blend=video.temporal_blend)
     report.skipped_existing = skipped
     where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
         if jobs else Path(args.output or "stylized")

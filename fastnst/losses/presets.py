@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from fastnst.errors import UserError
-from fastnst.losses.perceptual import PerceptualLoss
+from fastnst.losses.perceptual import PerceptualLoss, term_weights
 from fastnst.presets import CONF_DIR, read_preset
 from fastnst.presets import preset_names as _names
 
@@ -35,11 +35,10 @@ def loss_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_loss(settings: dict[str, Any]) -> str:
-    """One line naming the layers, Gram normalisation and weights of a loss configuration."""
+    """One line naming the layers, Gram normalisation and the weight of every term of a loss configuration."""
     def names(layers: Any) -> str:
         return ", ".join(layers)
 
-    extra = "".join(f", {name} {float(node.get('weight', 1.0)):g}" for name, node in (settings.get("terms") or {}).items())
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in term_weights(settings).items())
     return (f"content {names(settings.get('content_layers', []))}; style {names(settings.get('style_layers', []))}; "
-            f"gram /{settings.get('gram_norm', 'hw')}; weights content {settings.get('content_weight', 1.0):g}, "
-            f"style {settings.get('style_weight', 1.0):g}, tv {settings.get('tv_weight', 0.0):g}{extra}")
+            f"gram /{settings.get('gram_norm', 'hw')}; weights {weights}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastnst.losses.perceptual import LossInputs, LossTerm
+from fastnst.losses.base import LossInputs, LossTerm
 
 
 def random_transforms(n: int, height: int, width: int, generator: torch.Generator, shift: float, zoom: float

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastnst.models.layers import Conditional, StyleNorm, add_style_bases, run
+from fastnst.models.mobilenet_v2 import MobileNetV2Predictor
 from fastnst.models.registry import register_model
 
 
@@ -114,8 +115,6 @@ class MagentaArbitraryNet(nn.Module):
                  num_residual: int = 5, style_dim: int = 100, encoder: dict[str, Any] | None = None,
                  num_styles: int = 1) -> None:
         super().__init__()
-        from fastnst.models.mobilenet_v2 import MobileNetV2Predictor
-
         if int(num_styles) != 1:
             raise ValueError("magenta_arbitrary takes its style from a painting (num_styles must be 1)")
         c1, c2, c3 = (int(c) for c in contract)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from fastnst.cli import Parser, prog_name
+from fastnst.losses.vgg import VGG19_URL
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
           "immunohistochemistry", "motorcycle_left")
@@ -71,8 +72,6 @@ def draw_painting(path: Path, size: int = 512, seed: int = 7) -> Path:
 
 def imagenet_vgg_cached() -> bool:
     import torch
-
-    from fastnst.losses.vgg import VGG19_URL
 
     return (Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name).is_file()
 

@@ -7,42 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from fastnst.errors import UserError
-from fastnst.formats import ModelInfo
+from fastnst.inference.stylizer import Stylizer
+from fastnst.losses import term_weights
 from fastnst.losses.presets import describe_loss
-from fastnst.media.image import IMAGE_EXTENSIONS
+from fastnst.tools.quality import evaluate_style, number, style_painting, weighted_terms
 
 
-def style_painting(info: ModelInfo, index: int, style: str | Path | None) -> str:
-    """The painting to measure style ``index`` against: ``style`` if it is a file; else the painting recorded
-    in the model, found where it was recorded or, if ``style`` is a folder, in that folder by its file name
-    (or the style's name with any image extension). One sentence when it is not found."""
-    if style is not None and not Path(style).expanduser().is_dir():
-        return str(style)
-    name = info.styles[index]
-    trained = info.training.style_images if info.training else []
-    recorded = trained[index] if index < len(trained) else ""
-    if style is None:
-        if recorded and Path(recorded).is_file():
-            return recorded
-        raise UserError(f"--style is not given and the painting of style {name!r} the model was trained on "
-                        f"({recorded or 'not recorded'}) is not here; pass --style /path/to/painting.jpg, or a "
-                        f"folder holding it")
-    folder = Path(style).expanduser()
-    candidates = ([folder / Path(recorded).name] if recorded else []) + sorted(
-        p for p in folder.iterdir() if p.stem == name and p.suffix.lower() in IMAGE_EXTENSIONS)
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise UserError(f"--style folder {folder} holds no painting for style {name!r} (looked for "
-                        f"{Path(recorded).name or name + '.*'})")
-    return str(found)
-
-
-def evaluate_each_style(model: str | Path, style: str | Path | None, images: str | Path, *, info: ModelInfo,
-                         save_outputs: str | Path | None, **kw: Any) -> dict[str, Any]:
-    """Every style of a multi-style model against its own painting: ``{"per_style": {name: report of
-    :func:`fastnst.tools.evaluate.evaluate`}, "styles": [...], and the settings all share}``."""
-    from fastnst.tools.evaluate import evaluate
-
+def evaluate_each_style(net: Stylizer, model: str | Path, style: str | Path | None, images: str | Path, *,
+                        save_outputs: str | Path | None = None, **kw: Any) -> dict[str, Any]:
+    """Every style of the loaded multi-style model ``net`` (the file ``model``) against its own painting:
+    ``{"per_style": {name: report of :func:`fastnst.tools.quality.evaluate_style`}, "styles": [...], and the
+    settings all share}``. ``kw``: :func:`~fastnst.tools.quality.evaluate_style`'s other arguments."""
+    info = net.info
     if style is not None and not Path(style).expanduser().is_dir():
         raise UserError(f"--style {style} is one painting, but the model holds {len(info.styles)} styles; pass "
                         f"--model-style NAME with it, a folder of the paintings, or no --style (the recorded ones)")
@@ -50,8 +26,8 @@ def evaluate_each_style(model: str | Path, style: str | Path | None, images: str
         raise UserError("--compare measures one set of outputs; with a multi-style model pass --model-style NAME")
     paintings = [style_painting(info, i, style) for i in range(len(info.styles))]  # all found before any work
     out_dir = Path(save_outputs).expanduser() if save_outputs else None
-    per_style = {name: evaluate(model, painting, images, model_style=name,
-                                save_outputs=out_dir / name if out_dir else None, **kw)
+    per_style = {name: evaluate_style(net, model, painting, images, model_style=name,
+                                      save_outputs=out_dir / name if out_dir else None, **kw)
                  for name, painting in zip(info.styles, paintings)}
     first = next(iter(per_style.values()))
     return {**{k: first[k] for k in ("model", "images", "size", "device", "cpu_threads", "loss_source", "loss",
@@ -68,16 +44,14 @@ def format_styles_report(report: dict[str, Any]) -> str:
              f"loss: {report['loss_source']}: {describe_loss(report['loss'])}", f"VGG19 weights: {report['vgg_weights']}"]
     if report["note"]:
         lines.append(f"NOTE: {report['note']}")
-    from fastnst.tools.evaluate import number
-
-    metrics = ["total", "content", "style", "tv", "ssim"]
+    cols = {m: max(12, len(m) + 2) for m in ["total", *term_weights(report["loss"]), "ssim"]}  # every term a column
     width = max(len("style"), *(len(n) for n in per)) + 2
-    lines += ["", f"{'style':<{width}}" + "".join(f"{m:>12}" for m in metrics) + "  worst image (total)  painting",
-              "-" * (width + 12 * len(metrics) + 32)]
+    lines += ["", f"{'style':<{width}}" + "".join(f"{m:>{w}}" for m, w in cols.items()) + "  worst image (total)  painting",
+              "-" * (width + sum(cols.values()) + 32)]
     for name, r in per.items():
         summ = r["summary"]["model"]
-        cells = "".join(f"{number(summ[m]['mean']) if m in summ else '-':>12}" for m in metrics)
+        cells = "".join(f"{number(summ[m]['mean']) if m in summ else '-':>{w}}" for m, w in cols.items())
         lines.append(f"{name:<{width}}{cells}  {summ['total']['worst_image']}  {r['style']}")
-    lines += ["", "means over the images; losses: lower is better; ssim: higher is better; total/content/style/tv "
+    lines += ["", f"means over the images; losses: lower is better; ssim: higher is better; {weighted_terms(report['loss'])} "
                   "weighted as in training (the JSON report holds every metric, per style and per image)"]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Export a trained network for deployment and check it against PyTorch eager.
 
 ``python -m fastnst.export --ckpt MODEL --format onnx -o model.onnx [--fp16] [--int8 --calibration DIR]``
-(or ``fastnst-export``).
+(or ``fastnst-export``); ``--format web -o DIR`` writes a static web folder instead (:mod:`fastnst.web`).
 MODEL is a training checkpoint (.ckpt) or a pytorch/examples model (.pth), loaded with :func:`fastnst.load`;
 the formats themselves (writers, readers, parity checks) are in :mod:`fastnst.formats`.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,15 @@ import torch
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
-from fastnst.formats.deploy import TOLERANCE
-from fastnst.formats.deploy import encoder_path
-from fastnst.formats.openvino import check_openvino, openvino_available
+from fastnst.formats.deploy import TOLERANCE, VECTOR_INPUT, check_styles, encoder_path
 from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
-                                  export_encoder_onnx, export_onnx, quantize_int8, time_onnx_in_turn)
+                                  export_encoder_onnx, export_onnx, ort_session, quantize_int8, run_session)
+from fastnst.formats.openvino import check_openvino, openvino_available
 from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
-from fastnst.media.image import tensor_to_pil
 from fastnst.inference import load
+from fastnst.inference.machine import OtherLoad, cpu_summary, time_in_turn
+from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to, tensor_to_pil
+from fastnst.web.runtime import CDN_BASE
 
 
 def _size(path: Path) -> str:
@@ -59,8 +61,6 @@ def calibration_photos(folder: str | os.PathLike[str], count: int = CALIBRATION_
                        size: int = CALIBRATION_SIZE) -> list[np.ndarray]:
     """Up to ``count`` photos of ``folder`` (sorted, recursive) as float32 [1, 3, H, W] in [0, 1], longer side
     ``size``; unreadable files are skipped, none readable is a UserError."""
-    from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to
-
     out = []
     for path in find_images(folder, "--calibration")[: max(count, 1) * 2]:
         if len(out) == count:
@@ -91,15 +91,23 @@ def report_int8(fp32: Path, int8: Path, photos: list[np.ndarray], num_styles: in
     against fp32 on every photo; say plainly whether int8 is an improvement in speed on this CPU."""
     import torch.nn.functional as F
 
-    from fastnst.inference.machine import OtherLoad, cpu_summary
-
     x = torch.from_numpy(photos[0])
     h, w = x.shape[-2:]
     scale = speed_size / max(h, w)
     x = F.interpolate(x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bilinear",
                       antialias=scale < 1, align_corners=False).clamp(0, 1).numpy()
-    with OtherLoad() as load:
-        t_fp32, t_int8 = time_onnx_in_turn([fp32, int8], x, num_styles, rounds=SPEED_ROUNDS, style_dim=style_dim)
+    cpu = torch.device("cpu")
+    sessions = {"fp32": ort_session(fp32, cpu), "int8": ort_session(int8, cpu)}
+    weights = None if num_styles <= 1 else np.full(num_styles, 1.0 / num_styles, np.float32)
+    name = None
+    if style_dim is not None:  # a network that takes a painting: one style vector
+        weights, name = check_styles(1, style_dim)[0].numpy(), VECTOR_INPUT  # type: ignore[union-attr]
+    with OtherLoad() as load:  # one warm-up run each, then the two timed in turn
+        times, errors = time_in_turn({k: (lambda r, s=s: run_session(s, x, weights, name)) for k, s in sessions.items()},
+                                     cpu, 1, SPEED_ROUNDS)
+    if errors:
+        raise UserError(f"onnxruntime failed to run the {' and '.join(errors)} model ({next(iter(errors.values()))})")
+    t_fp32, t_int8 = statistics.median(times["fp32"]), statistics.median(times["int8"])
     d = compare_on_images(fp32, int8, photos, num_styles, style_dim)
     speedup = t_fp32 / t_int8
     size = f"{x.shape[-1]}x{x.shape[-2]}"
@@ -123,6 +131,8 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
     The file appears at ``output`` only after its check passed (it is written to a temporary name first).
     ``int8`` needs ``calibration``, a folder of photos (static quantisation; see :func:`report_int8`).
     """
+    if fmt == "web":
+        raise UserError("--format web writes a folder: use export_web (python -m fastnst.export --format web -o DIR)")
     ckpt = Path(ckpt).expanduser()
     if ckpt.suffix.lower() in (".onnx", ".pt2"):
         raise UserError(f"{ckpt} is already an exported model; export needs the training checkpoint (.ckpt)")
@@ -217,16 +227,74 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
     return out
 
 
+def export_web(model: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *,
+               int8: bool = False, calibration: str | os.PathLike[str] | None = None,
+               calibration_count: int = CALIBRATION_COUNT, calibration_size: int = CALIBRATION_SIZE,
+               runtime_dir: str | os.PathLike[str] | None = None, runtime_cdn: str | None = None,
+               backends: tuple[str, ...] = ("wasm", "webgpu"), max_side: int = 1024, opset: int | None = None,
+               check: bool = True, overwrite: bool = False, tolerance: float = TOLERANCE, log: Any = print) -> Path:
+    """Write the static web folder of ``model``: a training checkpoint (exported to ONNX and checked here) or an
+    ONNX model fastnst exported (an arbitrary-style one with its ``.encoder.onnx`` beside it). The runtime is found
+    before anything is exported (see :func:`fastnst.web.runtime.find_runtime`); ``int8`` adds the static int8
+    model, calibrated on ``calibration``, which the page offers as an option."""
+    import tempfile
+
+    from fastnst.formats.onnx import onnx_info, read_onnx
+    from fastnst.web.runtime import find_runtime
+    from fastnst.web.site import write_site
+
+    src = Path(model).expanduser()
+    runtime = find_runtime(runtime_dir, runtime_cdn, backends)  # one sentence before any work when it is missing
+    if calibration is not None and not int8:
+        raise UserError("--calibration is for --int8; add --int8 or drop --calibration")
+    if int8 and calibration is None:
+        raise UserError("--int8 needs --calibration DIR: a folder of photos like the ones the model will stylize")
+    if src.suffix.lower() == ".pt2":
+        raise UserError(f"{src} is a .pt2 program; a web folder needs the training checkpoint (.ckpt) or an .onnx export")
+    with tempfile.TemporaryDirectory(prefix="fastnst-web-") as tmp:
+        if src.suffix.lower() == ".onnx":
+            if not src.is_file():
+                raise UserError(f"model {src} does not exist; pass a training checkpoint (.ckpt) or an exported .onnx")
+            onnx_path = src
+            info = onnx_info(read_onnx(src), src)
+            if info is None:
+                raise UserError(f"{src} has no fastnst metadata; export the model with fastnst first")
+            name = info.styles[0] if info.num_styles == 1 else src.stem
+            if int8:
+                inputs = {i.name for i in read_onnx(src).graph.input}
+                if "style_vector" in inputs:
+                    raise UserError(f"--int8 of a network that takes a painting is calibrated with its encoder: pass "
+                                    f"the training checkpoint (.ckpt) instead of {src.name}, or drop --int8")
+                photos = calibration_photos(calibration, calibration_count, calibration_size)
+        else:
+            onnx_path = export_checkpoint(src, Path(tmp) / "model.onnx", fmt="onnx", opset=opset, int8=int8,
+                                          calibration=calibration, calibration_count=calibration_count,
+                                          calibration_size=calibration_size, check=check, tolerance=tolerance, log=log)
+            info = onnx_info(read_onnx(onnx_path), onnx_path)
+            name = (info.styles[0] if info is not None and info.num_styles == 1 else src.stem)
+            photos = None
+        int8_path = None
+        if int8:
+            int8_path = Path(tmp) / "model.int8.onnx"
+            if photos is not None:  # from an .onnx input; export_checkpoint wrote its own above
+                log(f"fastnst: calibrating int8 on {len(photos)} photo(s) of {calibration} ...")
+                quantize_int8(onnx_path, int8_path, photos, info.num_styles if info else 1)
+        out = Path(output).expanduser() if output is not None else Path(f"{name}-web")
+        return write_site(out, onnx_path, runtime, int8=int8_path, max_side=max_side, overwrite=overwrite, log=log)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=prog_name("fastnst-export"), description="Export a trained fastnst network for deployment "
-                                "(ONNX or torch.export .pt2), checked against PyTorch eager.",
+                                "(ONNX or torch.export .pt2, checked against PyTorch eager) or as a static web page.",
                examples=["--ckpt runs/starry/checkpoints/last.ckpt -o starry.onnx",
                          "--ckpt last.ckpt -o starry.pt2",
                          "--ckpt last.ckpt -o starry.onnx --int8 --calibration photos/",
-                         "--ckpt last.ckpt -o starry.onnx --fp16 --overwrite"])
+                         "--ckpt last.ckpt -o starry.onnx --fp16 --overwrite",
+                         "--ckpt last.ckpt --format web -o starry-web"])
     p.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt) or pytorch/examples model (.pth)")
-    p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the -o extension, else onnx")
-    p.add_argument("-o", "--output", help="output file (default: STYLE.onnx in the current folder)")
+    p.add_argument("--format", choices=["onnx", "pt2", "web"], help="default: from the -o extension, else onnx; web: a "
+                   "static web folder (page, model, sidecar, onnxruntime-web) for fastnst web serve or any static host")
+    p.add_argument("-o", "--output", help="output file, a folder for --format web (default: STYLE.onnx, STYLE-web/)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--fp16", action="store_true", help="also write NAME.fp16.onnx (half-precision weights)")
     p.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx (static int8 quantisation, calibrated on "
@@ -239,12 +307,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"longer side the calibration photos are resized to (default {CALIBRATION_SIZE})")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help="max abs diff allowed vs eager (default 1e-3)")
     p.add_argument("--no-check", action="store_true", help="skip the checker and the parity check")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (a web folder only if it "
+                   "is one fastnst wrote)")
+    g = p.add_argument_group("--format web")
+    g.add_argument("--runtime-dir", metavar="DIR", help="a local copy of the pinned onnxruntime-web package (its folder, "
+                   "dist/ or .tgz); default: the cache filled by python -m fastnst.web runtime")
+    g.add_argument("--runtime-cdn", nargs="?", const=CDN_BASE, metavar="URL", help="load onnxruntime-web from a CDN, "
+                   f"each file checked by its integrity hash, instead of shipping it (default URL {CDN_BASE})")
+    g.add_argument("--web-backends", default="wasm,webgpu", help="runtime builds to ship: wasm (CPU, SIMD, threads), "
+                   "webgpu, or both (default; the page picks WebGPU where the browser has it)")
+    g.add_argument("--web-max-side", type=int, default=1024, metavar="PX", help="the page's default cap on the longer "
+                   "side it stylizes at (the user can change it; default 1024)")
     return p
+
+
+def _refuse(message: str) -> None:
+    raise UserError(message)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.format == "web":
+        if args.fp16:
+            return run_main(lambda: _refuse("--fp16 is not offered for --format web (the page runs fp32, or int8 with "
+                                            "--int8); drop --fp16"))
+        backends = tuple(b.strip() for b in args.web_backends.split(",") if b.strip())
+        return run_main(lambda: export_web(args.ckpt, args.output, int8=args.int8, calibration=args.calibration,
+                                           calibration_count=args.calibration_count,
+                                           calibration_size=args.calibration_size, runtime_dir=args.runtime_dir,
+                                           runtime_cdn=args.runtime_cdn, backends=backends,
+                                           max_side=args.web_max_side, opset=args.opset, check=not args.no_check,
+                                           overwrite=args.overwrite, tolerance=args.tolerance) and None)
+    if args.runtime_dir or args.runtime_cdn:
+        return run_main(lambda: _refuse("--runtime-dir and --runtime-cdn are for --format web; add --format web -o DIR"))
     return run_main(lambda: export_checkpoint(args.ckpt, args.output, fmt=args.format, opset=args.opset,
                                               fp16=args.fp16, int8=args.int8, calibration=args.calibration,
                                               calibration_count=args.calibration_count,

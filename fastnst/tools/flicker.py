@@ -27,9 +27,12 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
-from fastnst.inference.stylizer import StylizeOptions, Stylizer
-from fastnst.inference.video import TemporalBlend
+from fastnst.inference import load
+from fastnst.inference.options import StylizeOptions, VideoOptions
+from fastnst.inference.stylizer import Stylizer
+from fastnst.inference.video import FrameLoop, TemporalBlend
 from fastnst.media.clips import MOTIONS, Window, motion_windows, render_clip, warp_previous
+from fastnst.media.image import find_images, load_image
 
 SENSOR_NOISE = 0.02  # standard deviation of the static clip's noise, pixels in [0, 1] (about 5 levels)
 
@@ -69,27 +72,19 @@ def flicker(stylized: np.ndarray | torch.Tensor, content: np.ndarray | torch.Ten
             "input_change": statistics.fmean(c), "pairs": len(s)}
 
 
-@torch.inference_mode()
 def stylize_frames(model: Stylizer, frames: np.ndarray, weights: torch.Tensor | None = None,
                    options: StylizeOptions | None = None, temporal_blend: float = 0.0,
                    batch_size: int = 4) -> np.ndarray:
-    """Stylize uint8 frames [T, H, W, 3] in order as infer.py does a video (``temporal_blend`` included),
-    returning uint8 frames as they would be encoded."""
-    blend = TemporalBlend(temporal_blend) if temporal_blend else None
-    out = []
-    for i in range(0, len(frames), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2).float() / 255
-        y = model.stylize_tensor(x, weights, options).float().cpu()
-        if blend is not None:
-            y = torch.cat([blend(y[j:j + 1], x[j:j + 1]) for j in range(len(y))])
-        out.append(y.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
+    """Stylize uint8 frames [T, H, W, 3] in order as infer.py does a video (its frame loop,
+    :class:`fastnst.inference.video.FrameLoop`, ``temporal_blend`` included), returning uint8 frames as they
+    would be encoded."""
+    video = VideoOptions(batch_size=batch_size, temporal_blend=temporal_blend)
+    video.validate()
+    return FrameLoop(model, weights, options, video).clip(frames)
 
 
 def make_clip(photo: Path, motion: str, frames: int, size: tuple[int, int]) -> tuple[np.ndarray, list[Window]]:
     """A clip of ``motion`` over ``photo``, first scaled so that a frame shows about half its width."""
-    from fastnst.media.image import load_image
-
     img = load_image(photo, "photo")
     scale = min(1.0, 2 * size[0] / img.width, 2 * size[1] / img.height)
     if scale < 1:
@@ -105,9 +100,6 @@ def video_report(model: str | Path, photos: str | Path, motions: Sequence[str] =
                  style: str | int | None = None) -> dict[str, Any]:
     """Flicker and sharpness of ``model`` on clips of every ``motion`` over every photo of ``photos`` (a file
     or a folder), for every ``--temporal-blend`` level in ``blends``; per clip and averaged per motion."""
-    from fastnst.inference import load
-    from fastnst.media.image import find_images
-
     for m in motions:
         if m not in MOTIONS:
             raise UserError(f"--motions: unknown motion {m!r}; use {', '.join(MOTIONS)}")

@@ -20,7 +20,13 @@ import torch
 
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
-from fastnst.formats import ModelInfo, detect_format
+from fastnst.formats import ModelInfo, detect_format, pytorch_examples
+from fastnst.formats.checkpoint import network_state, read_info, read_torch_file
+from fastnst.formats.onnx import onnx_info, onnx_macs_per_pixel, onnx_precision, read_onnx
+from fastnst.formats.pt2 import read_pt2
+from fastnst.losses.presets import describe_loss
+from fastnst.models import create_model
+from fastnst.models.cost import macs_per_pixel
 
 
 def _tensor_count(state: dict[str, Any]) -> int:
@@ -29,9 +35,6 @@ def _tensor_count(state: dict[str, Any]) -> int:
 
 
 def _torch_file(path: Path) -> dict[str, Any]:
-    from fastnst.formats import pytorch_examples
-    from fastnst.formats.checkpoint import network_state, read_info, read_torch_file
-
     obj = read_torch_file(path, "model")
     if pytorch_examples.is_examples_state(obj):
         info = pytorch_examples.info_for(path)
@@ -57,8 +60,6 @@ def _dims(value_info: Any) -> list[Any]:
 def _onnx_file(path: Path) -> dict[str, Any]:
     import onnx
 
-    from fastnst.formats.onnx import onnx_info, onnx_precision, read_onnx
-
     proto = read_onnx(path)
     names = {t.name for t in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in names]
@@ -78,8 +79,6 @@ def _onnx_file(path: Path) -> dict[str, Any]:
 
 
 def _pt2_file(path: Path) -> dict[str, Any]:
-    from fastnst.formats.pt2 import read_pt2
-
     program, info = read_pt2(path)
     params = sum(int(v.numel()) for v in program.state_dict.values())
     spec = program.graph_signature
@@ -106,16 +105,12 @@ def _macs_per_pixel(path: Path, fmt: str, info: ModelInfo | None) -> float | Non
     """Multiply-adds per output pixel at 256x256: of the ONNX graph itself, or of the architecture the file
     records (built with random weights: the count does not depend on them); None if neither can be had."""
     if fmt == "onnx":
-        from fastnst.formats.onnx import onnx_macs_per_pixel
-
         try:
             return onnx_macs_per_pixel(path)
         except Exception:  # noqa: BLE001 - a file onnxruntime cannot run still gets its other facts
             return None
     if info is None:
         return None
-    from fastnst.models import create_model
-    from fastnst.models.cost import macs_per_pixel
 
     try:
         return macs_per_pixel(create_model(info.architecture, **info.config))
@@ -164,8 +159,6 @@ def format_description(d: dict[str, Any]) -> str:
                 rows.append(("style images", ", ".join(t["style_images"]) + size))
             loss = t.get("loss") or {}
             if loss:
-                from fastnst.losses.presets import describe_loss
-
                 rows.append(("loss", describe_loss(loss)))
                 rows.append(("VGG19 weights", f"{loss.get('vgg_weights', 'imagenet')} ({loss.get('vgg_pooling', 'max')} pooling)"))
     rows.append(("parameters", f"{d['parameters']:,}"))

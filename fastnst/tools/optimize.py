@@ -63,6 +63,7 @@ class OptimizeResult:
     converged: bool = False
     saved: list[int] = field(default_factory=list)
     unchanged: bool = False  # the saved image equals the start image (8-bit)
+    terms: list[str] = field(default_factory=list)  # the weighted terms of the loss (PerceptualLoss.term_names)
 
 
 def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -115,7 +116,7 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
     logged = [-1]
 
     def show(terms: dict[str, float]) -> None:
-        shown = {k: f"{terms[k]:.4g}" for k in ("total", "content", "style", "tv")}
+        shown = {k: f"{terms[k]:.4g}" for k in ("total", *loss.term_names)}
         bar.set_postfix(shown, refresh=False)
         if log_every and done // log_every > logged[0]:
             logged[0] = done // log_every
@@ -200,7 +201,8 @@ def optimize_image(content: torch.Tensor, loss: PerceptualLoss, steps: int = 500
     history.append({"step": done, **final})
     unchanged = torch.equal(image, start.clamp(0, 1).mul(255).round().div(255))
     return OptimizeResult(image=image.cpu(), history=history, final=final, steps=done,
-                          seconds=time.perf_counter() - t0, converged=converged, saved=saved, unchanged=unchanged)
+                          seconds=time.perf_counter() - t0, converged=converged, saved=saved, unchanged=unchanged,
+                          terms=loss.term_names)
 
 
 def describe_change(first: float, last: float) -> str:
@@ -300,7 +302,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": result.steps, "converged": result.converged, "unchanged": result.unchanged, "seconds": round(result.seconds, 3),
         "device": str(device), "preset": args.preset, "loss": settings, "vgg_weights": vgg,
         "note": RANDOM_VGG_NOTE if vgg == "random" else None,
-        "final": result.final, "history": result.history, "intermediates": intermediates,
+        "terms": result.terms, "final": result.final, "history": result.history, "intermediates": intermediates,
     }
     side = side_path(out, "losses", ".json")
     side.write_text(json.dumps(report, indent=2) + "\n")
@@ -319,7 +321,7 @@ def format_history(result: OptimizeResult, rows: int = 6) -> str:
     """A small table of the loss terms at a few steps, the last row being the saved image."""
     hist = result.history
     picks = sorted({round(i * (len(hist) - 1) / (rows - 1)) for i in range(rows)}) if len(hist) > 1 else [0]
-    keys = ("total", "content", "style", "tv")
+    keys = ("total", *result.terms)
     lines = [f"{'step':>6}  " + "  ".join(f"{k:>11}" for k in keys)]
     for i in picks:
         row = hist[i]

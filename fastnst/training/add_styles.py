@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fastnst.errors import UserError
+from fastnst.formats.checkpoint import load_network
 from fastnst.formats.metadata import ModelInfo
 from fastnst.models import StyleNorm
 
@@ -60,8 +61,6 @@ def check_train_only(train_only: str | None, init_from: str | None, from_paintin
 def load_base(path: str, architecture: str, config: dict[str, Any]) -> BaseNetwork:
     """The network of the checkpoint ``path``, checked to be the configured ``architecture`` and ``config``
     (``num_styles`` aside); one sentence otherwise."""
-    from fastnst.formats.checkpoint import load_network
-
     p = Path(path).expanduser()
     if p.suffix.lower() in (".onnx", ".pt2"):
         raise UserError(f"init_from {p} is an exported model; new styles are added to a training checkpoint (.ckpt)")

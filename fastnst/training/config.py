@@ -16,6 +16,10 @@ import pytorch_lightning as pl
 
 from fastnst.errors import UserError
 from fastnst.inference import known_failures
+from fastnst.losses import PerceptualLoss
+from fastnst.losses.vgg import MIN_SIZE
+from fastnst.media.image import find_images
+from fastnst.models import model_class
 from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.module import StyleTransferModule, split_optim
 from fastnst.training.paintings import PaintingSet, split_paintings
@@ -116,8 +120,6 @@ def painting_sets(style: dict[str, Any]) -> tuple[PaintingSet, PaintingSet]:
 
 def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(paths, names) of the styles of the ``style`` group: ``image`` (one), or ``images`` (a list or a folder)."""
-    from fastnst.media.image import find_images
-
     image, images = style.get("image"), style.get("images")
     if image and images:
         raise UserError("style.image and style.images are both set; pass one painting with style.image or several "
@@ -149,10 +151,6 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
-    from fastnst.losses import PerceptualLoss
-    from fastnst.losses.vgg import MIN_SIZE
-    from fastnst.models import model_class
-
     style = cfg.get("style") or {}
     arbitrary = bool(style.get("arbitrary", False))
     paths, names = style_list(style)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fastnst.errors import UserError
 from fastnst.media.image import find_images, open_image, pil_to_tensor, resize_shorter
 from fastnst.training.paintings import PairedDataset, PaintingSet
+from fastnst.training.prepared import PreparedDataset, is_prepared, prepared_items
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -40,8 +41,6 @@ def readable(path: Path, size: int) -> bool:
 
 def _list_items(root: str, what: str) -> list[Path] | list[int]:
     """Image files under a folder, or the item numbers of a dataset written by ``python -m fastnst.prepare``."""
-    from fastnst.training.prepared import is_prepared, prepared_items
-
     return prepared_items(root) if is_prepared(root) else find_images(root, what)
 
 
@@ -240,7 +239,6 @@ class StyleDataModule(pl.LightningDataModule):
 
     def _dataset(self, items: Sequence[Any], train: bool, root: str) -> Dataset:
         if items and isinstance(items[0], int):  # item numbers of a dataset written by fastnst.prepare
-            from fastnst.training.prepared import PreparedDataset
 
             return PreparedDataset(root, items, self.image_size, train)
         return ImageFolderDataset(items, self.image_size, train)

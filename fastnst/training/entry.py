@@ -16,8 +16,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fastnst.cli import file_error
+from fastnst.errors import UserError
 from fastnst.presets import CONF_DIR
 from fastnst.training.hydra_checks import check_command_line, register_trainer_schema
+from fastnst.training.run import fit
 
 register_trainer_schema()
 # How this process was started (e.g. ``python train.py`` or ``fastnst train``): the resume hint repeats it.
@@ -44,9 +47,6 @@ def _fail(message: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _train(cfg: DictConfig) -> None:
-    from fastnst.errors import UserError
-    from fastnst.training.run import fit
-
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -60,8 +60,6 @@ def _train(cfg: DictConfig) -> None:
     except OSError as exc:  # a full disk or a folder made read-only during the run; checkpoints so far are kept
         if exc.filename is None:
             raise
-        from fastnst.cli import file_error
-
         _fail(file_error(exc))
     if result.stopped_by_signal is not None:
         import signal

@@ -16,6 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
+from fastnst.fileio import FolderLock, launched_rank
+
 # Fields fastnst sets itself (see fastnst.training.run.fit), so they are not overridable as trainer.NAME.
 _TRAINER_OWNED = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
 _SIMPLE = (int, float, bool, str)
@@ -142,8 +144,6 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
 def _run_folder_problem(argv: list[str], multirun: bool) -> str | None:
     """An explicit run folder that cannot be written, or that another training run holds; a multi-process
     launch (srun, torchrun) where every process would pick its own timestamped folder."""
-    from fastnst.fileio import FolderLock, launched_rank
-
     key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
     explicit = next((a.split("=", 1)[1] for a in argv if a.startswith(key)), None)
     launched = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "SLURM_NTASKS"))

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
-from fastnst.media.image import find_images
+from fastnst.media.image import find_images, open_image, resize_shorter
 
 FORMAT = "fastnst-prepared"
 VERSION = 1
@@ -156,8 +156,6 @@ class PreparedDataset(Dataset):
         arr = self.pixels(self.items[index % len(self.items)])
         s = self.image_size
         if s != self.stored_size:
-            from fastnst.media.image import resize_shorter
-
             arr = np.asarray(resize_shorter(Image.fromarray(arr), s))
         h, w = arr.shape[:2]
         if self.train:
@@ -172,8 +170,6 @@ class PreparedDataset(Dataset):
 # --- writing -------------------------------------------------------------------------------------
 def _decode(job: tuple[str, int]) -> tuple[bytes, int, int] | str:
     """Pixels of one file as the training pipeline decodes them, or the error as text."""
-    from fastnst.media.image import open_image, resize_shorter
-
     path, size = job
     try:
         img = resize_shorter(open_image(path, draft_size=size), size)

@@ -26,7 +26,8 @@ Warm-up iterations are excluded, figures are medians over repeats, CUDA is synch
 timed call. VGG weights are random (no download): the FLOPs are the same as with ImageNet weights.
 """
 
-from fastnst.tools.bench.common import BenchConfig, Variant
+from fastnst.inference.fast_paths import FastPath
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.report import format_report, run
 
-__all__ = ["BenchConfig", "Variant", "format_report", "run"]
+__all__ = ["BenchConfig", "FastPath", "format_report", "run"]

@@ -14,10 +14,12 @@ import torch
 from fastnst.cli import Parser, prog_name, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_output_file
+from fastnst.inference.fast_paths import FastPath
 from fastnst.tools.bench import __doc__ as DOC
-from fastnst.tools.bench.common import (INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, Variant, model_preset,
+from fastnst.tools.bench.common import (INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, model_preset,
                                         parse_sizes)
 from fastnst.tools.bench.report import PARTS, format_report, run
+from fastnst.tools.bench.tune import tune_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,8 +133,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.infer_variants:
         kw["infer_variants"] = split(args.infer_variants)
     for text in (kw.get("train_variants") or []) + (kw.get("infer_variants") or []):
-        Variant.parse(text)
-    if any(Variant.parse(t).ort for t in kw.get("train_variants") or []):
+        FastPath.parse(text)
+    if any(FastPath.parse(t).ort for t in kw.get("train_variants") or []):
         raise UserError("--train-variants: onnxruntime ('ort') is an inference path only")
     if args.infer_sizes:
         kw["infer_sizes"] = parse_sizes(args.infer_sizes)
@@ -157,7 +159,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         kw["styles_infer_size"] = parse_sizes(args.styles_size)[0]
     if args.styles_variants:
         kw["styles_variants"] = split(args.styles_variants)
-        if any(Variant.parse(t).ort for t in kw["styles_variants"]):
+        if any(FastPath.parse(t).ort for t in kw["styles_variants"]):
             raise UserError("--styles-variants: onnxruntime ('ort') is not a path of the conditioning measurement")
     if args.video_sizes:
         kw["video_sizes"] = parse_sizes(args.video_sizes)
@@ -173,7 +175,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.video_variants:
         kw["video_variants"] = split(args.video_variants)
         for text in kw["video_variants"]:
-            if Variant.parse(text).ort:
+            if FastPath.parse(text).ort:
                 raise UserError("--video-variants: the video pipeline runs .ckpt paths here; onnxruntime is not one")
     for name in ("video_batch", "video_rounds"):
         value = getattr(args, name)
@@ -192,8 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> None:
     if args.tune:
-        from fastnst.tools.bench.tune import tune_main
-
         tune_main(args)
         return
     if args.ckpt or args.size or args.exact or args.tune_paths:

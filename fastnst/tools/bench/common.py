@@ -1,5 +1,6 @@
-"""What every part of the benchmark shares: the fast-path variants, the configuration, round-robin timing,
-peak memory, and quiet logging."""
+"""What every part of the benchmark shares: the configuration, the default fast paths per device (the
+vocabulary is :class:`fastnst.inference.fast_paths.FastPath`), round-robin timing, peak memory, and quiet
+logging."""
 
 from __future__ import annotations
 
@@ -8,20 +9,18 @@ import gc
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.devices import cpu_half_support, synchronize
-from fastnst.presets import read_preset
+from fastnst.inference.devices import cpu_half_support
+from fastnst.presets import preset_names, read_preset
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-FLAGS = ("cl", "compile", "ort")
 INFER_SIZES = "256x256,512x512,1920x1080"
 VIDEO_SIZES = "640x360,1920x1080"
 # --quick's network: every stage of the default architecture, at a size that runs in seconds.
@@ -47,51 +46,12 @@ def model_preset(name: str) -> dict[str, Any]:
 
 def model_presets() -> list[str]:
     """Names of the network presets in conf/model/."""
-    from fastnst.presets import preset_names
-
     return preset_names("model")
 
 
 def default_loss() -> dict[str, Any]:
     """The seed document's VGG19 layers (conf/loss/gatys.yaml) with random weights (same FLOPs, no download)."""
     return {**read_preset("loss", "gatys"), "vgg_weights": "random"}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A fast-path combination written as ``precision[+cl][+compile][+ort]``, e.g. ``bf16+cl+compile``."""
-
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    ort: bool = False
-
-    @classmethod
-    def parse(cls, text: str) -> Variant:
-        tokens = [t for t in text.strip().lower().split("+") if t]
-        precision = "fp32"
-        flags: set[str] = set()
-        for t in tokens:
-            if t in PRECISIONS:
-                precision = t
-            elif t in FLAGS:
-                flags.add(t)
-            else:
-                raise UserError(f"unknown variant part {t!r} in {text!r}; use a precision ({', '.join(PRECISIONS)}) "
-                                f"joined by '+' with any of {', '.join(FLAGS)}, e.g. bf16+cl+compile")
-        if "ort" in flags and (flags - {"ort"} or precision != "fp32"):
-            raise UserError(f"variant {text!r}: onnxruntime ('ort') runs the fp32 ONNX export and takes no other option")
-        return cls(precision, "cl" in flags, "compile" in flags, "ort" in flags)
-
-    @property
-    def name(self) -> str:
-        if self.ort:
-            return "onnxruntime"
-        return "+".join([self.precision] + (["cl"] * self.channels_last) + (["compile"] * self.compile))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
 def half_support(device: torch.device) -> dict[str, bool]:
@@ -129,36 +89,6 @@ def _ort_providers() -> list[str]:
         return []
     return list(ort.get_available_providers())
 
-def time_in_turn(calls: dict[Any, Callable[[int], Any]], device: torch.device, warmup: int, repeats: int,
-                 after_round: Callable[[int], None] | None = None) -> tuple[dict[Any, list[float]], dict[Any, str]]:
-    """Run every call once per round (``call(round)``), the order rotating every round, so that load from
-    elsewhere on a shared machine hits them alike; return the seconds of the rounds after ``warmup`` per key,
-    and the error of each call that failed (it is not called again: one failing path never ends the run)."""
-    times: dict[Any, list[float]] = {k: [] for k in calls}
-    errors: dict[Any, str] = {}
-    keys = list(calls)
-    for r in range(warmup + repeats):
-        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
-            if k in errors:
-                continue
-            synchronize(device)
-            t0 = time.perf_counter()
-            try:
-                calls[k](r)
-                synchronize(device)
-            except Exception as exc:
-                errors[k] = _error(exc)
-                continue
-            if r >= warmup:
-                times[k].append(time.perf_counter() - t0)
-        if after_round:
-            after_round(r)
-    return times, errors
-
-def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
 def _release_freed_memory() -> None:
     """Give memory freed by earlier work back to the OS (glibc), so resident-set growth is this work's own."""
     with contextlib.suppress(OSError, AttributeError):
@@ -171,21 +101,18 @@ class PeakMemory:
 
     CUDA: the allocator's peak (``max_memory_allocated``). CPU: growth of the process's resident set size,
     sampled every 2 ms by a thread after freed memory is returned to the OS (an estimate: allocations
-    shorter than 2 ms can be missed).
+    shorter than 2 ms can be missed). Sampled because the OS keeps only the process's lifetime peak
+    (``ru_maxrss``), which cannot be reset for one block.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak_mib = device, float("nan")
+        self._process = psutil.Process()
         self._stop = threading.Event()
         self._base = self._peak = 0
 
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return 0
+    def _rss(self) -> int:
+        return self._process.memory_info().rss
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):

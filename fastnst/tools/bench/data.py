@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fastnst.media.image import find_images
 from fastnst.tools.bench.common import BenchConfig
 
 
@@ -61,7 +62,6 @@ def _loader_rate(root: str, cfg: BenchConfig, workers: int) -> dict[str, Any]:
     return {"workers": workers, "images_per_s": ips, "images_per_s_per_worker": ips / max(1, workers)}
 
 def run_data(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
-    from fastnst.media.image import find_images
     from fastnst.training.prepared import prepare
 
     with tempfile.TemporaryDirectory(prefix="fastnst-bench-data-") as tmp:

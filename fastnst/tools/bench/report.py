@@ -7,22 +7,22 @@ import datetime
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model
+from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model, load_average
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
 from fastnst.tools.bench.limit import format_limit_line, format_profile, run_profile
 from fastnst.tools.bench.styles import format_styles, run_styles
+from fastnst.tools.bench.tables import fmt, load_warning, table
 from fastnst.tools.bench.training import run_train
 from fastnst.tools.bench.video import run_video
 
-DRIFT_LIMIT = 1.15  # a reference timing that changed more than this during a part: its ratios are bent
 PARTS = ("train", "data", "infer", "styles", "video", "profile")
 
 
@@ -30,8 +30,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    with contextlib.suppress(OSError, AttributeError):
-        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if (load := load_average()) is not None:
+        info["load_average"] = load
     info["cpu"] = cpu_model()
     info["isa"] = cpu_features()
     if device.type == "cuda":
@@ -43,35 +43,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     return info
 
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
 def _flops_cells(row: dict[str, Any]) -> list[str]:
     """GFLOP/s achieved and its share of the same precision's matrix multiply, where measured."""
     rate, part = row.get("flops_per_s"), row.get("share_of_limit")
     return ["" if rate is None else f"{rate / 1e9:.0f}", "" if part is None else f"{part:.0%}"]
-
-
-def load_warning(load: dict[str, Any] | None, drift: float | None, what: str) -> str | None:
-    """A plain sentence when other processes used the CPUs or the reference timing drifted during ``what``."""
-    reasons = []
-    if load and load.get("busy"):
-        reasons.append(f"other processes used {load['other_processes_cpu_fraction']:.0%} of the CPUs")
-    if drift is not None and not 1 / DRIFT_LIMIT <= drift <= DRIFT_LIMIT:
-        reasons.append(f"the reference timing drifted {drift:.2f}x between the first and second half")
-    if not reasons:
-        return None
-    return (f"!! MACHINE BUSY during {what}: {' and '.join(reasons)}; the ratios below are bent by load "
-            f"(all paths were timed in turn, but not every path suffers alike): re-run on a quiet machine")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -96,9 +71,9 @@ def format_report(report: dict[str, Any]) -> str:
             if "error" in r:
                 rows.append([name, "failed", "", "", "", "", loss, r["error"][:90]])
             else:
-                rows.append([name, _fmt(r["step_ms"]), _fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x",
+                rows.append([name, fmt(r["step_ms"]), fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x",
                              *_flops_cells(r), loss, ""])
-        out.append(_table(["variant", "step ms", "images/s", "vs reference", "GFLOP/s", "of limit", "loss vs fp32", ""],
+        out.append(table(["variant", "step ms", "images/s", "vs reference", "GFLOP/s", "of limit", "loss vs fp32", ""],
                           rows))
         if t.get("limit_flops_per_s"):
             out.append(format_limit_line(t["limit_flops_per_s"], f"training; a step is {t['flops_per_step'] / 1e9:.1f} "
@@ -109,9 +84,9 @@ def format_report(report: dict[str, Any]) -> str:
     if "data" in report:
         d = report["data"]
         out += ["", f"DATA  {d['source']} ({d['images']} images, median {d['median_size']}) -> {d['crop']}px crops, batch {d['batch_size']}"]
-        rows = [[r["pipeline"], str(r["workers"]), _fmt(r["images_per_s"]), _fmt(r["images_per_s_per_worker"])]
+        rows = [[r["pipeline"], str(r["workers"]), fmt(r["images_per_s"]), fmt(r["images_per_s_per_worker"])]
                 for r in d["results"]]
-        out.append(_table(["pipeline", "workers", "images/s", "per worker"], rows))
+        out.append(table(["pipeline", "workers", "images/s", "per worker"], rows))
         out.append("(0 workers: decoding in the main process, i.e. the rate of one worker)")
         if d.get("prepare"):
             p = d["prepare"]
@@ -134,10 +109,10 @@ def format_report(report: dict[str, Any]) -> str:
                 rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", "", "", r["error"][:60]])
             else:
                 err = r.get("max_abs_err")
-                rows.append([r["size"], r["path"], macs_s, _fmt(r["images_per_s"], 2), _fmt(r["ms"]),
-                             _fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", *_flops_cells(r),
+                rows.append([r["size"], r["path"], macs_s, fmt(r["images_per_s"], 2), fmt(r["ms"]),
+                             fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", *_flops_cells(r),
                              "n/a" if err is None else f"{err:.1e}"])
-        out.append(_table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "GFLOP/s", "of limit",
+        out.append(table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "GFLOP/s", "of limit",
                            "max |diff|"], rows))
         for size, rates in (i.get("limit_flops_per_s") or {}).items():
             out.append(format_limit_line(rates, f"inference at {size}"))
@@ -156,9 +131,9 @@ def format_report(report: dict[str, Any]) -> str:
                              else "failed", "", "", r["error"][:70]])
             else:
                 vs = r["vs_reference"]
-                rows.append([r["size"], str(r["frames"]), r["path"], _fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
+                rows.append([r["size"], str(r["frames"]), r["path"], fmt(r["fps"], 2), f"{vs:.2f}x" if vs == vs else "n/a",
                              f"{r['vs_network_only']:.2f}" if "vs_network_only" in r else "", ""])
-        out.append(_table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
+        out.append(table(["size", "frames", "path", "frames/s", "vs loop", "e2e / network", "note"], rows))
     return "\n".join(out)
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -179,7 +154,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
     report["seconds"] = {}
     with _quiet_lightning():
         _run_parts(cfg, log, save, report)
-    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_end"] = load_average()
     return report
 
 def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dict[str, Any]], None] | None,

@@ -13,8 +13,13 @@ from typing import Any
 
 import torch
 
+from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import describe_error, time_in_turn
+from fastnst.inference.runners import network_runner
+from fastnst.media.image import save_image
 from fastnst.models import create_model
-from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.tools.bench.common import BenchConfig
+from fastnst.tools.bench.tables import fmt, table
 
 
 def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
@@ -28,9 +33,7 @@ def conditional_copy(net: torch.nn.Module, num_styles: int) -> torch.nn.Module:
     return out
 
 
-def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from fastnst.inference.runners import network_runner
-
+def _infer_rows(cfg: BenchConfig, variant: FastPath, log: Callable[[str], None]) -> list[dict[str, Any]]:
     dev = cfg.torch_device
     torch.manual_seed(0)
     one = create_model(**{"architecture": "johnson", **cfg.model}).eval()
@@ -53,8 +56,7 @@ def _infer_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
     return _pair("inference", f"{w}x{h}", variant, cfg.styles, times, errors, cfg.infer_batch, diff)
 
 
-def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from fastnst.media.image import save_image
+def _train_rows(cfg: BenchConfig, variant: FastPath, log: Callable[[str], None]) -> list[dict[str, Any]]:
     from fastnst.tools.bench.training import _ModuleStepper
 
     dev = cfg.torch_device
@@ -73,7 +75,7 @@ def _train_rows(cfg: BenchConfig, variant: Variant, log: Callable[[str], None]) 
     return _pair("training step", f"{cfg.train_size}px", variant, cfg.styles, times, errors, cfg.batch)
 
 
-def _pair(what: str, size: str, variant: Variant, styles: int, times: dict[int, list[float]],
+def _pair(what: str, size: str, variant: FastPath, styles: int, times: dict[int, list[float]],
           errors: dict[int, str], batch: int, diff: float | None = None) -> list[dict[str, Any]]:
     """The 1-style and S-style rows; the S-style row's ``cost`` is the median over rounds of its time over the
     1-style time of the same round, minus 1 (paired: a round's two calls ran back to back, under the same load)."""
@@ -84,7 +86,7 @@ def _pair(what: str, size: str, variant: Variant, styles: int, times: dict[int, 
     return rows
 
 
-def _row(what: str, size: str, variant: Variant, styles: int, times: list[float], error: str | None, batch: int,
+def _row(what: str, size: str, variant: FastPath, styles: int, times: list[float], error: str | None, batch: int,
          diff: float | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"what": what, "size": size, "variant": variant.name, "styles": styles, "batch": batch}
     if error or not times:
@@ -102,20 +104,18 @@ def run_styles(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     time - 1, paired by round) for inference and the training step."""
     rows: list[dict[str, Any]] = []
     for text in cfg.styles_variants:
-        variant = Variant.parse(text)
+        variant = FastPath.parse(text)
         for part in (_infer_rows, _train_rows):
             try:
                 rows += part(cfg, variant, log)
             except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the run
                 rows.append({"what": part.__name__.strip("_").split("_")[0], "variant": variant.name,
-                             "styles": cfg.styles, "error": _error(exc)})
+                             "styles": cfg.styles, "error": describe_error(exc)})
     return {"num_styles": cfg.styles, "network": cfg.model, "results": rows}
 
 
 def format_styles(st: dict[str, Any]) -> list[str]:
     """The CONDITIONING table of the report: a row per measurement, the cost in percent on the S-style rows."""
-    from fastnst.tools.bench.report import _fmt, _table
-
     rows = []
     for r in st["results"]:
         label = [r.get("what", ""), r.get("size", ""), r.get("variant", ""), str(r.get("styles", ""))]
@@ -124,8 +124,8 @@ def format_styles(st: dict[str, Any]) -> list[str]:
         else:
             cost = (f"{100 * r['cost']:+.1f}% ({100 * r['cost_min']:+.0f}..{100 * r['cost_max']:+.0f})"
                     if "cost" in r else "")
-            rows.append([*label, _fmt(r["ms"]), _fmt(r["images_per_s"], 2), cost])
+            rows.append([*label, fmt(r["ms"]), fmt(r["images_per_s"], 2), cost])
     return [f"CONDITIONING  a {st['num_styles']}-style network against a 1-style network of the same shape, timed in "
             f"turn (inference: one style for the image; training: a style per image)",
-            _table(["what", "size", "variant", "styles", "ms", "images/s", "cost (range over rounds)"], rows),
+            table(["what", "size", "variant", "styles", "ms", "images/s", "cost (range over rounds)"], rows),
             "cost: the median over rounds of the S-style time over the 1-style time of the same round, minus 1"]

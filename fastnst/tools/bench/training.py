@@ -16,8 +16,10 @@ import torch
 
 from fastnst.inference import known_failures
 from fastnst.inference.devices import synchronize
-from fastnst.inference.machine import drift
-from fastnst.tools.bench.common import BenchConfig, Variant, _error, time_in_turn
+from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import describe_error, drift, time_in_turn
+from fastnst.media.image import load_style_image, save_image
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.limit import limit_probes, limit_rates, share, training_flops
 from fastnst.tools.bench.reference import ReferenceTrainer
 
@@ -63,7 +65,7 @@ class _ModuleStepper:
     torch.compile), then per step training_step under the precision's autocast, backward and the module's
     own optimizer (with a GradScaler for fp16), as Lightning's precision plugins do."""
 
-    def __init__(self, cfg: BenchConfig, variant: Variant, style_path: Path | Sequence[Path]) -> None:
+    def __init__(self, cfg: BenchConfig, variant: FastPath, style_path: Path | Sequence[Path]) -> None:
         from fastnst.training.module import StyleTransferModule
 
         dev = cfg.torch_device
@@ -96,7 +98,7 @@ class _ModuleStepper:
             loss.backward()
             self.optimizer.step()
 
-def bench_in_trainer(cfg: BenchConfig, variant: Variant, style_path: Path, images: torch.Tensor) -> dict[str, Any]:
+def bench_in_trainer(cfg: BenchConfig, variant: FastPath, style_path: Path, images: torch.Tensor) -> dict[str, Any]:
     """The same step inside a real Lightning Trainer (what train.py runs), timed by a callback."""
     import pytorch_lightning as pl
 
@@ -141,7 +143,7 @@ def check_losses(results: dict[str, dict[str, Any]], losses: dict[str, list[floa
     for name, row in results.items():
         if name == "reference":
             continue
-        variant = Variant.parse(name)
+        variant = FastPath.parse(name)
         rule = known_failures.find("train", variant.precision, variant.compile)
         if rule is not None:
             row["known_failure"] = rule.sentence(f"training with {name}", applied=False)
@@ -157,8 +159,6 @@ def check_losses(results: dict[str, dict[str, Any]], losses: dict[str, list[floa
 def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """All variants are built first, then stepped in turn (round-robin, the order rotating every round), so a
     neighbour's load on a shared machine slows them alike and the ratios stay fair."""
-    from fastnst.media.image import load_style_image, save_image
-
     dev = cfg.torch_device
     g = torch.Generator().manual_seed(0)
     rounds = cfg.train_warmup + cfg.train_steps
@@ -177,12 +177,12 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         steppers: dict[str, Callable[[torch.Tensor], Any]] = {"reference": lambda x: ref.step(x * 255.0)}
         losses: dict[str, list[float]] = {}
         for text in cfg.train_variants:
-            variant = Variant.parse(text)
+            variant = FastPath.parse(text)
             try:
                 stepper = _ModuleStepper(cfg, variant, style_path)
                 steppers[variant.name], losses[variant.name] = stepper.step, stepper.losses
             except Exception as exc:
-                results[variant.name] = {"variant": variant.name, "error": _error(exc)}
+                results[variant.name] = {"variant": variant.name, "error": describe_error(exc)}
         names = list(steppers)
 
         def after_round(r: int) -> None:
@@ -195,7 +195,7 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         flops = None
         probes = {}
         if cfg.limit:
-            counted = _ModuleStepper(cfg, Variant(), style_path)  # a fresh fp32 step: the FLOPs of every variant's step
+            counted = _ModuleStepper(cfg, FastPath(), style_path)  # a fresh fp32 step: the FLOPs of every variant's step
             flops = training_flops(lambda: counted.step(batches[0]))
             del counted
             probes = limit_probes(dev)
@@ -218,10 +218,10 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         if cfg.train_in_trainer and best is not None:
             log(f"train: {best['variant']} inside a Lightning Trainer ...")
             try:
-                ordered.append(bench_in_trainer(cfg, Variant.parse(best["variant"]), style_path,
+                ordered.append(bench_in_trainer(cfg, FastPath.parse(best["variant"]), style_path,
                                                 images.repeat(max(1, -(-rounds * cfg.batch // len(images))), 1, 1, 1)))
             except Exception as exc:
-                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": _error(exc)})
+                ordered.append({"variant": f"{best['variant']} (Lightning Trainer)", "error": describe_error(exc)})
     ref_ips = results["reference"].get("images_per_s")
     for r in ordered:
         if "images_per_s" in r and ref_ips:
@@ -230,7 +230,7 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
             r["flops_per_s"] = flops / (r["step_ms"] / 1e3)
             name = r["variant"].split(" (")[0]
             r["share_of_limit"] = share(r["flops_per_s"], "fp32" if name == "reference" else
-                                        Variant.parse(name).precision, rates)
+                                        FastPath.parse(name).precision, rates)
     return {"image_size": cfg.train_size, "batch_size": cfg.batch, "network": cfg.model, "flops_per_step": flops,
             "limit_flops_per_s": rates,
             "loss_layers": {"content": cfg.loss["content_layers"], "style": cfg.loss["style_layers"]},

@@ -22,52 +22,54 @@ from typing import Any
 import torch
 
 from fastnst.errors import UserError
-from fastnst.inference.devices import cpu_half_support
-from fastnst.inference.machine import OtherLoad, cpu_summary, drift
 from fastnst.fileio import check_writable_folder
-from fastnst.inference.tuning import PathChoice, cache_dir, model_key, record
-from fastnst.tools.bench.common import _error, model_preset, parse_sizes, time_in_turn
+from fastnst.formats import ModelInfo
+from fastnst.formats.onnx import export_onnx
+from fastnst.inference import load
+from fastnst.inference.devices import cpu_half_support
+from fastnst.inference.fast_paths import ORT_LEVELS, FastPath
+from fastnst.inference.machine import OtherLoad, cpu_summary, describe_error, drift, time_in_turn
+from fastnst.inference.runners import network_runner
+from fastnst.inference.stylizer import read_model
+from fastnst.inference.tuning import cache_dir, model_key, record
+from fastnst.models import create_model
+from fastnst.tools.bench.common import model_preset, parse_sizes
+from fastnst.tools.bench.tables import load_warning, table
 
 DEFAULT_SIZES = "512x512,1920x1080"
 EXACT_TOLERANCE = 1e-3  # onnxruntime and channels-last reorder float sums: 1e-6-ish; 1e-3 is the export parity limit
 DEFAULT_TOLERANCE = 0.03  # bf16 differs by ~0.013 (3/255) on the default network
 
 
-def candidates(fmt: str, exact: bool, compile_ok: bool = True) -> list[PathChoice]:
+def candidates(fmt: str, exact: bool, compile_ok: bool = True) -> list[FastPath]:
     """The paths worth timing for a model file of format ``fmt`` on this CPU."""
-    ort = [PathChoice(ort_level=level) for level in ("all", "extended", "basic")]
+    ort = [FastPath(ort_level=level) for level in ORT_LEVELS]
     if fmt == "onnx":
         return ort
-    eager = [PathChoice(), PathChoice(channels_last=True)] + ([PathChoice(compile=True)] if compile_ok else [])
+    eager = [FastPath(), FastPath(channels_last=True)] + ([FastPath(compile=True)] if compile_ok else [])
     if not exact and cpu_half_support()["bf16"]:
-        eager += [PathChoice("bf16"), PathChoice("bf16", True)] + ([PathChoice("bf16", True, True)] if compile_ok else [])
+        eager += [FastPath("bf16"), FastPath("bf16", True)] + ([FastPath("bf16", True, True)] if compile_ok else [])
     return eager + ort[:2]
 
 
-def _chosen_paths(text: str, fmt: str) -> list[PathChoice]:
+def _chosen_paths(text: str, fmt: str) -> list[FastPath]:
     """``--tune-paths``: eager fp32 (the baseline) first, then the named paths."""
     try:
-        chosen = [PathChoice.parse(t.strip()) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise UserError(f"--tune-paths {text!r}: {exc}; use e.g. fp32,fp32+cl,bf16+cl+compile,onnxruntime,"
-                        f"onnxruntime+extended") from None
+        chosen = [FastPath.parse(t.strip()) for t in text.split(",") if t.strip()]
+    except UserError as exc:
+        raise UserError(f"--tune-paths {text!r}: {exc}") from None
     if fmt == "onnx":
         if any(c.ort_level is None for c in chosen):
             raise UserError("an .onnx model runs in onnxruntime only: --tune-paths takes onnxruntime[+extended|+basic]")
-        return list(dict.fromkeys([PathChoice(ort_level="all"), *chosen]))
-    return list(dict.fromkeys([PathChoice(), *chosen]))
+        return list(dict.fromkeys([FastPath(ort_level="all"), *chosen]))
+    return list(dict.fromkeys([FastPath(), *chosen]))
 
 
-def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[PathChoice], Callable[[torch.Tensor], torch.Tensor]]]:
+def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]]]:
     """(format, ModelInfo, build(choice) -> runner) for --ckpt or a --model preset with random weights."""
-    from fastnst.formats import ModelInfo
-    from fastnst.inference import load
-    from fastnst.inference.runners import network_runner
-    from fastnst.models import create_model
-
     if args.ckpt:
-        base = load(args.ckpt, "cpu", threads=args.threads)
-        fmt, info, net = base.format, base.info, base.network
+        model = read_model(args.ckpt)
+        fmt, info, net = model.format, model.info, model.network
     else:
         preset = model_preset(args.model or "johnson")
         torch.manual_seed(0)
@@ -76,11 +78,9 @@ def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[
         info = ModelInfo(architecture=preset["architecture"], config=net.config(), styles=["tune"])
     onnx_file = Path(args.ckpt).expanduser() if fmt == "onnx" else tmp / "tune.onnx"
 
-    def build(choice: PathChoice) -> Callable[[torch.Tensor], torch.Tensor]:
+    def build(choice: FastPath) -> Callable[[torch.Tensor], torch.Tensor]:
         if choice.ort_level is not None:
             if not onnx_file.is_file():
-                from fastnst.formats.onnx import export_onnx
-
                 export_onnx(copy.deepcopy(net).cpu().float(), onnx_file, info)
             model = load(onnx_file, "cpu", threads=args.threads, onnx_optimization=choice.ort_level)
             return lambda x: model(x, None if info.num_styles == 1 else 0)
@@ -94,7 +94,7 @@ def _builders(args: argparse.Namespace, tmp: Path) -> tuple[str, Any, Callable[[
     return fmt, info, build
 
 
-def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tensor]], paths: list[PathChoice],
+def tune_size(build: Callable[[FastPath], Callable[[torch.Tensor], torch.Tensor]], paths: list[FastPath],
               size: tuple[int, int], tolerance: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Build and check every path at ``size`` (W, H), time them in turn, and choose the fastest within ``tolerance``."""
     w, h = size
@@ -114,7 +114,7 @@ def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tenso
             row["max_abs_err"] = float((y - baseline).abs().max())
             runners[choice.name] = run
         except Exception as exc:  # one failing path (no C++ compiler for inductor ...) never ends the tuning
-            row["error"] = _error(exc)
+            row["error"] = describe_error(exc)
     warmup, repeats = (2, 5) if w * h <= 512 * 512 else (1, 3)
     log(f"tune: timing {len(runners)} paths in turn at {w}x{h}, {repeats} rounds ...")
     with OtherLoad() as load:
@@ -135,15 +135,13 @@ def tune_size(build: Callable[[PathChoice], Callable[[torch.Tensor], torch.Tenso
         raise UserError(f"no inference path could be timed at {w}x{h}: "
                         + "; ".join(f"{r['path']}: {r.get('error', 'too far from fp32')}" for r in rows.values()))
     best = min(ok, key=lambda r: r["ms"])
-    eager = [r for r in ok if not PathChoice.parse(r["path"]).ort_level]
+    eager = [r for r in ok if not FastPath.parse(r["path"]).ort]
     return {"choice": best["path"], "best_eager": min(eager, key=lambda r: r["ms"])["path"] if eager else None,
             "tolerance": tolerance, "candidates": list(rows.values()),
             "load": {**load.to_dict(), "fp32_drift": drift(times.get(first, []))}}
 
 
 def format_tuning(model: dict[str, Any], size: tuple[int, int], result: dict[str, Any]) -> str:
-    from fastnst.tools.bench.report import _table, load_warning
-
     w, h = size
     lines = [f"TUNING  {model['architecture']} ({model['format']}) at {w}x{h}, batch 1; chosen: {result['choice']} "
              f"(fastest within max |diff| {result['tolerance']:g} of eager fp32)"]
@@ -157,7 +155,7 @@ def format_tuning(model: dict[str, Any], size: tuple[int, int], result: dict[str
                          f"{r['max_abs_err']:.1e}", "<- chosen" if r["path"] == result["choice"] else ""])
         else:
             rows.append([r["path"], "failed", "", "", r.get("error", "")[:70]])
-    lines.append(_table(["path", "ms", "vs fp32", "max |diff|", ""], rows))
+    lines.append(table(["path", "ms", "vs fp32", "max |diff|", ""], rows))
     return "\n".join(lines)
 
 

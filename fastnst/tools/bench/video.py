@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastnst.tools.bench.common import BenchConfig, Variant, _error
+from fastnst.formats import ModelInfo
+from fastnst.inference.fast_paths import FastPath
+from fastnst.inference.machine import time_in_turn
+from fastnst.inference.options import VideoOptions
+from fastnst.inference.stylizer import ModelFile, Stylizer
+from fastnst.inference.video import stylize_video
+from fastnst.media.clips import motion_windows, render_clip, write_clip
+from fastnst.media.video import decode_frames, probe_video
+from fastnst.models import create_model
+from fastnst.tools.bench.common import BenchConfig
 from fastnst.tools.bench.reference import reference_forward
 
 OPENCV_NOTE = "opencv-python-headless is not installed (pip install 'fastnst[bench]'): reference loop skipped"
@@ -30,8 +38,6 @@ OPENCV_NOTE = "opencv-python-headless is not installed (pip install 'fastnst[ben
 
 def bench_clip(path: Path, size: tuple[int, int], frames: int) -> Path:
     """A pan over a synthetic photo (smooth colour fields, edges and fine texture), H.264, 25 fps, with audio."""
-    from fastnst.media.clips import motion_windows, render_clip, write_clip
-
     w, h = size
     g = np.random.default_rng(0)
     pw, ph = int(w * 1.6), int(h * 1.6)
@@ -66,18 +72,13 @@ def opencv_loop(net: nn.Module, src: Path, dst: Path) -> int:
     return n
 
 
-def _stylizer(net: nn.Module, variant: Variant, device: torch.device) -> Any:
+def _stylizer(net: nn.Module, path: FastPath, device: torch.device) -> Stylizer:
     """A Stylizer built as :func:`fastnst.load` builds one for a checkpoint, for an in-memory network."""
-    from fastnst.formats import ModelInfo
-    from fastnst.inference.runners import network_runner
-    from fastnst.inference.stylizer import Stylizer
-
-    if variant.compile:
+    if path.compile:
         torch._dynamo.reset()  # each size gets the graph infer.py compiles for a file
-    model, run = network_runner(copy.deepcopy(net), device, variant.precision, channels_last=variant.channels_last,
-                                compile=variant.compile)
     info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
-    return Stylizer(Path("bench.ckpt"), "ckpt", device, variant.precision, run, info, model, compiled=variant.compile)
+    return ModelFile(Path("bench.ckpt"), "ckpt", info, network=copy.deepcopy(net)).stylizer(
+        device, path.precision, channels_last=path.channels_last, compile=path.compile)
 
 
 def default_video_variants(infer_variants: list[str]) -> list[str]:
@@ -87,10 +88,6 @@ def default_video_variants(infer_variants: list[str]) -> list[str]:
 
 
 def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
-    from fastnst.inference.video import stylize_video
-    from fastnst.media.video import decode_frames, probe_video
-    from fastnst.models import create_model
-
     dev = cfg.torch_device
     torch.manual_seed(0)
     net = create_model(**{"architecture": "johnson", **cfg.model}).eval()
@@ -100,7 +97,7 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         have_cv2 = True
     except ImportError:
         have_cv2 = False
-    variants = [Variant.parse(v) for v in (cfg.video_variants or default_video_variants(cfg.infer_variants or []))]
+    variants = [FastPath.parse(v) for v in (cfg.video_variants or default_video_variants(cfg.infer_variants or []))]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fastnst-bench-video-") as tmp:
         for (w, h), frames in zip(cfg.video_sizes, cfg.video_frames):
@@ -119,8 +116,9 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                     model.stylize_tensor(x.expand(cfg.video_batch, -1, -1, -1).contiguous().to(dev))
 
                 def end_to_end(model=model) -> int:
-                    return stylize_video(model, src, Path(tmp) / "out.mp4", batch_size=cfg.video_batch,
-                                         progress=False, log=lambda s: None, pad_batches=model.compiled).frames
+                    return stylize_video(model, src, Path(tmp) / "out.mp4",
+                                         video=VideoOptions(batch_size=cfg.video_batch, progress=False),
+                                         log=lambda s: None).frames
 
                 def network_only(model=model) -> int:
                     for i in range(0, len(pixels), cfg.video_batch):
@@ -133,20 +131,11 @@ def run_video(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 calls[f"fastnst {v.name} end to end"] = end_to_end
                 calls[f"fastnst {v.name} network only"] = network_only
             log(f"video: {len(calls)} runs in turn at {w}x{h}, {frames} frames, {cfg.video_rounds} rounds ...")
-            times: dict[str, list[float]] = {k: [] for k in calls}
-            errors: dict[str, str] = {}
+            done: dict[str, list[int]] = {k: [] for k in calls}  # frames of each timed run
+            seconds, errors = time_in_turn({k: (lambda r, k=k: done[k].append(calls[k]())) for k in calls}, dev,
+                                           0, cfg.video_rounds)
+            times = {k: [n / t for n, t in zip(done[k], seconds[k])] for k in calls}  # frames per second
             keys = list(calls)
-            for r in range(cfg.video_rounds):
-                for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                    if k in errors:
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        n = calls[k]()
-                    except Exception as exc:  # one failing path never ends the run
-                        errors[k] = _error(exc)
-                        continue
-                    times[k].append(n / (time.perf_counter() - t0))
             ref_fps = statistics.median(times[keys[0]]) if have_cv2 and times[keys[0]] else float("nan")
             for k in keys:
                 row: dict[str, Any] = {"size": f"{w}x{h}", "frames": frames, "path": k, "batch": cfg.video_batch}
