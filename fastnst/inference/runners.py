@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fastnst.formats.onnx import ort_error_message, run_session
+from fastnst.formats.openvino import run_openvino
 from fastnst.inference.devices import check_precision, out_of_memory
 
 Runner = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -150,8 +151,6 @@ def program_runner(module: nn.Module, device: torch.device) -> Runner:
 
 def openvino_runner(compiled: Any) -> Runner:
     """Run an OpenVINO compiled model of a fastnst ONNX export, with :func:`onnx_runner`'s contract."""
-    from fastnst.formats.openvino import run_openvino
-
     def call(arr: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         try:
             return run_openvino(compiled, arr, weights)

@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastnst.inference.devices import cpu_half_support, synchronize
+from fastnst.models import create_model
 from fastnst.tools.bench.tables import table
 
 MATMUL_SIZE = 2048  # n of the n x n x n multiply: large enough for the BLAS to reach its peak, ~0.1 s on 2 cores
@@ -176,8 +177,6 @@ def run_profile(cfg: Any, log: Callable[[str], None]) -> dict[str, Any]:
     """``--parts profile``: the per-operation profile of the benchmarked network's forward pass at ``--profile-size``
     for eager fp32, fp32+cl and bf16+cl (where bf16 is native), each next to the same precision's multiply limit,
     all measured in turn."""
-    from fastnst.models import create_model
-
     dev = cfg.torch_device
     w, h = cfg.profile_size
     torch.manual_seed(0)
