@@ -34,13 +34,15 @@ from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE, VECTOR_INPUT, check_styles, encoder_path
 from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
-                                  export_encoder_onnx, export_onnx, ort_session, quantize_int8, run_session)
+                                  export_encoder_onnx, export_onnx, onnx_info, ort_session, quantize_int8, read_onnx,
+                                  run_session)
 from fastnst.formats.openvino import check_openvino, openvino_available
 from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
 from fastnst.inference import load
 from fastnst.inference.machine import OtherLoad, cpu_summary, time_in_turn
 from fastnst.media.image import find_images, load_image, pil_to_tensor, resize_longer_to, tensor_to_pil
-from fastnst.web.runtime import CDN_BASE
+from fastnst.web.runtime import CDN_BASE, find_runtime
+from fastnst.web.site import write_site
 
 
 def _size(path: Path) -> str:
@@ -238,10 +240,6 @@ def export_web(model: str | os.PathLike[str], output: str | os.PathLike[str] | N
     before anything is exported (see :func:`fastnst.web.runtime.find_runtime`); ``int8`` adds the static int8
     model, calibrated on ``calibration``, which the page offers as an option."""
     import tempfile
-
-    from fastnst.formats.onnx import onnx_info, read_onnx
-    from fastnst.web.runtime import find_runtime
-    from fastnst.web.site import write_site
 
     src = Path(model).expanduser()
     runtime = find_runtime(runtime_dir, runtime_cdn, backends)  # one sentence before any work when it is missing

@@ -22,6 +22,15 @@ from typing import Any
 import numpy as np
 
 from fastnst.errors import UserError
+from fastnst.formats.metadata import ModelInfo
+from fastnst.formats.onnx import export_onnx
+from fastnst.inference.machine import OtherLoad, cpu_summary
+from fastnst.models import create_model
+from fastnst.presets import read_preset
+from fastnst.web.browser import chromium
+from fastnst.web.runtime import find_runtime
+from fastnst.web.serve import serving
+from fastnst.web.site import write_site
 
 SIZES = ((256, 256), (512, 512))
 MODELS = ("johnson", "mobile")
@@ -53,10 +62,6 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 def _model(folder: Path, name: str) -> Path:
     import torch
 
-    from fastnst.formats.metadata import ModelInfo
-    from fastnst.formats.onnx import export_onnx
-    from fastnst.models import create_model
-    from fastnst.presets import read_preset
 
     preset = read_preset("model", name)
     arch = preset.pop("architecture", name)
@@ -96,20 +101,12 @@ def _y4m(path: Path, w: int, h: int, frames: int = 30) -> Path:
 
 
 def _idle_load(seconds: float = 2.0) -> float | None:
-    from fastnst.inference.machine import OtherLoad
-
     with OtherLoad() as load:
         time.sleep(seconds)
     return load.fraction
 
 
 def run_bench(args: argparse.Namespace) -> None:
-    from fastnst.inference.machine import cpu_summary
-    from fastnst.web.browser import chromium
-    from fastnst.web.runtime import find_runtime
-    from fastnst.web.serve import serving
-    from fastnst.web.site import write_site
-
     sizes, names = _sizes(args.sizes), [m.strip() for m in args.models.split(",") if m.strip()]
     webcam = None if args.webcam.lower() == "none" else _sizes(args.webcam)[0]
     if args.runs < 1 or args.rounds < 1:

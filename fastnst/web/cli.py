@@ -8,7 +8,9 @@ import argparse
 import sys
 
 from fastnst.cli import Parser, prog_name, run_main
-from fastnst.web.runtime import CDN_BASE, NPM_PACKAGE, ORT_WEB_VERSION, cache_dir
+from fastnst.web.bench import add_arguments, run_bench
+from fastnst.web.runtime import CDN_BASE, NPM_PACKAGE, ORT_WEB_VERSION, cache_dir, fill_cache
+from fastnst.web.serve import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--print", action="store_true", help="only print the cache folder, the version and the CDN URL")
     b = sub.add_parser("bench", help="per-image latency in the page (headless Chromium, wasm, threads) against native "
                        "onnxruntime on this machine, in one run")
-    from fastnst.web.bench import add_arguments
-
     add_arguments(b)
     return p
 
@@ -36,18 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        from fastnst.web.serve import serve
-
         return run_main(lambda: serve(args.folder, args.host, args.port), "the server stopped")
     if args.command == "runtime":
         if args.print:
             print(f"{NPM_PACKAGE} {ORT_WEB_VERSION}\ncache: {cache_dir()}\ncdn: {CDN_BASE}")
             return 0
-        from fastnst.web.runtime import fill_cache
-
         return run_main(lambda: fill_cache(args.npm) and None)
-    from fastnst.web.bench import run_bench
-
     return run_main(lambda: run_bench(args))
 
 
