@@ -18,7 +18,14 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
-from fastnst.training.config import build_callbacks, build_module, check_arguments, instantiate, painting_sets
+from fastnst.training.config import (
+    avoid_known_failures,
+    build_callbacks,
+    build_module,
+    check_arguments,
+    instantiate,
+    painting_sets,
+)
 from fastnst.training.faults import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -119,6 +126,7 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
     datamodule = instantiate(cfg["data"], "data")
     datamodule.scan()
+    cfg = avoid_known_failures(cfg)
     module = build_module(cfg)
     if module.arbitrary:
         datamodule.attach_paintings(*painting_sets(cfg.get("style") or {}))
