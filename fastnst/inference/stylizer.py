@@ -346,8 +346,8 @@ def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str,
     if runtime not in ("onnxruntime", "openvino"):
         raise UserError(f"--runtime {runtime!r} is not known; use onnxruntime or openvino")
     if runtime == "openvino" and fmt != "onnx":
-        raise UserError(f"--runtime openvino runs .onnx models; export the model first (fastnst export --ckpt MODEL "
-                        f"-o model.onnx) and pass the .onnx")
+        raise UserError("--runtime openvino runs .onnx models; export the model first (fastnst export --ckpt MODEL "
+                        "-o model.onnx) and pass the .onnx")
     if fmt != "ckpt" and (channels_last or compile):
         flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
         raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
