@@ -38,11 +38,12 @@ part() {  # PART SECONDS FILE ARGS...  (inference rows are saved as they come: a
     || echo "gpu_bench: $file failed or ran past ${limit}s (exit $?)" >&2
 }
 # Eager variants first (seconds), then the compiled ones (compilation dominates), each with the reference
-# so every file has its own ratio; the fastest compiled variant is re-run inside a Lightning Trainer.
+# so every file has its own ratio, and fp32 with the compiled training variant so that its loss is checked
+# against fp32's; the fastest compiled variant is re-run inside a Lightning Trainer.
 part train 50 train_eager --train-size "$SIZE" --batch "$BATCH" --train-warmup 10 --train-steps 30 \
   --train-variants fp32,bf16,bf16+cl --no-trainer
 part train 130 train_compiled --train-size "$SIZE" --batch "$BATCH" --train-warmup 10 --train-steps 30 \
-  --train-variants bf16+cl+compile
+  --train-variants fp32,bf16+cl+compile
 part infer 40 infer_eager --infer-sizes 256x256,512x512,1920x1080 --infer-repeats 30 \
   --infer-variants fp32,fp32+cl,bf16+cl,fp16+cl,ort
 part infer 80 infer_compiled --infer-sizes 256x256,512x512,1920x1080 --infer-repeats 30 \
@@ -72,7 +73,8 @@ for file in ("train_eager", "train_compiled", "infer_eager", "infer_compiled", "
         continue
     rows = r[part]["results"]
     if part == "train":  # one reference row is enough: the compiled file's ratios are against its own reference
-        rows = [row for row in rows if row["variant"] != "reference"]
+        # (its fp32 row is there so that the compiled variant's loss is checked against fp32 in the same file)
+        rows = [row for row in rows if row["variant"] not in ("reference", "fp32")]
         report[part]["results"] += rows
     else:  # inference: place the compiled rows after each size's eager rows (its own baseline rows are dropped)
         seen = {(row["size"], row["path"]) for row in report[part]["results"]}

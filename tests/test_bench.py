@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from fastnst.errors import UserError
+from fastnst.formats.openvino import openvino_available
 from fastnst.losses import PerceptualLoss
 from fastnst.models import TransformerNet
 from fastnst.tools.bench.cli import main
 from fastnst.inference.fast_paths import FastPath
-from fastnst.tools.bench.common import PeakMemory, default_loss, parse_sizes
+from fastnst.tools.bench.common import PeakMemory, default_loss, half_support, parse_sizes
 from fastnst.tools.bench.data import make_jpegs
 from fastnst.tools.bench.reference import ReferenceTrainer
 
@@ -68,6 +69,10 @@ def test_quick_bench_writes_every_part(quick_report: tuple[dict, str]) -> None:
     assert data["prepare"]["images"] == 8 and data["prepare"]["skipped"] == 0 and data["median_size"] == "640x480"
 
     infer = report["infer"]["results"]
+    openvino = [r for r in infer if r["path"].startswith("openvino")]  # beside onnxruntime, where installed
+    assert len(openvino) == (2 * (1 + half_support(torch.device("cpu"))["bf16"]) if openvino_available() else 0)
+    assert all("error" not in r and r["max_abs_err"] < (0.05 if "bf16" in r["path"] else 1e-4) for r in openvino)
+    infer = [r for r in infer if r not in openvino]
     # The reference (pytorch/examples' formulation) and fastnst's eager fp32 are always measured, at every size.
     assert [(r["size"], r["path"]) for r in infer] == [(s, p) for s in ("48x32", "64x64")
                                                       for p in ("reference (pytorch/examples)", "fp32", "onnxruntime")]

@@ -150,3 +150,25 @@ def case_name(x: torch.Tensor, style: torch.Tensor | None) -> str:
     if style.numel() > 8:  # a style vector: its length and norm say which one
         return f"{shape} style vector [{style.numel()}] |v|={float(style.norm()):.2f}"
     return f"{shape} style " + ",".join(f"{v:.2g}" for v in style.tolist())
+
+
+def check_runtime(path: Path, net: nn.Module, run: Any, num_styles: int = 1, *, tolerance: float = TOLERANCE,
+                  shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES, style_dim: int | None = None,
+                  runtime: str = "the runtime") -> list[tuple[str, float]]:
+    """A runtime's output against PyTorch eager on ``shapes`` and :func:`check_styles`: ``run(image, style, name)``
+    takes numpy arrays (``style`` None for one style; ``name`` the model's style input) and returns the stylized
+    array. Returns (case, max abs diff) per case; raises :class:`ExportCheckError` above ``tolerance``."""
+    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
+    style_name = model.input_names[-1]
+    results = []
+    for x in check_inputs(shapes):
+        for style in check_styles(num_styles, style_dim):
+            with torch.no_grad():
+                ref = model(x, style).numpy()
+            y = run(x.numpy(), None if style is None else style.numpy(), style_name)
+            if y.shape != ref.shape:
+                raise ExportCheckError(f"{path} returned shape {y.shape} in {runtime} for input {tuple(x.shape)}; "
+                                       f"expected {ref.shape}")
+            results.append((case_name(x, style), diff(y, ref)["max_abs"]))
+    raise_if_above(path, results, tolerance)
+    return results

@@ -35,8 +35,8 @@ from fastnst.formats.deploy import (
     Deployable,
     EncoderDeployable,
     ExportCheckError,
-    case_name,
     check_inputs,
+    check_runtime,
     check_styles,
     diff,
     dynamic_shapes,
@@ -250,19 +250,8 @@ def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
     session = ort_session(path, torch.device("cpu"))
-    model = Deployable(net, num_styles, style_dim).eval().to("cpu", torch.float32)
-    style_name = model.input_names[-1]
-    results = []
-    for x in check_inputs(shapes):
-        for style in check_styles(num_styles, style_dim):
-            with torch.no_grad():
-                ref = model(x, style).numpy()
-            y = run_session(session, x.numpy(), None if style is None else style.numpy(), style_name)
-            if y.shape != ref.shape:
-                raise ExportCheckError(f"{path} returned shape {y.shape} for input {tuple(x.shape)}; expected {ref.shape}")
-            results.append((case_name(x, style), diff(y, ref)["max_abs"]))
-    raise_if_above(path, results, tolerance)
-    return results
+    return check_runtime(path, net, lambda image, style, name: run_session(session, image, style, name), num_styles,
+                         tolerance=tolerance, shapes=shapes, style_dim=style_dim, runtime="onnxruntime")
 
 
 def onnx_macs_per_pixel(path: str | os.PathLike[str], size: tuple[int, int] = (256, 256)) -> float:

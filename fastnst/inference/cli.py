@@ -20,6 +20,7 @@ from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.inference.devices import PRECISIONS, resolve_device
 from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.known_failures import avoid_for_inference
 from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import Stylizer, load
@@ -83,6 +84,9 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
                    help="torch.compile a .ckpt model: slower first image (compilation), faster after; a new "
                         "image size or batch size recompiles once into a shape-generic graph, not once per size "
                         "(needs a C++ compiler on CPU; --tile runs uncompiled)")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="what runs an .onnx model: onnxruntime (default) or OpenVINO (optional: pip install "
+                        "'fastnst[openvino]'; CPU, fp32)")
     p.add_argument("--fast", action="store_true",
                    help="on the CPU, run the path this machine measured fastest for this model near the size of the "
                         "first image (precision, channels-last, compile or onnxruntime; tune once with "
@@ -231,8 +235,11 @@ def run_cli(args: Any) -> int:
     if getattr(args, "fast", False):
         model = _load_fast(args, opts)
     else:
+        args.channels_last, args.compile = avoid_for_inference(
+            resolve_device(args.device).type, args.precision, args.channels_last, args.compile,
+            say=lambda msg: print(msg, file=sys.stderr))
         model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile,
-                     threads=threads)
+                     threads=threads, runtime=args.runtime)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     model.log = say
     sheet = bool(getattr(args, "sheet", False))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fastnst.formats.onnx import ort_error_message, run_session
+from fastnst.formats.openvino import run_openvino
 from fastnst.inference.devices import check_precision, out_of_memory
 
 Runner = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -106,19 +107,26 @@ def onnx_runner(session: Any) -> Runner:
     inputs = [i.name for i in session.get_inputs()]
     style_name = inputs[1] if len(inputs) > 1 else None
 
+    def call(arr: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        try:
+            return run_session(session, arr, weights, style_name)
+        except Exception as exc:  # noqa: BLE001 - translated: see _ort_failure
+            raise _ort_failure(exc) from exc
+
+    return array_runner(call)
+
+
+def array_runner(call: Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]) -> Runner:
+    """A :data:`Runner` around a runtime that takes numpy arrays: ``call(image [N, 3, H, W], style [D] or None)``.
+    The exported models take one style row per run, so a batch of mixed styles is split."""
     def run(x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
         weights = None
         if style is not None:
             if not torch.equal(style, style[:1].expand_as(style)):
-                # One style row per run: a batch of mixed styles is split.
                 return torch.cat([run(x[i:i + 1], style[i:i + 1]) for i in range(x.shape[0])])
             weights = np.ascontiguousarray(style[0].detach().to("cpu", torch.float32).numpy())
-        try:
-            y = run_session(session, arr, weights, style_name)
-        except Exception as exc:  # noqa: BLE001 - translated: see _ort_failure
-            raise _ort_failure(exc) from exc
-        return torch.from_numpy(y).to(device=x.device, dtype=torch.float32)
+        return torch.from_numpy(call(arr, weights)).to(device=x.device, dtype=torch.float32)
 
     return run
 
@@ -139,3 +147,16 @@ def program_runner(module: nn.Module, device: torch.device) -> Runner:
         return y.to(device=x.device, dtype=torch.float32)
 
     return run
+
+
+def openvino_runner(compiled: Any) -> Runner:
+    """Run an OpenVINO compiled model of a fastnst ONNX export, with :func:`onnx_runner`'s contract."""
+    def call(arr: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        try:
+            return run_openvino(compiled, arr, weights)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is reported and skipped by the jobs
+            if out_of_memory(exc):
+                raise torch.OutOfMemoryError(f"OpenVINO ran out of memory ({exc})") from exc
+            raise InferenceError(f"OpenVINO failed ({type(exc).__name__}: {str(exc).strip()[:200]})") from exc
+
+    return array_runner(call)

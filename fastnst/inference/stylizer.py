@@ -26,13 +26,14 @@ from fastnst.formats.checkpoint import load_network
 from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT, VECTOR_INPUT, encoder_path
 from fastnst.formats.magenta import foreign_onnx
 from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
+from fastnst.formats.openvino import input_names, openvino_model
 from fastnst.formats.pt2 import read_pt2
 from fastnst.formats.styles import save_styles
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
 from fastnst.inference.memory import fit_in_memory, network_bytes_per_pixel
 from fastnst.inference.options import StylizeOptions, VideoOptions
-from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner, program_encoder,
-                                       program_runner)
+from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner,
+                                       openvino_runner, program_encoder, program_runner)
 from fastnst.inference.style_outputs import compose_sheet, each_style
 from fastnst.inference.styles import (Painting, PaintingChoice, StyleChoice, StyleSpace, describe_style, encode_paintings,
                                       style_vector)
@@ -336,15 +337,18 @@ class ModelFile:
     weights_precision: str | None = None  # .onnx: the precision its weights were exported in
 
     def stylizer(self, device: str | torch.device = "auto", precision: str = "fp32", *, channels_last: bool = False,
-                 compile: bool = False, threads: int | None = None, onnx_optimization: str = "all") -> Stylizer:
+                 compile: bool = False, threads: int | None = None, onnx_optimization: str = "all",
+                 runtime: str = "onnxruntime") -> Stylizer:
         """The :class:`Stylizer` running this file with :func:`load`'s options. An eager network is moved to the
         device and precision in place: build one Stylizer per ModelFile."""
-        dev = _check_options(self.format, device, precision, channels_last, compile)
+        dev = _check_options(self.format, device, precision, channels_last, compile, runtime)
         p, info = self.path, self.info
         if self.network is not None:  # eager: a checkpoint, or magenta's ONNX networks imported as fastnst's
             net, run = network_runner(self.network, dev, precision, channels_last=channels_last, compile=compile)
             encode = network_encoder(net, dev, precision) if info.takes_painting else None
             return Stylizer(p, self.format, dev, precision, run, info, net, compiled=compile, encode=encode)
+        if self.format == "onnx" and runtime == "openvino":
+            return _openvino_stylizer(p, dev, threads, info, self.weights_precision or "fp32")
         if self.format == "onnx":
             session = ort_session(p, dev, threads, onnx_optimization)
             encode = None
@@ -386,8 +390,13 @@ def read_model(path: str | os.PathLike[str]) -> ModelFile:
 
 
 def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str, channels_last: bool,
-                   compile: bool) -> torch.device:
+                   compile: bool, runtime: str = "onnxruntime") -> torch.device:
     """The device, once the options are known to apply to a model of format ``fmt``; one sentence otherwise."""
+    if runtime not in ("onnxruntime", "openvino"):
+        raise UserError(f"--runtime {runtime!r} is not known; use onnxruntime or openvino")
+    if runtime == "openvino" and fmt != "onnx":
+        raise UserError("--runtime openvino runs .onnx models; export the model first (fastnst export --ckpt MODEL "
+                        "-o model.onnx) and pass the .onnx")
     if fmt != "ckpt" and (channels_last or compile):
         flags = " and ".join(f for f, on in (("--channels-last", channels_last), ("--compile", compile)) if on)
         raise UserError(f"{flags} apply to a training checkpoint (.ckpt); an .{fmt} model was optimised at export, "
@@ -403,21 +412,37 @@ def _check_options(fmt: ModelFormat, device: str | torch.device, precision: str,
     return dev
 
 
+def _openvino_stylizer(p: Path, dev: torch.device, threads: int | None, info: ModelInfo,
+                       file_precision: str) -> Stylizer:
+    """An .onnx model run by OpenVINO (fp32), with the inputs checked as for onnxruntime."""
+    if info.takes_painting:
+        raise UserError(f"{p.name} takes a painting (its encoder runs in onnxruntime); use --runtime onnxruntime")
+    compiled = openvino_model(p, dev, threads)
+    names = input_names(compiled)
+    expected = 1 if info.num_styles == 1 else 2
+    if len(names) != expected:
+        raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has {expected}")
+    # Tiles need the graph rewritten to share norm statistics: that one runs in onnxruntime (the same file's graph).
+    return Stylizer(p, "onnx", dev, "fp32", openvino_runner(compiled), info, weights_precision=file_precision,
+                    tiles=lambda: OnnxTiles(p, info, dev, threads))
+
+
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,
          channels_last: bool = False, compile: bool = False, threads: int | None = None,
-         onnx_optimization: str = "all") -> Stylizer:
+         onnx_optimization: str = "all", runtime: str = "onnxruntime") -> Stylizer:
     """Load a model file for stylizing: a training checkpoint (``.ckpt``), a pytorch/examples model
     (``.pth``), an ONNX model (``.onnx``, run with onnxruntime) or a torch.export program (``.pt2``).
     Safely: a model file is data, never code.
 
     ``device``: auto, cpu, cuda, cuda:N, mps. ``precision`` (fp32, bf16, fp16), ``channels_last`` and
     ``compile`` apply to eager networks (``.ckpt``, ``.pth``); ``threads`` and ``onnx_optimization`` (onnxruntime's
-    graph optimisation level: all, extended, basic, none) to ``.onnx`` models.
+    graph optimisation level: all, extended, basic, none) to ``.onnx`` models; ``runtime`` runs an ``.onnx`` model in
+    ``onnxruntime`` (the default) or ``openvino`` (optional package; fp32).
     """
     p = Path(path).expanduser()
-    _check_options(detect_format(p), device, precision, channels_last, compile)  # before the file is read
+    _check_options(detect_format(p), device, precision, channels_last, compile, runtime)  # before the file is read
     return read_model(p).stylizer(device, precision, channels_last=channels_last, compile=compile, threads=threads,
-                                  onnx_optimization=onnx_optimization)
+                                  onnx_optimization=onnx_optimization, runtime=runtime)
 
 
 def _encoder_file(path: Path, info: ModelInfo) -> Path:

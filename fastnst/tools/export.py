@@ -36,6 +36,7 @@ from fastnst.formats.deploy import TOLERANCE, VECTOR_INPUT, check_styles, encode
 from fastnst.formats.onnx import (check_encoder_onnx, check_onnx, compare_on_images, compare_onnx, convert_fp16,
                                   export_encoder_onnx, export_onnx, onnx_info, ort_session, quantize_int8, read_onnx,
                                   run_session)
+from fastnst.formats.openvino import check_openvino, openvino_available
 from fastnst.formats.pt2 import check_encoder_pt2, check_pt2, export_encoder_pt2, export_pt2
 from fastnst.inference import load
 from fastnst.inference.machine import OtherLoad, cpu_summary, time_in_turn
@@ -186,6 +187,10 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
                                                                     style_dim=style_dim)
             shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
             log(f"fastnst: parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
+            if fmt == "onnx" and style_dim is None and openvino_available():  # the optional second runtime
+                results = check_openvino(tmp, net, styles, tolerance=tolerance)
+                shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
+                log(f"fastnst: OpenVINO parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
 
     def write_encoder(tmp: Path) -> None:
         if fmt == "onnx":

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 
 from fastnst.errors import UserError
+from fastnst.inference import known_failures
 from fastnst.losses import PerceptualLoss
 from fastnst.losses.vgg import MIN_SIZE
 from fastnst.media.image import find_images
@@ -235,3 +236,41 @@ def build_callbacks(cfg: dict[str, Any], run_dir: Path) -> list[pl.Callback]:
             continue
         out.append(callback)
     return out
+
+
+# --- paths known to fail -------------------------------------------------------------------------
+
+def _trains_on_cpu(trainer_cfg: dict[str, Any]) -> bool:
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    if accelerator == "cpu":
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+
+
+def avoid_known_failures(cfg: dict[str, Any], say: Any = print) -> dict[str, Any]:
+    """``cfg`` with a path known to fail on this CPU (:mod:`fastnst.inference.known_failures`) replaced by the one
+    that works there, said in one sentence; ``known_failures=ignore`` keeps the requested path (the sentence is
+    still said), any other value than ``avoid`` or ``ignore`` is one sentence of its own."""
+    mode = cfg.get("known_failures", "avoid")
+    if mode not in ("avoid", "ignore"):
+        raise UserError(f"known_failures={mode!r} is not valid; choose avoid (run what works on this CPU, the "
+                        f"default) or ignore (run the requested path anyway)")
+    trainer_cfg = dict(cfg.get("trainer") or {})
+    if not _trains_on_cpu(trainer_cfg):
+        return cfg
+    precision = known_failures.lightning_precision(trainer_cfg.get("precision", "32-true"))
+    compile = bool(cfg.get("compile", False))
+    rule = known_failures.find("train", precision, compile)
+    if rule is None:
+        return cfg
+    requested = f"trainer.precision={trainer_cfg.get('precision')} with compile={str(compile).lower()}"
+    if mode == "ignore":
+        say(f"fastnst: warning: {rule.sentence(requested, applied=False)} (known_failures=ignore: running it anyway)")
+        return cfg
+    say(f"fastnst: {rule.sentence(requested, applied=True, escape='known_failures=ignore runs the requested path anyway')}")
+    return {**cfg, **rule.avoid}

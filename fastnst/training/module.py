@@ -26,19 +26,12 @@ from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.add_styles import BaseNetwork, NormOnlyTraining, check_new_names, check_train_only, extend, load_base
 from fastnst.training.arbitrary import from_prediction
 from fastnst.training.checkpoint_state import restore_rng_states, save_rng_states, upgrade_v1
+from fastnst.training.fast_path import NonFiniteLossError, check_fast_path_gradients, fast_path_failure
 
 # Settings of the optim group that are fastnst's learning-rate schedule, not optimizer arguments.
 SCHEDULE_KEYS = ("scheduler", "warmup_steps", "min_lr_ratio", "step_size", "gamma")
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 TARGET_REPORT_BYTES = 32_000_000  # style targets at least this large are reported when a run starts
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf at ``step``; the run stops (its checkpoints so far are kept)."""
-
-    def __init__(self, value: float, step: int) -> None:
-        super().__init__(f"the training loss became {value} at step {step}")
-        self.value, self.step = value, step
 
 
 def split_optim(optim: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -297,8 +290,12 @@ class StyleTransferModule(pl.LightningModule):
         if trainer is not None and trainer.world_size > 1:  # all ranks must branch alike, or DDP's all-reduce hangs
             bad = trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
         if bad:
+            error = fast_path_failure(self, f"the training loss became {total.item()}")
+            if error is not None:
+                raise error
             if self.hparams.on_nonfinite == "stop":
-                raise NonFiniteLossError(total.item(), self.global_step)
+                raise NonFiniteLossError(f"the training loss became {total.item()} at step {self.global_step}",
+                                         hint="lower optim.lr, or set on_nonfinite=skip to skip such batches")
             self.skipped_batches += 1
             self.log("train/nonfinite_skipped", float(self.skipped_batches), on_step=True, batch_size=1)
             return None
@@ -369,6 +366,8 @@ class StyleTransferModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.norm_only is not None:
             self.norm_only.mask_gradients()
+        if self.hparams.compile:
+            check_fast_path_gradients(self)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

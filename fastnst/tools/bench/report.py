@@ -17,10 +17,14 @@ from fastnst.inference.machine import OtherLoad, cpu_features, cpu_model, load_a
 from fastnst.tools.bench.common import BenchConfig, _quiet_lightning, half_support
 from fastnst.tools.bench.data import run_data
 from fastnst.tools.bench.inference import run_infer
+from fastnst.tools.bench.limit import format_limit_line, format_profile, run_profile
 from fastnst.tools.bench.styles import format_styles, run_styles
 from fastnst.tools.bench.tables import fmt, load_warning, table
 from fastnst.tools.bench.training import run_train
 from fastnst.tools.bench.video import run_video
+
+PARTS = ("train", "data", "infer", "styles", "video", "profile")
+
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -39,6 +43,12 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["onnxruntime"] = onnxruntime.__version__
     return info
 
+def _flops_cells(row: dict[str, Any]) -> list[str]:
+    """GFLOP/s achieved and its share of the same precision's matrix multiply, where measured."""
+    rate, part = row.get("flops_per_s"), row.get("share_of_limit")
+    return ["" if rate is None else f"{rate / 1e9:.0f}", "" if part is None else f"{part:.0%}"]
+
+
 def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
     out = [f"fastnst bench  {m['date']}  device={m['device']}  {m.get('gpu') or m.get('cpu', '')}  "
@@ -56,11 +66,21 @@ def format_report(report: dict[str, Any]) -> str:
         rows = []
         for r in t["results"]:
             name = "reference (pytorch/examples)" if r["variant"] == "reference" else f"fastnst {r['variant']}"
+            diverged = r.get("loss_vs_fp32")
+            loss = "" if diverged is None else f"{diverged:.1%}"
             if "error" in r:
-                rows.append([name, "failed", "", r["error"][:60]])
+                rows.append([name, "failed", "", "", "", "", loss, r["error"][:90]])
             else:
-                rows.append([name, fmt(r["step_ms"]), fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x"])
-        out.append(table(["variant", "step ms", "images/s", "vs reference"], rows))
+                rows.append([name, fmt(r["step_ms"]), fmt(r["images_per_s"], 2), f"{r['vs_reference']:.2f}x",
+                             *_flops_cells(r), loss, ""])
+        out.append(table(["variant", "step ms", "images/s", "vs reference", "GFLOP/s", "of limit", "loss vs fp32", ""],
+                          rows))
+        if t.get("limit_flops_per_s"):
+            out.append(format_limit_line(t["limit_flops_per_s"], f"training; a step is {t['flops_per_step'] / 1e9:.1f} "
+                                         f"GFLOP, counted on fastnst's fp32 step"))
+        out.append("(loss vs fp32: the largest relative difference of the variant's loss from fastnst fp32's over the "
+                   "steps, same weights and batches; above 10% the variant failed and is never chosen)")
+        out += [f"known to fail: {r['known_failure']}" for r in t["results"] if r.get("known_failure")]
     if "data" in report:
         d = report["data"]
         out += ["", f"DATA  {d['source']} ({d['images']} images, median {d['median_size']}) -> {d['crop']}px crops, batch {d['batch_size']}"]
@@ -86,14 +106,20 @@ def format_report(report: dict[str, Any]) -> str:
             macs = r.get("macs_per_pixel")
             macs_s = f"{macs / 1e3:.1f}k" if macs else "n/a"
             if "error" in r:
-                rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", r["error"][:60]])
+                rows.append([r["size"], r["path"], macs_s, "failed", "", "", "", "", "", r["error"][:60]])
             else:
                 err = r.get("max_abs_err")
                 rows.append([r["size"], r["path"], macs_s, fmt(r["images_per_s"], 2), fmt(r["ms"]),
-                             fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", "n/a" if err is None else f"{err:.1e}"])
-        out.append(table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "max |diff|"], rows))
+                             fmt(r["peak_mib"], 0), f"{r['vs_reference']:.2f}x", *_flops_cells(r),
+                             "n/a" if err is None else f"{err:.1e}"])
+        out.append(table(["size", "path", "MACs/px", "images/s", "ms", "peak MiB", "vs reference", "GFLOP/s", "of limit",
+                           "max |diff|"], rows))
+        for size, rates in (i.get("limit_flops_per_s") or {}).items():
+            out.append(format_limit_line(rates, f"inference at {size}"))
     if "styles" in report:
         out += ["", *format_styles(report["styles"])]
+    if "profile" in report:
+        out += ["", *format_profile(report["profile"])]
     if "video" in report:
         v = report["video"]
         out += ["", f"VIDEO  end to end = decode + stylize (batch {v['batch_size']}) + encode, H.264 clip with audio; "
@@ -140,7 +166,7 @@ def _run_parts(cfg: BenchConfig, log: Callable[[str], None], save: Callable[[dic
             save(report)
 
     for part, fn in (("train", run_train), ("data", run_data), ("infer", run_infer), ("styles", run_styles),
-                     ("video", run_video)):
+                     ("video", run_video), ("profile", run_profile)):
         if part not in cfg.parts:
             continue
         t0 = time.perf_counter()

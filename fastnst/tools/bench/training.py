@@ -4,6 +4,7 @@ loop (:mod:`.reference`), stepped in turn; the fastest variant again inside a Li
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import tempfile
 import time
@@ -13,11 +14,13 @@ from typing import Any
 
 import torch
 
+from fastnst.inference import known_failures
 from fastnst.inference.devices import synchronize
 from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import describe_error, drift, time_in_turn
 from fastnst.media.image import load_style_image, save_image
 from fastnst.tools.bench.common import BenchConfig
+from fastnst.tools.bench.limit import limit_probes, limit_rates, share, training_flops
 from fastnst.tools.bench.reference import ReferenceTrainer
 
 
@@ -79,12 +82,14 @@ class _ModuleStepper:
         self.autocast = torch.autocast(dev.type, dtype=variant.dtype, enabled=variant.precision != "fp32")
         self.scaler = torch.amp.GradScaler(dev.type) if variant.precision == "fp16" else None
         self.calls = 0
+        self.losses: list[float] = []  # per step: every variant starts from the same weights and sees the same batches
 
     def step(self, x: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast:
             loss = self.module.training_step((x, 0), self.calls)
         self.calls += 1
+        self.losses.append(float(loss.detach()))
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -120,6 +125,37 @@ def bench_in_trainer(cfg: BenchConfig, variant: FastPath, style_path: Path, imag
         raise RuntimeError(f"training variant {variant.name} ran no timed step in the Trainer")
     return {"variant": f"{variant.name} (Lightning Trainer)", **_summary(times, cfg.batch)}
 
+LOSS_TOLERANCE = 0.10  # a fast path's loss must stay this close to fp32's (relative) over the steps timed, or it failed
+
+
+def loss_divergence(losses: Sequence[float], baseline: Sequence[float]) -> float:
+    """The largest relative difference of a variant's per-step losses from the fp32 variant's (inf when non-finite)."""
+    pairs = list(zip(losses, baseline))
+    if not pairs or not all(math.isfinite(a) for a, _ in pairs):
+        return math.inf
+    return max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
+
+
+def check_losses(results: dict[str, dict[str, Any]], losses: dict[str, list[float]]) -> None:
+    """Mark every variant whose loss left fp32's by more than :data:`LOSS_TOLERANCE` as failed (never the fastest),
+    and record each variant's divergence (``loss_vs_fp32``) and any known failure of its path on this CPU."""
+    base = losses.get("fp32")
+    for name, row in results.items():
+        if name == "reference":
+            continue
+        variant = FastPath.parse(name)
+        rule = known_failures.find("train", variant.precision, variant.compile)
+        if rule is not None:
+            row["known_failure"] = rule.sentence(f"training with {name}", applied=False)
+        if base is None or name == "fp32" or name not in losses or "error" in row:
+            continue
+        worst = loss_divergence(losses[name], base)
+        row["loss_vs_fp32"] = worst
+        if worst > LOSS_TOLERANCE:
+            row["error"] = (f"diverged: loss {worst:.0%} away from fp32's on the same seed and batches (limit "
+                            f"{LOSS_TOLERANCE:.0%})" if math.isfinite(worst) else "diverged: non-finite loss")
+
+
 def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     """All variants are built first, then stepped in turn (round-robin, the order rotating every round), so a
     neighbour's load on a shared machine slows them alike and the ratios stay fair."""
@@ -139,10 +175,12 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
         torch.manual_seed(0)
         ref = ReferenceTrainer(cfg.model, cfg.loss, style, cfg.batch, dev)
         steppers: dict[str, Callable[[torch.Tensor], Any]] = {"reference": lambda x: ref.step(x * 255.0)}
+        losses: dict[str, list[float]] = {}
         for text in cfg.train_variants:
             variant = FastPath.parse(text)
             try:
-                steppers[variant.name] = _ModuleStepper(cfg, variant, style_path).step
+                stepper = _ModuleStepper(cfg, variant, style_path)
+                steppers[variant.name], losses[variant.name] = stepper.step, stepper.losses
             except Exception as exc:
                 results[variant.name] = {"variant": variant.name, "error": describe_error(exc)}
         names = list(steppers)
@@ -152,19 +190,31 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
                 log(f"train: first round done (compilation included); {rounds - 1} more ...")
 
         # bind each stepper now; a batch per round, so every step sees new pixels as it would from a data loader
-        calls = {name: (lambda r, step=steppers[name]: step(batches[r % len(batches)])) for name in names
-                 if name not in results}
+        calls: dict[str, Callable[[int], Any]] = {name: (lambda r, step=steppers[name]: step(batches[r % len(batches)]))
+                                                  for name in names if name not in results}
+        flops = None
+        probes = {}
+        if cfg.limit:
+            counted = _ModuleStepper(cfg, FastPath(), style_path)  # a fresh fp32 step: the FLOPs of every variant's step
+            flops = training_flops(lambda: counted.step(batches[0]))
+            del counted
+            probes = limit_probes(dev)
+            calls.update(probes)  # the machine's multiply rate, timed in turn with the steps
         times, errors = time_in_turn(calls, dev, cfg.train_warmup, cfg.train_steps, after_round)
+        rates = limit_rates(probes, times)
         for name, error in errors.items():  # one failing fast path (e.g. no C++ compiler for inductor)
-            results[name] = {"variant": name, "error": error}
+            if name not in probes:
+                results[name] = {"variant": name, "error": error}
         for name in names:
             if name not in results:
                 results[name] = {"variant": name, **_summary(times[name], cfg.batch)}
+        check_losses(results, losses)
         if "images_per_s" in results.get("reference", {}):
             results["reference"]["drift"] = drift(times["reference"])
         del steppers, ref, calls
         ordered = [results[n] for n in names] + [r for n, r in results.items() if n not in names]
-        best = max((r for r in ordered[1:] if "images_per_s" in r), key=lambda r: r["images_per_s"], default=None)
+        best = max((r for r in ordered[1:] if "images_per_s" in r and "error" not in r), key=lambda r: r["images_per_s"],
+                   default=None)
         if cfg.train_in_trainer and best is not None:
             log(f"train: {best['variant']} inside a Lightning Trainer ...")
             try:
@@ -176,6 +226,12 @@ def run_train(cfg: BenchConfig, log: Callable[[str], None]) -> dict[str, Any]:
     for r in ordered:
         if "images_per_s" in r and ref_ips:
             r["vs_reference"] = r["images_per_s"] / ref_ips
-    return {"image_size": cfg.train_size, "batch_size": cfg.batch, "network": cfg.model,
+        if "step_ms" in r and flops:
+            r["flops_per_s"] = flops / (r["step_ms"] / 1e3)
+            name = r["variant"].split(" (")[0]
+            r["share_of_limit"] = share(r["flops_per_s"], "fp32" if name == "reference" else
+                                        FastPath.parse(name).precision, rates)
+    return {"image_size": cfg.train_size, "batch_size": cfg.batch, "network": cfg.model, "flops_per_step": flops,
+            "limit_flops_per_s": rates,
             "loss_layers": {"content": cfg.loss["content_layers"], "style": cfg.loss["style_layers"]},
             "warmup_steps": cfg.train_warmup, "timed_steps": cfg.train_steps, "results": ordered}
