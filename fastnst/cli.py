@@ -4,9 +4,11 @@ with exit status 2, Ctrl-C as one line with exit status 130 (no tracebacks for t
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from fastnst.errors import UserError
 
@@ -53,6 +55,29 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{PREFIX}: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE: what a shell shows for a program stopped by a closed pipe
+
+
+def quiet_on_broken_pipe(main: F) -> F:
+    """Decorate a command's ``main``: output piped into a program that stops reading (``| head -1``) ends the
+    command quietly with status 141, as a program that SIGPIPE stops, instead of a BrokenPipeError traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = main(*args, **kwargs)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            # Python flushes stdout again at exit; pointed at /dev/null, that flush cannot fail a second time.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(BROKEN_PIPE_STATUS) from None
+
+    return wrapped  # type: ignore[return-value]
 
 
 def file_error(exc: OSError) -> str:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from fastnst.cli import invoked_as
+from fastnst.cli import invoked_as, quiet_on_broken_pipe
 
 
 class Subcommand(NamedTuple):
@@ -46,6 +46,7 @@ def _help() -> str:
             f"  fastnst stylize --ckpt runs/NAME/checkpoints/last.ckpt photo.jpg -o photo_styled.jpg\n")
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fastnst COMMAND ARGS...``; returns the exit status (2 for an unknown command)."""
     args = list(sys.argv[1:] if argv is None else argv)

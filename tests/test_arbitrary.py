@@ -243,6 +243,25 @@ def test_export_writes_the_encoder_beside_and_infer_runs_it(fmt: str, arb_ckpt: 
     assert r.returncode == 2 and "style encoder any.encoder" in r.stderr
 
 
+def test_exported_networks_that_take_a_painting_tile_like_the_checkpoint(arb_ckpt: Path, paintings: Path,
+                                                                          tmp_path: Path) -> None:
+    """--tile with the .onnx and .pt2 of a network that takes a painting: the style vector feeds every tile and the
+    whole image's norm statistics are shared, as the checkpoint's tiles do (issue 21.7)."""
+    import torch
+
+    from fastnst.inference import StylizeOptions, load
+    from fastnst.tools.export import export_checkpoint
+
+    x = torch.from_numpy(np.asarray(make_photo(7, (190, 150)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    opts = StylizeOptions(tile=64, tile_overlap=24)
+    ckpt = load(arb_ckpt, "cpu")
+    vector = ckpt.style_vector(None, paintings / "dots.png")
+    ref = ckpt.stylize_tensor(x, vector, opts)
+    for fmt in ("onnx", "pt2"):
+        model = load(export_checkpoint(arb_ckpt, tmp_path / f"any.{fmt}", log=lambda m: None), "cpu")
+        assert float((model.stylize_tensor(x, vector, opts) - ref).abs().max()) < 1e-4, fmt
+
+
 def test_onnxruntime_alone_runs_the_export_with_a_painting(arb_ckpt: Path, paintings: Path, photo: Path,
                                                            tmp_path: Path) -> None:
     from fastnst.tools.export import export_checkpoint

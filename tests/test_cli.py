@@ -97,6 +97,7 @@ def test_user_command_line_keys_compose() -> None:
     ("data.imge_size=64", "data.imge_size is not a setting of data (valid: _target_, root, image_size,"),
     ("loss.gram_norm=cw", "loss.gram_norm='cw' is not valid; choose one of hw, chw"),
     ("trainer.max_steps=0", "trainer.max_steps=0 trains nothing"),
+    ("model.upsample=bicubic", "model.upsample='bicubic' is not valid; choose one of nearest, transpose"),
 ])
 def test_bad_override_is_one_line_and_status_2(override, message, photo_dir, style_path, tmp_path) -> None:
     """One case for each place a mistake is caught: composing the config, building the module, starting the run."""
@@ -114,6 +115,13 @@ def test_bad_override_is_one_line_and_status_2(override, message, photo_dir, sty
     ("model=big", "model=big is not an option of the model group; choose one of johnson, mobile, small"),
     ("a=b=c", "cannot read the command line"),
     ("hydra.run.dir=/proc/fastnst-test/run", "the run folder /proc/fastnst-test/run cannot be created or written"),
+    # the model's and the data module's own checks, made before Hydra creates the run folder (issue 21.4)
+    ("model.upsample=bicubic", "model.upsample='bicubic' is not valid; choose one of nearest, transpose"),
+    ("model.channels=[8]", "model.channels must be 3 positive widths, one per resolution level"),
+    ("model.num_residual=-1", "model.num_residual must be a whole number >= 0, got -1"),
+    ("model.channels=[8,0,8]", "model.channels must be 3 positive widths"),
+    ("data.num_workers=-1", "data.num_workers must be 0 (load in the training process) or more"),
+    ("data.val_count=-2", "data.val_count must be 0 (no validation) or more"),
 ])
 def test_command_line_mistakes_are_named_before_hydra_starts(override, message, photo_dir, style_path) -> None:
     from fastnst.training.hydra_checks import check_command_line
@@ -126,6 +134,11 @@ def test_command_line_mistakes_are_named_before_hydra_starts(override, message, 
     ("trainer.precision", "fp17", "trainer.precision='fp17' is not valid; choose one of 64, 32, 16, "),
     ("style.size", 0, "style.size=0 must be a number of pixels >= 16"),
     ("data.batch_size", "four", "data.batch_size='four' has the wrong type"),
+    ("model", {"architecture": "mobile", "channels": [8], "stem_kernel": 3}, "model.channels must be 2 positive widths"),
+    ("model", {"architecture": "mobile", "stem_kernel": 4}, "model.stem_kernel must be odd, got 4"),
+    ("model", {"architecture": "mobile", "padding": "circular"}, "model.padding='circular' is not valid"),
+    ("data.num_workers", -1, "data.num_workers must be 0"),
+    ("data.batch_size", 11, "has 10 training images, fewer than data.batch_size=11 x 1 device(s)"),
 ])
 def test_bad_values_are_named_before_training(key, value, message, photo_dir, style_path, tmp_path) -> None:
     from fastnst.errors import UserError
@@ -136,6 +149,8 @@ def test_bad_values_are_named_before_training(key, value, message, photo_dir, st
     with pytest.raises(UserError) as err:
         fit(tiny_config(photo_dir, style_path, **{key: value}), tmp_path)
     assert message in str(err.value)
+    if key in ("model", "data.num_workers"):  # settings are checked before the run folder is touched
+        assert not (tmp_path / "checkpoints").exists()
     if key == "trainer.precision":
         assert "bf16-mixed" in str(err.value)
     assert not list(tmp_path.rglob("*.ckpt"))
@@ -177,6 +192,19 @@ def test_missing_values_and_bad_paths_are_one_sentence(photo_dir, style_path, tm
     proc = run_train([*args, "logger=none"], timeout=120)
     assert proc.returncode == 2 and f"data.root {tmp_path / 'no_photos'} does not exist" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line
+
+
+def test_too_few_images_for_several_devices_is_said_once_before_any_rank_starts(photo_dir, style_path, tmp_path) -> None:
+    """trainer.devices=3 on the CPU with 10 photos and batches of 4: checked before DDP starts the other ranks, so
+    the sentence is printed once, on its own line (issue 21.14)."""
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "run") if not a.startswith("data.batch_size")]
+    proc = run_train([*args, "logger=none", "trainer.max_steps=1", "trainer.devices=3", "data.batch_size=4"],
+                     timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    message = "has 10 training images, fewer than data.batch_size=4 x 3 device(s)"
+    assert proc.stderr.count(message) == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("fastnst: error: data.root ")
+    assert "Sanity Checking" not in proc.stderr
 
 
 def test_launch_problems_are_one_sentence(photo_dir, style_path, tmp_path) -> None:
@@ -230,6 +258,17 @@ def test_ddp_two_cpu_processes(photo_dir, style_path, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_multirun_flag_may_follow_the_overrides(photo_dir, style_path, tmp_path) -> None:
+    """``-m`` typed after the overrides (Hydra's own parser takes it only before them) still sweeps."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in tiny_args(photo_dir, style_path, tmp_path / "unused") if not a.startswith("hydra.run.dir")]
+    proc = run_train([*args, "-m", "trainer.max_steps=1", "logger=none", "loss.style_weight=1e3,2e3",
+                      f"hydra.sweep.dir={sweep}"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.parent.parent.name for p in sweep.glob("*/checkpoints/last.ckpt")) == ["0", "1"]
+
+
+@pytest.mark.slow
 def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_path, tmp_path) -> None:
     """hydra-submitit-launcher's local executor: two jobs in their own processes and folders, each trained."""
     sweep = tmp_path / "sweep"
@@ -248,3 +287,14 @@ def test_sweep_of_two_jobs_with_the_submitit_local_launcher(photo_dir, style_pat
         assert (sweep / job / ".hydra" / "overrides.yaml").is_file()
     assert weights == {1e3, 2e3}
     assert list((sweep / ".submitit").rglob("*_result.pkl"))  # the jobs really went through submitit
+
+
+def test_checking_the_model_settings_draws_no_random_numbers() -> None:
+    """The check builds the network once; the run's own network must still start from the seed's weights."""
+    import torch
+
+    from fastnst.training.config import check_model
+
+    before = torch.get_rng_state()
+    check_model({"architecture": "johnson", "channels": [8, 16, 16], "num_residual": 1})
+    assert torch.equal(before, torch.get_rng_state())

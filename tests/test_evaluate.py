@@ -140,6 +140,16 @@ def test_preset_override_measures_under_the_preset(trained_ckpt: Path, style_pat
     assert {f"style/{n}" for n in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")} <= set(report["summary"]["model"])
 
 
+def test_a_preset_keeps_the_checkpoints_vgg_weights(trained_ckpt: Path, style_path: Path, photo_dir: Path) -> None:
+    """--preset johnson changes the layers and weights, not the VGG19 trunk: the checkpoint (trained with random VGG
+    weights) is measured offline with them, as without --preset, instead of asking for ImageNet weights."""
+    one = sorted(photo_dir.glob("*.jpg"))[0]
+    report = evaluate(trained_ckpt, style_path, one, size=64, preset="johnson", device="cpu")
+    assert report["vgg_weights"] == "random" and report["loss"]["style_layers"] == ["relu1_2", "relu2_2", "relu3_3",
+                                                                                    "relu4_3"]
+    assert report["loss_source"] == "preset johnson, VGG19 weights of the checkpoint (random)"
+
+
 @pytest.mark.slow
 def test_cli_prints_table_and_writes_json(trained_ckpt: Path, style_path: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"

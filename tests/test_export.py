@@ -125,3 +125,17 @@ def test_export_cli_errors(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
     assert main(["--ckpt", str(trained_ckpt), "--format", "pt2", "-o", str(tmp_path / "z.onnx")]) == 2
     assert "does not match" in capsys.readouterr().err
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary files left
+
+
+def test_pt2_written_by_the_cli_has_the_file_name_inside(trained_ckpt: Path, tmp_path: Path) -> None:
+    """The archive's inner folder is the file's own name, not the temporary one it was written under (issue 21.15)."""
+    import zipfile
+
+    from fastnst.tools.export import main
+
+    out = tmp_path / "starry.pt2"
+    assert main(["--ckpt", str(trained_ckpt), "--format", "pt2", "-o", str(out), "--no-check"]) == 0
+    with zipfile.ZipFile(out) as z:
+        assert {n.split("/", 1)[0] for n in z.namelist()} == {"starry"}
+    assert [p.name for p in tmp_path.iterdir()] == ["starry.pt2"]  # no staging folder left behind
+    assert load(out, "cpu")(torch.rand(1, 3, 20, 24)).shape == (1, 3, 20, 24)

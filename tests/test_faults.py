@@ -54,43 +54,79 @@ def _wait_for_checkpoint(run: Path, proc: subprocess.Popen, timeout: float = 240
         time.sleep(0.02)
 
 
-@pytest.mark.slow
-def test_sigterm_saves_stops_and_resume_matches_uninterrupted_run(photo_dir, style_path, tmp_path) -> None:
-    common = ["trainer.max_steps=30", "logger=csv", "trainer.log_every_n_steps=1", "checkpoint.every_n_steps=3",
-              "trainer.val_check_interval=1000"]
-    straight = tmp_path / "straight"
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *tiny_args(photo_dir, style_path, straight), *common],
+def _epochs(run: Path) -> dict[int, int]:
+    """The epoch logged with each step's train/loss, from every CSV log version of a run folder."""
+    out: dict[int, int] = {}
+    for path in (run / "csv").glob("version_*/metrics.csv"):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    out[int(row["step"])] = int(row["epoch"])
+    return out
+
+
+# 10 training photos in batches of 2: steps 1-5 are epoch 0, 6-10 epoch 1, 11-14 epoch 2. No every-N-steps
+# checkpoint before the stop (the checkpoint at the signal is the only one); a preview PNG per step shows progress.
+SIGNAL_RUN = ["trainer.max_steps=14", "logger=csv", "trainer.log_every_n_steps=1", "checkpoint.every_n_steps=100",
+              "trainer.val_check_interval=1000", "preview.every_n_steps=1"]
+
+
+def _signal_args(photo_dir: Path, style_path: Path, run: Path) -> list[str]:
+    args = [a for a in tiny_args(photo_dir, style_path, run) if not a.startswith(("preview.", "hydra.run.dir="))]
+    return [*args, *SIGNAL_RUN, f"hydra.run.dir='{run}'"]  # quoted for Hydra, as a path with a space must be
+
+
+@pytest.fixture(scope="module")
+def straight_run(photo_dir, style_path, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("straight")
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *_signal_args(photo_dir, style_path, run)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
 
-    run = tmp_path / "preempted"
-    # With loader workers, and the signal sent to the whole process group as scancel or Ctrl-C do.
-    args = [*tiny_args(photo_dir, style_path, run), *common, "data.num_workers=2"]
-    p = _start(args)
-    _wait_for_checkpoint(run, p)
-    os.killpg(p.pid, signal.SIGTERM)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, workers", [(signal.SIGINT, 0), (signal.SIGTERM, 2)])
+def test_a_signal_mid_epoch_saves_stops_and_resume_matches_uninterrupted_run(sig, workers, straight_run, photo_dir,
+                                                                           style_path, tmp_path) -> None:
+    """Ctrl-C (SIGINT) or scancel/kill (SIGTERM), sent to the whole process group as a terminal or a scheduler does,
+    in the middle of epoch 1; then the printed resume command. Losses and logged epochs are the uninterrupted run's."""
+    run = tmp_path / "rün 21"  # a folder name with a space and a non-ASCII letter: the resume command quotes it
+    p = _start([*_signal_args(photo_dir, style_path, run), f"data.num_workers={workers}"])
+    deadline = time.time() + 240
+    while not (run / "previews" / "step_0000006.png").exists():
+        assert p.poll() is None, p.communicate()[1][-3000:]
+        assert time.time() < deadline, "the run made no progress"
+        time.sleep(0.01)
+    os.killpg(p.pid, sig)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "stopped by SIGTERM at step" in err and "Resume with:" in err and "ckpt_path=last" in err
+    assert p.returncode == 128 + sig, err[-3000:]
+    assert f"stopped by {signal.Signals(sig).name} at step" in err and "Resume with:" in err
     assert "Traceback" not in err
-    stopped_at = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
-    assert 3 <= stopped_at < 30
-    assert (run / "checkpoints" / f"step{stopped_at:07d}.ckpt").is_file()  # saved at the signal, not only periodically
+    ckpts = run / "checkpoints"
+    stopped_at = read_checkpoint(ckpts / "last.ckpt")["global_step"]
+    assert 6 <= stopped_at < 14
+    assert sorted(c.name for c in ckpts.glob("*.ckpt")) == ["last.ckpt", f"step{stopped_at:07d}.ckpt"]
+    # last.ckpt is the checkpoint written at the signal, not one rewritten later with the epoch marked complete.
+    last, at_signal = read_checkpoint(ckpts / "last.ckpt"), read_checkpoint(ckpts / f"step{stopped_at:07d}.ckpt")
+    assert last["epoch"] == at_signal["epoch"] == (stopped_at - 1) // 5 and last["loops"] == at_signal["loops"]
 
-    # The printed command is the one to run: this interpreter, this script, the same overrides.
-    hint = shlex.split(err.split("Resume with:", 1)[1].strip().splitlines()[0])
-    assert hint[:2] == [sys.executable, str(ROOT / "train.py")] and f"hydra.run.dir={run}" in hint
-    resume = subprocess.run(hint, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    # The printed command is the one to run, pasted into a shell: this interpreter, this script, the same overrides.
+    hint = err.split("Resume with:", 1)[1].strip().splitlines()[0]
+    words = shlex.split(hint)
+    assert words[:2] == [sys.executable, str(ROOT / "train.py")] and f"hydra.run.dir='{run}'" in words
+    resume = subprocess.run(hint, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert resume.returncode == 0, resume.stderr[-3000:]
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 30
-    a, b = _losses(straight), _losses(run)
-    assert sorted(a) == sorted(b) == list(range(30))
-    # The resumed run appended to the same CSV log: one version folder, every step once.
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 14
+    a, b = _losses(straight_run), _losses(run)
+    assert sorted(a) == sorted(b) == list(range(14))
+    # The resumed run appended to the same CSV log: one version folder, every step once, each in its own epoch.
     assert [p.name for p in (run / "csv").glob("version_*")] == ["version_0"]
     with open(run / "csv" / "version_0" / "metrics.csv") as f:
         logged = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
-    assert logged == list(range(30))
-    for step in range(30):
+    assert logged == list(range(14))
+    assert _epochs(run) == _epochs(straight_run) == {s: s // 5 for s in range(14)}
+    for step in range(14):
         assert abs(a[step] - b[step]) <= 1e-5 * max(1.0, abs(a[step])), (step, stopped_at, a, b)
 
 

@@ -295,3 +295,125 @@ def test_info_never_runs_code_in_a_model_file(tmp_path: Path, capsys) -> None:
     torch.save({"state_dict": {}, "fastnst": {"network": {}}, "payload": _Evil(marker)}, path)
     assert main([str(path)]) == 2
     assert "was refused" in capsys.readouterr().err and not marker.exists()
+
+
+def _foreign_onnx(path: Path, inputs: list[str], output: str) -> Path:
+    """An ONNX model fastnst did not write: a bare Relu of its first input (no fastnst metadata)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["batch", 3, "height", "width"]
+    graph = helper.make_graph([helper.make_node("Relu", [inputs[0]], [output])], "foreign",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("inputs, output", [(["x"], "y"), (["image"], "stylized")])
+def test_a_foreign_onnx_model_is_refused_when_loaded(inputs: list[str], output: str, tmp_path: Path) -> None:
+    """A bare Relu (named like anything, or exactly like fastnst's contract) is not a style network: refused by
+    load() in one sentence, not per image later (issue 21.6); fastnst info still describes it."""
+    from fastnst import load
+    from fastnst.tools.info import describe_model
+
+    path = _foreign_onnx(tmp_path / "foreign.onnx", inputs, output)
+    with pytest.raises(UserError) as err:
+        load(path, "cpu")
+    message = str(err.value)
+    assert message.startswith(f"model {path} has no fastnst metadata") and "fastnst export" in message
+    assert f"'{inputs[0]}'" in message and "\n" not in message
+    assert describe_model(path)["inputs"][0]["name"] == inputs[0]
+
+
+def test_an_onnx_model_whose_inputs_contradict_its_metadata_is_refused(trained_ckpt: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from fastnst import load
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.formats.onnx import export_onnx, metadata_props
+
+    net, info = load_network(trained_ckpt)
+    path = _foreign_onnx(tmp_path / "renamed.onnx", ["x"], "y")
+    proto = onnx.load(str(path))
+    for key, value in metadata_props(info).items():  # fastnst's metadata on a graph with another interface
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    with pytest.raises(UserError, match=r"has inputs \['x'\] and outputs \['y'\]; a fastnst ONNX model of its kind "
+                                        r"has \['image'\] and \['stylized'\]"):
+        load(path, "cpu")
+    good = export_onnx(net, tmp_path / "good.onnx", info)
+    assert load(good, "cpu")(torch.rand(1, 3, 20, 24)).shape == (1, 3, 20, 24)
+
+
+def test_a_torch_export_program_without_fastnst_metadata_is_refused(tmp_path: Path) -> None:
+    from fastnst import load
+
+    class Clamp(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.clamp(0, 1)
+
+    path = tmp_path / "foreign.pt2"
+    torch.export.save(torch.export.export(Clamp(), (torch.rand(1, 3, 8, 8),)), path)
+    with pytest.raises(UserError, match=r"^model \S+foreign.pt2 has no fastnst metadata"):
+        load(path, "cpu")
+
+
+def test_refused_pickles_are_one_whole_sentence(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """A .pt2 with a pickle payload: the sentence is whole, naming what it would run (issue 21.10); a plain-pickle
+    .ckpt: no torch warning lines before it."""
+    import io
+    import pickle
+    import subprocess
+    import sys
+    import zipfile
+
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.formats.pt2 import export_pt2, read_pt2
+
+    marker = tmp_path / "pwned.txt"
+    net, info = load_network(trained_ckpt)
+    good = export_pt2(net, tmp_path / "good.pt2", info)
+    payload = io.BytesIO()
+    torch.save(_Evil(marker), payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for n in zin.namelist():
+            zout.writestr(n, payload.getvalue() if n.endswith("sample_inputs/model.pt") else zin.read(n))
+    with pytest.raises(UserError) as err:
+        read_pt2(evil)
+    assert re.fullmatch(rf"model {re.escape(str(evil))} was refused: it would run code or build objects \([\w.]+\) "
+                        r"instead of holding plain data; only load models you trust and that fastnst wrote", str(err.value))
+    plain = tmp_path / "plain.ckpt"
+    plain.write_bytes(pickle.dumps({"state_dict": _Evil(marker)}, protocol=4))
+    proc = subprocess.run([sys.executable, "-m", "fastnst", "info", str(plain)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"fastnst: error: model {plain} was refused: it would run code or build objects (a pickle instruction) "
+        f"instead of holding plain data; only load files that hold weights"]
+    assert not marker.exists()
+
+
+def test_info_counts_the_same_parameters_in_every_format(tmp_path: Path) -> None:
+    """One network, one parameter count: .ckpt-like, .onnx, int8 .onnx and .pt2 of a mobile network agree, and it is
+    the network's learnable parameters (issue 21.13); int8 scales and folded constants are not parameters."""
+    from fastnst.formats.onnx import export_onnx, quantize_int8
+    from fastnst.formats.pt2 import export_pt2
+    from fastnst.models import create_model
+    from fastnst.tools.info import describe_model, format_description
+
+    net = create_model("mobile", channels=[8, 16], num_residual=1).eval()
+    expected = sum(p.numel() for p in net.parameters())
+    info = ModelInfo(net.architecture, net.config(), ["s"])
+    onnx_path = export_onnx(net, tmp_path / "m.onnx", info)
+    int8 = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", [np.random.rand(1, 3, 32, 32).astype(np.float32)])
+    pt2 = export_pt2(net, tmp_path / "m.pt2", info)
+    import onnx
+
+    stored = sum(int(np.prod(t.dims)) for t in onnx.load(str(int8)).graph.initializer)
+    assert stored != expected  # what a naive count of the int8 file would say
+    for path in (onnx_path, int8, pt2):
+        d = describe_model(path)
+        assert (d["parameters"], d["parameters_counted"]) == (expected, "network"), path
+        assert f"parameters     {expected:,}\n" in format_description(d) + "\n"

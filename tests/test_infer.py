@@ -232,12 +232,51 @@ def test_folder_with_a_bad_image_writes_the_others(trained_ckpt: Path, tmp_path:
     r = run_infer("--ckpt", trained_ckpt, src, "-o", tmp_path / "out")
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
-    assert "b.jpg is not a readable image" in r.stderr and "1 of 3 image(s) failed" in r.stderr
+    assert "b.jpg is not a readable image" in r.stderr and "1 of 3 image(s) failed; 2 written to " in r.stderr
+    assert f"{tmp_path / 'out' / 'b.jpg'} was not written" in r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "c.jpg"]
 
 
+@pytest.mark.parametrize("bad", ["text", "empty", "truncated", "tiny"])
+def test_one_bad_image_is_exit_2_naming_the_output_asked_for(bad: str, trained_ckpt: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    """Nothing written is status 2 for an image as for a video, and the line names -o's file (issue 21.9)."""
+    src = tmp_path / f"{bad}.png"
+    if bad == "text":
+        src.write_text("not an image")
+    elif bad == "empty":
+        src.write_bytes(b"")
+    elif bad == "truncated":
+        make_photo(1).save(src)
+        src.write_bytes(src.read_bytes()[:200])
+    else:
+        make_photo(1, (4, 4)).save(src)
+    out = tmp_path / "x.png"
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", out, "-q") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fastnst: error: image {src}") and \
+        lines[0].endswith(f"; {out} was not written"), lines
+    assert not out.exists()
+
+
+def test_exit_status_rule_for_folders(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """All inputs failed: 2 and 'nothing was written to OUT'; the rule is in --help."""
+    from fastnst.inference.cli import build_parser
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_text("no")
+    (src / "b.png").write_bytes(b"")
+    assert infer_main("--ckpt", trained_ckpt, src, "-o", tmp_path / "out", "-q") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"fastnst: error: all 2 image(s) failed; nothing was written to {tmp_path / 'out'}"
+    text = " ".join(build_parser().format_help().split())
+    assert ("exit status: 0 every output was written; 1 some inputs failed and the others were written; 2 nothing "
+            "was written") in text
+
+
 @pytest.mark.parametrize("case", ["missing", "wrong_type", "corrupt_ckpt", "corrupt_onnx", "folder_model",
-                                  "missing_input", "unwritable", "bad_strength", "tile_onnx", "empty_folder",
+                                  "missing_input", "unwritable", "bad_strength", "empty_folder",
                                   "cuda"])
 def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_path: Path, capsys) -> None:
     photo = photo_dir / "img_00.jpg"
@@ -263,14 +302,6 @@ def test_bad_input_messages(case: str, trained_ckpt: Path, photo_dir: Path, tmp_
         inputs, extra, expect = [photo_dir], ["-o", tmp_path / "file" / "out"], "cannot create the folder"
     elif case == "bad_strength":
         extra, expect = ["--strength", "1.5"], "--strength must be between 0 and 1"
-    elif case == "tile_onnx":
-        model_arg = tmp_path / "m.onnx"
-        from fastnst.formats.checkpoint import load_network
-        from fastnst.formats.onnx import export_onnx
-
-        net, info = load_network(trained_ckpt)
-        export_onnx(net, model_arg, info)
-        extra, expect = ["--tile", "64"], "--tile needs the network's weights"
     elif case == "empty_folder":
         (tmp_path / "empty").mkdir()
         inputs, expect = [tmp_path / "empty"], "contains no images"
@@ -360,12 +391,23 @@ class _FakeOrtSession:
 
 
 def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import onnx
+    from onnx import TensorProto, helper
 
     import fastnst.inference.stylizer as stylizer  # where fastnst.load calls the ONNX reader and session
+    from fastnst.formats import ModelInfo
+    from fastnst.formats.onnx import metadata_props
 
+    # What read_onnx returns for a fastnst export: its interface and metadata (the session that runs it is faked).
+    shape = ["batch", 3, "height", "width"]
+    proto = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["stylized"])], "fake",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("stylized", TensorProto.FLOAT, shape)]))
+    for key, value in metadata_props(ModelInfo("johnson", {}, ["fake"])).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     monkeypatch.setattr(stylizer, "ort_session", lambda *a, **k: _FakeOrtSession())
-    monkeypatch.setattr(stylizer, "read_onnx", lambda *a, **k: onnx.ModelProto())
+    monkeypatch.setattr(stylizer, "read_onnx", lambda *a, **k: proto)
     onnx_path = tmp_path / "fake.onnx"
     onnx_path.write_bytes(b"never parsed: the session is faked")
     src = tmp_path / "in"
@@ -495,6 +537,84 @@ def test_animated_images_keep_every_frame_their_timing_and_loop(ext: str, traine
 def test_an_animation_into_a_one_frame_format_is_refused(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
     frames = [make_photo(i, (40, 32)) for i in range(3)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50)
-    assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 1
+    assert infer_main("--ckpt", trained_ckpt, tmp_path / "a.gif", "-o", tmp_path / "a.jpg", "-q") == 2
     err = capsys.readouterr().err
     assert "a.gif is animated and .jpg holds one frame" in err and not (tmp_path / "a.jpg").exists()
+
+
+@pytest.mark.parametrize("command", [["train.py", "--help"], ["infer.py", "--help"], ["-m", "fastnst", "--help"],
+                                     ["-m", "fastnst", "info", "MODEL", "--json"], ["-m", "fastnst.info", "MODEL"]])
+def test_output_into_a_closed_pipe_stops_quietly(command: list[str], trained_ckpt: Path) -> None:
+    """``... | head -1``: the reader is gone before the command writes; no BrokenPipeError traceback (issue 21.12)."""
+    args = [str(ROOT / c) if c.endswith(".py") else str(trained_ckpt) if c == "MODEL" else c for c in command]
+    p = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # as head does after its line: every write of the command now fails
+    err = p.stderr.read().decode()
+    # 141 as a program stopped by SIGPIPE (argparse's own --help ignores the failed write: 0)
+    assert p.wait(timeout=120) in (141, 0 if command[-1] == "--help" and command[0] != "train.py" else 141), err
+    assert err == "", err
+
+
+def test_threads_flag_sets_the_model_threads(trained_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """--threads N: the advice for a busy machine (docs/speed.md) is one flag, for every model format."""
+    photo = tmp_path / "p.png"
+    make_photo(1, (40, 32)).save(photo)
+    before = torch.get_num_threads()
+    try:
+        assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "o.png", "--threads", "1", "-q") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert infer_main("--ckpt", trained_ckpt, photo, "-o", tmp_path / "x.png", "--threads", "0") == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(trained_ckpt: Path, multi_ckpt: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every exported format of a one-style and a three-style model: .onnx, fp16 and int8 .onnx, .pt2."""
+    from fastnst.formats.checkpoint import load_network
+    from fastnst.formats.onnx import convert_fp16, export_onnx, quantize_int8
+    from fastnst.formats.pt2 import export_pt2
+
+    folder = tmp_path_factory.mktemp("exported")
+    calibration = [np.asarray(Image.open(p).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+                   for p in sorted(photo_dir.glob("*.jpg"))[:2]]
+    out = {}
+    for name, ckpt in (("one", trained_ckpt), ("multi", multi_ckpt)):
+        net, info = load_network(ckpt)
+        onnx_path = export_onnx(net, folder / f"{name}.onnx", info)
+        out[name] = {"ckpt": ckpt, "onnx": onnx_path, "pt2": export_pt2(net, folder / f"{name}.pt2", info),
+                     "fp16": convert_fp16(onnx_path, folder / f"{name}.fp16.onnx"),
+                     "int8": quantize_int8(onnx_path, folder / f"{name}.int8.onnx", calibration, info.num_styles)}
+    return out
+
+
+@pytest.mark.parametrize("name", ["one", "multi"])
+def test_tile_works_with_every_model_format(name: str, exported: dict) -> None:
+    """--tile with .onnx (fp32, fp16, int8) and .pt2 runs the file's own graph with the whole image's norm statistics
+    shared between tiles: fp32 .onnx and .pt2 tiles are the .ckpt's tiles (issue 21.7)."""
+    files = exported[name]
+    x = torch.from_numpy(np.asarray(make_photo(7, (230, 170)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    opts = StylizeOptions(tile=96, tile_overlap=32, tile_stats_size=128)
+    ckpt = load(files["ckpt"], "cpu")
+    w = ckpt.style_weights(None if name == "one" else "dots=0.3,waves=0.7")
+    ref = ckpt.stylize_tensor(x, w, opts)
+    assert float((ref - ckpt.stylize_tensor(x, w)).abs().mean()) > 1e-4  # the statistics (128 px) are not the tiles'
+    for fmt, limit in (("onnx", 1e-4), ("pt2", 1e-4), ("fp16", 2e-2), ("int8", 0.25)):
+        model = load(files[fmt], "cpu")
+        tiled = model.stylize_tensor(x, w, opts)
+        assert tiled.shape == x.shape
+        assert float((tiled - ref).abs().max()) < limit, fmt
+        # tiles share one set of statistics: as close to the file's own whole-image output as the .ckpt's tiles are
+        err = float((tiled - model.stylize_tensor(x, w)).abs().mean())
+        assert err < 2 * float((ref - ckpt.stylize_tensor(x, w)).abs().mean()) + 1e-3, fmt
+
+
+def test_tile_with_an_exported_model_on_the_command_line(exported: dict, tmp_path: Path) -> None:
+    photo = tmp_path / "p.png"
+    make_photo(3, (200, 150)).save(photo)
+    for fmt in ("onnx", "pt2"):
+        assert infer_main("--ckpt", exported["one"][fmt], photo, "--tile", "64", "-o", tmp_path / f"{fmt}.png", "-q") == 0
+    assert infer_main("--ckpt", exported["one"]["ckpt"], photo, "--tile", "64", "-o", tmp_path / "ckpt.png", "-q") == 0
+    for fmt in ("onnx", "pt2"):
+        assert np.abs(pixels(tmp_path / f"{fmt}.png") - pixels(tmp_path / "ckpt.png")).max() <= 1, fmt

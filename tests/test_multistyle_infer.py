@@ -4,6 +4,7 @@ style choice, the Python API, exported ONNX / .pt2 files, errors, and fastnst.ev
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,20 @@ def test_an_animation_gets_every_frame_in_every_style(model, multi_ckpt: Path, t
         expected = (model.stylize_tensor(x, _weights(i))[0].clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
         got = np.asarray(outs[name].frames[1].convert("RGB"), dtype=np.float32)
         assert np.abs(got - expected).max() <= 1, name
-    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheet.png", "-q") == 1
+    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheet.png", "-q") == 2
     assert "anim.png is animated and --sheet makes one still image" in capsys.readouterr().err
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_sheets_in_a_folder_are_named_like_the_documentation_says(multi_ckpt: Path, photo_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """``--sheet`` into a folder writes NAME_sheet.EXT, as without -o (issue 21.8); an -o file keeps its name."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(photo_dir / "img_00.jpg", src / "ok0.jpg")
+    shutil.copy(photo_dir / "img_01.jpg", src / "sub" / "ok1.jpg")
+    assert infer_main("--ckpt", multi_ckpt, src, "--sheet", "-o", tmp_path / "sheets", "-q") == 0
+    assert sorted(str(p.relative_to(tmp_path / "sheets")) for p in (tmp_path / "sheets").rglob("*.jpg")) == \
+        ["ok0_sheet.jpg", "sub/ok1_sheet.jpg"]
+    assert infer_main("--ckpt", multi_ckpt, src / "ok0.jpg", "--sheet", "-o", tmp_path / "one", "-q") == 0
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["ok0_sheet.jpg"]

@@ -56,7 +56,7 @@ def test_prepare_writes_the_pixels_the_folder_pipeline_decodes(photos: Path, tmp
         assert torch.equal(ImageFolderDataset(files, 40, train=False)[i][0], PreparedDataset(dst, None, 40, train=False)[i][0])
     # Smaller crops resize from the stored pixels; larger ones than prepared are refused in one sentence.
     assert PreparedDataset(dst, None, 32)[0][0].shape == (3, 32, 32)
-    with pytest.raises(UserError, match="prepare it again with --size 64"):
+    with pytest.raises(UserError, match="prepare it again with --shorter-side 64"):
         PreparedDataset(dst, None, 64)
 
 
@@ -81,7 +81,7 @@ def test_prepare_resumes_without_redoing_or_corrupting(photos: Path, tmp_path: P
     assert np.array_equal(read_index(dst), read_index(whole))
     again = prepare(photos, dst, size=32, workers=1, progress=False)  # nothing left: nothing redone
     assert (again.written, again.total) == (0, 10)
-    with pytest.raises(UserError, match="--size 32"):
+    with pytest.raises(UserError, match=r"was prepared at --shorter-side 32, not 48; use --shorter-side 32 to resume"):
         prepare(photos, dst, size=48, workers=1, progress=False)
     prepare(photos, dst, size=48, workers=1, progress=False, overwrite=True)
     assert read_manifest(dst)["size"] == 48

@@ -102,12 +102,21 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_good_checkpoint(
         return value * float("nan") if calls["n"] == 4 else value  # the 4th training step goes NaN
 
     monkeypatch.setattr(losses, "total_variation", poisoned_tv)
-    with pytest.raises(UserError, match=r"became nan at step 3.*last good checkpoint"):
+    with pytest.raises(UserError, match=r"became nan at step 3; the run stopped and kept its last good checkpoint, "
+                                        r"\S+last.ckpt \(step 2\)"):
         fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 8, "checkpoint.every_n_steps": 2}), tmp_path)
     last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert last["global_step"] == 2
     net, _ = load_network(tmp_path / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+    # Before the first checkpoint: the sentence says that there is none (issue 21.11).
+    calls["n"] = 0
+    with pytest.raises(UserError, match=r"became nan at step 3; the run stopped and no checkpoint was written before "
+                                        r"it \(the first comes at step 100, checkpoint.every_n_steps\)"):
+        fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 8, "checkpoint.every_n_steps": 100}),
+            tmp_path / "early")
+    assert not list((tmp_path / "early" / "checkpoints").glob("*.ckpt"))
 
     calls["n"] = 0
     result = fit(tiny_config(photo_dir, style_path, **{"trainer.max_steps": 6, "on_nonfinite": "skip"}), tmp_path / "skip")

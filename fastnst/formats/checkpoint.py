@@ -7,9 +7,12 @@ pickle that would construct arbitrary objects or run code. Lightning writes the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,26 @@ from fastnst.formats.metadata import META_KEY, ModelInfo
 NETWORK_PREFIX = "network."  # the LightningModule's attribute holding the transformation network
 
 
+def pickle_refusal(text: str) -> str | None:
+    """What a ``weights_only`` refusal message names (a global such as ``posix.system``, or "a pickle instruction"),
+    None when the message is not such a refusal."""
+    unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.I)
+    if unsafe:
+        return unsafe.group(1)
+    if re.search(r"Unsupported operand|Weights only load failed", text):
+        return "a pickle instruction"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_unpickler() -> Iterator[None]:
+    """torch's safe unpickler warns (two lines, in the user's terminal) about pickle protocols it was not written
+    with before it refuses or reads such a file; the outcome is what fastnst reports."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.(_weights_only_unpickler|serialization)")
+        yield
+
+
 def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` of a file; every failure is a one-sentence :class:`UserError`."""
     p = Path(path).expanduser()
@@ -33,12 +56,11 @@ def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> A
     if p.stat().st_size == 0:
         raise UserError(f"{what} {p} is empty (0 bytes); it was probably cut off while being written")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with quiet_unpickler():
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.I) or "Unsupported operand" in text
-        if unsafe:
-            found = unsafe.group(1) if isinstance(unsafe, re.Match) else "a pickle instruction"
+        found = pickle_refusal(str(exc))
+        if found:
             raise UserError(f"{what} {p} was refused: it would run code or build objects ({found}) instead of "
                             f"holding plain data; only load files that hold weights") from None
         raise UserError(f"{what} {p} is corrupt or not a PyTorch file") from None

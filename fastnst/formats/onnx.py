@@ -192,8 +192,9 @@ GRAPH_LEVELS = ("all", "extended", "basic", "none")
 
 
 def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int | None = None,
-                optimization: str = "all") -> Any:
-    """The onnxruntime session fastnst runs an .onnx model with (inference, export checks, the benchmark):
+                optimization: str = "all", graph: bytes | None = None) -> Any:
+    """The onnxruntime session fastnst runs an .onnx model with (inference, export checks, the benchmark, tiles;
+    ``graph``: a serialised graph derived from the file at ``path``, run instead of the file itself):
     graph optimisations ``optimization`` (all, the default, includes the CPU layout transformations; ``extended``
     or ``basic`` leave them out, which some CPUs run faster: ``fastnst.bench --tune`` measures it), errors-only
     logging, CUDA provider on ``cuda`` devices (then CPU), ``threads`` intra-op threads (None: onnxruntime's
@@ -222,7 +223,7 @@ def ort_session(path: str | os.PathLike[str], device: torch.device, threads: int
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(graph if graph is not None else str(path), sess_options=options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf/... types
         raise UserError(f"model {path} is not a valid ONNX model ({ort_error_message(exc)[:160]})") from None
 

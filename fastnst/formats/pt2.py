@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +32,17 @@ from fastnst.formats.deploy import (
     encoder_dynamic_shapes,
     raise_if_above,
 )
+from fastnst.formats.checkpoint import pickle_refusal, quiet_unpickler
 from fastnst.formats.metadata import ModelInfo
 
 META_FILE = "fastnst.json"
 
 
-def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo) -> Path:
+def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo, archive_name: str | None = None) -> Path:
     """Write ``net`` as a ``torch.export`` program (.pt2) with dynamic batch, height and width.
+
+    The archive's inner folder is ``archive_name`` (default: ``path``'s stem), as ``torch.export.save`` names it
+    after the file it writes; a caller writing a temporary file first passes the final file's stem.
 
     Networks with a learned transposed-conv upsampling (``upsample=transpose``) are refused: their crop makes
     torch.export specialise on the image size modulo 4 (the ONNX export handles them).
@@ -53,19 +58,29 @@ def export_pt2(net: nn.Module, path: str | os.PathLike[str], info: ModelInfo) ->
         program = torch.export.export(model, model.example_inputs(torch.rand(2, 3, 64, 80)),
                                       dynamic_shapes=dynamic_shapes(model.style_size or 1),
                                       prefer_deferred_runtime_asserts_over_guards=True)
+    return _save(program, path, info, archive_name)
+
+
+def _save(program: Any, path: Path, info: ModelInfo, archive_name: str | None) -> Path:
+    """``torch.export.save`` with the :class:`ModelInfo`, the archive's folder named ``archive_name`` (torch names it
+    after the file written: the program is saved under that name in a staging folder, then moved to ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={META_FILE: info.to_json()})
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".pt2.") as folder:
+        staged = Path(folder) / f"{archive_name or path.stem}.pt2"
+        torch.export.save(program, staged, extra_files={META_FILE: info.to_json()})
+        os.replace(staged, path)
     return path
 
 
-def export_encoder_pt2(encoder: nn.Module, path: str | os.PathLike[str], info: ModelInfo) -> Path:
-    """Write the style encoder of a network that takes a painting as a .pt2 program (dynamic height and width)."""
+def export_encoder_pt2(encoder: nn.Module, path: str | os.PathLike[str], info: ModelInfo,
+                       archive_name: str | None = None) -> Path:
+    """Write the style encoder of a network that takes a painting as a .pt2 program (dynamic height and width); the
+    archive's folder as :func:`export_pt2` names it."""
     path = Path(path)
     model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
     with torch.no_grad():
         program = torch.export.export(model, (torch.rand(1, 3, 64, 48),), dynamic_shapes=encoder_dynamic_shapes())
-    torch.export.save(program, path, extra_files={META_FILE: info.to_json()})
-    return path
+    return _save(program, path, info, archive_name)
 
 
 def check_encoder_pt2(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
@@ -124,12 +139,12 @@ def read_pt2(path: str | os.PathLike[str]) -> tuple[Any, ModelInfo | None]:
     p = Path(path)
     info = read_pt2_info(p)
     try:
-        with _pickles_as_data_only():
+        with _pickles_as_data_only(), quiet_unpickler():
             program = torch.export.load(p)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"model {p} was refused: it contains code or objects that are not plain data "
-                        f"({first[:160]}); only load models you trust and that fastnst wrote") from None
+        found = pickle_refusal(str(exc)) or "a pickle instruction"
+        raise UserError(f"model {p} was refused: it would run code or build objects ({found}) instead of holding "
+                        f"plain data; only load models you trust and that fastnst wrote") from None
     except Exception as exc:  # noqa: BLE001 - the deserialiser raises many types for a damaged archive
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"model {p} is corrupt or not a torch.export .pt2 archive ({first[:160]})") from None

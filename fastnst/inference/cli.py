@@ -1,8 +1,7 @@
 """``fastnst stylize`` and ``python infer.py``: the parser, ``run_cli(args)`` (load, plan, stylize, report) and
 ``--benchmark``.
 
-Exit status: 0 all written, 1 some files failed (the others were written), 2 nothing done (bad model, options
-or paths)."""
+Exit status (:data:`EXIT_STATUS`, also in ``--help``): the same rule for images and videos, one input or many."""
 
 from __future__ import annotations
 
@@ -17,17 +16,18 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.inference.devices import PRECISIONS, resolve_device
-from fastnst.inference.jobs import Job, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
 from fastnst.inference.known_failures import avoid_for_inference
 from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
 from fastnst.inference.stylizer import Stylizer, load
 from fastnst.inference.tuning import load_fast
-from fastnst.inference.video import first_frame, stylize_video
+from fastnst.inference.video import first_frame
 from fastnst.media.encoding import EncodeSettings, check_encoder
+from fastnst.media.limits import set_max_pixels
 from fastnst.media.video import is_video_path
 
 
@@ -47,10 +47,14 @@ EXAMPLES = [
     '--ckpt last.ckpt clip.mov -o out.mp4 --max-size 720 --crf 18 --temporal-blend 0.5',
 ]
 
+EXIT_STATUS = ("exit status: 0 every output was written; 1 some inputs failed and the others were written; "
+               "2 nothing was written (a bad model, option or path, or every input failed); 130 interrupted (the "
+               "outputs written so far are complete)")
+
 
 def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p = Parser(prog=prog_name(prog), description="Stylize images and videos with a trained fastnst network.",
-               examples=EXAMPLES)
+               epilog=EXIT_STATUS, examples=EXAMPLES)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders (recursive) or glob patterns")
     p.add_argument("--ckpt", "--model", dest="model", required=True, metavar="MODEL",
                    help="training checkpoint (.ckpt), exported model (.onnx, .pt2) or pytorch/examples model (.pth)")
@@ -69,6 +73,9 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="keep existing output files and skip their inputs")
     p.add_argument("--ext", metavar="EXT", help="output format for folder runs, e.g. png (default: the input's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the model, PyTorch and onnxruntime alike (default: one per core); on a "
+                        "machine other programs keep busy, 1 is often far faster than competing for every core")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="compute precision of a .ckpt model where the device supports it (default: fp32)")
     p.add_argument("--channels-last", action="store_true",
@@ -89,7 +96,12 @@ def build_parser(prog: str = "python infer.py") -> argparse.ArgumentParser:
                    help="downscale so that the longer side is at most N px before stylizing (the output has "
                         "that size); strokes keep the size they had at the training resolution")
     p.add_argument("--tile", type=int, metavar="N",
-                   help="stylize images larger than N px in overlapping N x N tiles (bounded memory; .ckpt only)")
+                   help="stylize images larger than N px in overlapping N x N tiles (bounded memory; every model format: "
+                        "the tiles share the whole image's norm statistics)")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="the largest image (width x height, per frame) to take in; default: what the memory available "
+                        "now allows for this command (about 40 bytes a pixel; an image too large for the network alone "
+                        "is tiled automatically)")
     p.add_argument("--tile-overlap", type=int, metavar="M",
                    help="tile overlap in px, blended with a linear ramp (default: min(96, N/3))")
     p.add_argument("--tile-stats-size", type=int, default=1024, metavar="S",
@@ -195,7 +207,7 @@ def _load_fast(args: Any, opts: StylizeOptions) -> Stylizer:
         scale = args.max_size / max(w, h)
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    return load_fast(args.model, (w, h), tiled=opts.tile is not None, say=say)
+    return load_fast(args.model, (w, h), threads=getattr(args, "threads", None), tiled=opts.tile is not None, say=say)
 
 
 def run_cli(args: Any) -> int:
@@ -214,6 +226,12 @@ def run_cli(args: Any) -> int:
         raise UserError(f"--crf must be >= 0, got {args.crf}")
     if args.video_codec:
         check_encoder(args.video_codec)
+    set_max_pixels(getattr(args, "max_pixels", None))  # this command's limit (None: from memory)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     if getattr(args, "fast", False):
         model = _load_fast(args, opts)
     else:
@@ -221,9 +239,9 @@ def run_cli(args: Any) -> int:
             resolve_device(args.device).type, args.precision, args.channels_last, args.compile,
             say=lambda msg: print(msg, file=sys.stderr))
         model = load(args.model, args.device, args.precision, channels_last=args.channels_last, compile=args.compile,
-                     runtime=args.runtime)
-    if opts.tile is not None and model.network is None:
-        model.tiled(torch.zeros(1, 3, 8, 8), opts)  # raises: tiling needs the eager network
+                     threads=threads, runtime=args.runtime)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    model.log = say
     sheet = bool(getattr(args, "sheet", False))
     painting = getattr(args, "style_image", None)
     if painting is not None and not model.takes_painting:
@@ -234,7 +252,6 @@ def run_cli(args: Any) -> int:
     # Every painting is encoded here, once for the whole run.
     styles = each if each is not None else [model.style_vector(args.style, painting)]
     variants = model.styles if each is not None and not sheet else None
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
 
     if args.benchmark:
         src = find_inputs(args.inputs)[0][0]
@@ -251,12 +268,9 @@ def run_cli(args: Any) -> int:
             raise UserError(f"{videos[0]} is a video and --sheet makes one still image; stylize it without --sheet")
     jobs, skipped = plan_jobs(args.inputs, args.output, overwrite=args.overwrite, skip_existing=args.skip_existing,
                               ext=args.ext, variants=variants,
-                              default_suffix="_sheet" if sheet else "" if variants else "_stylized")
+                              default_suffix="_sheet" if sheet else "" if variants else "_stylized",
+                              folder_suffix="_sheet" if sheet else "")
     say(f"fastnst: model {model.describe()}")
-    if len(jobs) == 1 and is_video_path(jobs[0].src) and not sheet:  # one video: what goes wrong is status 2
-        done = stylize_video(model, jobs[0].src, jobs[0].dst, opts, video, weights=styles[jobs[0].style], log=say)
-        say(f"fastnst: wrote {done.path} in {done.seconds:.1f} s ({done.frames} frames, {done.fps:.2f} frames/s)")
-        return 0
     if skipped:
         say(f"fastnst: {skipped} existing output(s) kept (--skip-existing)")
     if variants:
@@ -265,19 +279,30 @@ def run_cli(args: Any) -> int:
                            batch_size=video.batch_size, max_size=video.max_size, progress=video.progress,
                            encode=video.encode, temporal_blend=video.temporal_blend)
     report.skipped_existing = skipped
-    where = report.written[0] if len(report.written) == 1 else Path(os.path.commonpath([j.dst.parent for j in jobs])) \
-        if jobs else Path(args.output or "stylized")
+    return _report(report, jobs, args.output, say)
+
+
+def _report(report: JobsReport, jobs: list[Job], output: str | None, say: Any) -> int:
+    """The run's last line and its exit status (:data:`EXIT_STATUS`): it names the output the user asked for."""
+    where = jobs[0].dst if len(jobs) == 1 else Path(output) if output else \
+        Path(os.path.commonpath([j.dst.parent for j in jobs])) if jobs else Path("stylized")
     frames = f" ({report.frames} video frames, {report.frames / max(report.seconds, 1e-9):.2f} frames/s)" \
         if report.frames else ""
     noun = "file(s)" if any(is_video_path(j.src) for j in jobs) else "image(s)"
-    if report.failed:
-        print(f"fastnst: {len(report.failed)} of {len(jobs)} {noun} failed; {len(report.written)} written to "
-              f"{where}{frames}", file=sys.stderr)
-        return 1
-    say(f"fastnst: wrote {len(report.written)} {noun} to {where} in {report.seconds:.1f} s{frames}")
-    return 0
+    if not report.failed:
+        say(f"fastnst: wrote {where if len(jobs) == 1 else f'{len(report.written)} {noun} to {where}'} in "
+            f"{report.seconds:.1f} s{frames}")
+        return 0
+    if not report.written:
+        if len(jobs) > 1:  # one input: its own error line (above) already says that its output was not written
+            print(f"fastnst: error: all {len(jobs)} {noun} failed; nothing was written to {where}", file=sys.stderr)
+        return 2
+    print(f"fastnst: {len(report.failed)} of {len(jobs)} {noun} failed; {len(report.written)} written to "
+          f"{where}{frames}", file=sys.stderr)
+    return 1
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """``fastnst stylize`` / ``python infer.py``: parse ``argv``, stylize, return the exit status."""
     args = build_parser().parse_args(argv)

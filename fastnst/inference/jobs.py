@@ -30,6 +30,7 @@ from fastnst.inference.video import stylize_video
 from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import (IMAGE_EXTENSIONS, Animation, image_files, is_animated, is_image_path, load_animation,
                                  load_image, pil_to_tensor, resize_longer, save_animation, save_image, tensor_to_pil)
+from fastnst.media.limits import FLAG, HELD_RESIZED, HELD_STYLIZED, PixelBudget
 from fastnst.media.video import CONTAINERS, VIDEO_EXTENSIONS, is_video_path
 
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
@@ -104,7 +105,7 @@ def find_inputs(inputs: Sequence[str], exclude: Path | None = None) -> list[tupl
 
 def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bool = False,
               skip_existing: bool = False, ext: str | None = None, variants: Sequence[str] | None = None,
-              default_suffix: str = "_stylized") -> tuple[list[Job], int]:
+              default_suffix: str = "_stylized", folder_suffix: str = "") -> tuple[list[Job], int]:
     """Map INPUTs (files, folders searched recursively, glob patterns) to output files.
 
     One input file: ``output`` is a file (its extension picks the format) or a folder; default
@@ -113,7 +114,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
     ``overwrite`` (or are skipped with ``skip_existing``). Returns the jobs and the number skipped.
 
     ``variants`` (style names) make one output per input and name, ``<output stem>_<name><ext>``, with job
-    ``style`` the name's position; ``default_suffix`` ends the default output name of one input file.
+    ``style`` the name's position; ``default_suffix`` ends the default output name of one input file, and
+    ``folder_suffix`` the name of every output written into a folder (``--sheet``: ``NAME_sheet.EXT``).
     """
     if not inputs:
         raise UserError("no inputs given; pass image or video files, folders or glob patterns")
@@ -135,7 +137,7 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         else:
             o = Path(output).expanduser()
             if o.is_dir() or output.endswith(("/", os.sep)) or not o.suffix:
-                out_file = o / (src.stem + own)
+                out_file = o / (src.stem + folder_suffix + own)
             elif video and o.suffix.lower() in CONTAINERS:
                 out_file = o
             elif video:
@@ -158,8 +160,8 @@ def plan_jobs(inputs: Sequence[str], output: str | None = None, *, overwrite: bo
         jobs.append(Job(pairs[0][0], out_file))
     else:
         for src, rel in pairs:
-            suffix = video_suffix(src) if is_video_path(src) else ext
-            jobs.append(Job(src, out_dir / (rel.with_suffix(suffix) if suffix else rel)))
+            suffix = (video_suffix(src) if is_video_path(src) else ext) or rel.suffix
+            jobs.append(Job(src, out_dir / rel.with_name(rel.stem + folder_suffix + suffix)))
     if variants:
         jobs = [Job(j.src, j.dst.with_name(f"{j.dst.stem}_{name}{j.dst.suffix}"), k) for j in jobs
                 for k, name in enumerate(variants)]
@@ -207,18 +209,27 @@ class JobsReport:
     frames: int = 0  # video frames written
 
 
-def load_content(job: Job, max_size: int | None) -> torch.Tensor | Animation:
-    """The job's image as [1, 3, H, W] in [0, 1], or all frames of an animated GIF / WebP / PNG."""
+def content_budget(max_size: int | None, copies: int = 1) -> PixelBudget:
+    """What stylizing one input holds per pixel of it (decoded, then downscaled by ``--max-size``, or stylized at
+    full size, in tiles where the network would not fit), with ``copies`` inputs in memory at once."""
+    return PixelBudget(HELD_RESIZED if max_size else HELD_STYLIZED, FLAG, copies, "stylizing it")
+
+
+def load_content(job: Job, max_size: int | None, copies: int = 1) -> torch.Tensor | Animation:
+    """The job's image as [1, 3, H, W] in [0, 1], or all frames of an animated GIF / WebP / PNG; an image too large
+    for the memory available (with ``copies`` inputs held at once) is refused before it is decoded."""
+    budget = content_budget(max_size, copies)
     if is_animated(job.src):
         if job.dst.suffix.lower() not in (".gif", ".webp", ".png"):
             raise UserError(f"{job.src} is animated and {job.dst.suffix} holds one frame; write it as .gif, .webp "
                             f"or .png (-o NAME.gif, or --ext gif) to keep every frame")
-        anim = load_animation(job.src)
+        # every frame is held, as RGB in and out, while each is stylized in turn
+        anim = load_animation(job.src, "image", PixelBudget(2 * HELD_RESIZED, FLAG, copies, "stylizing it"))
         if max_size:
             anim.frames = [resize_longer(f, max_size) for f in anim.frames]
         _check_size(job, anim.size)
         return anim
-    img = load_image(job.src, "image")
+    img = load_image(job.src, "image", budget)
     if max_size:
         img = resize_longer(img, max_size)
     _check_size(job, img.size)
@@ -228,6 +239,12 @@ def load_content(job: Job, max_size: int | None) -> torch.Tensor | Animation:
 def _check_size(job: Job, size: tuple[int, int]) -> None:
     if min(size) < 5:
         raise UserError(f"image {job.src} is {size[0]}x{size[1]} px; both sides need at least 5 px")
+
+
+def _not_written(group: Sequence[Job]) -> str:
+    """The end of a failed input's error line: which of the requested outputs are missing."""
+    names = ", ".join(str(j.dst) for j in group)
+    return f"{names} {'was' if len(group) == 1 else 'were'} not written"
 
 
 def _prefetch(fn: Callable[[Job], Any], jobs: Iterable[Job], depth: int) -> Iterator[tuple[Job, Future]]:
@@ -289,7 +306,7 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     def fail(group: list[Job], msg: str) -> None:
         for job in group:
             report.failed.append((job.src, msg))
-        say(f"fastnst: error: {msg}; skipped")
+        say(f"fastnst: error: {msg}; {_not_written(group)}")
         bar.update(len(group))
 
     def write(job: Job, y: torch.Tensor | Image.Image) -> None:
@@ -361,7 +378,10 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     buckets: dict[tuple[int, int], list[tuple[list[Job], torch.Tensor]]] = {}
     pending = 0
     try:
-        loads = _prefetch(lambda j: load_content(j, max_size), [g[0] for g in groups], 0 if tiled else 2 * per_batch)
+        depth = 0 if tiled else 2 * per_batch
+        # the images being decoded ahead and the batch being stylized are in memory together
+        copies = 1 if len(groups) == 1 else min(len(groups), depth + per_batch)
+        loads = _prefetch(lambda j: load_content(j, max_size, copies), [g[0] for g in groups], depth)
         for group, (_, fut) in zip(groups, loads):
             try:
                 content = fut.result()
@@ -388,21 +408,22 @@ def stylize_files(model: Stylizer, jobs: Sequence[Job], options: StylizeOptions 
     for job in videos:
         if sheet:
             report.failed.append((job.src, f"{job.src} is a video and --sheet makes one still image"))
-            say(f"fastnst: error: {job.src} is a video and --sheet makes one still image; stylize it without --sheet")
+            say(f"fastnst: error: {job.src} is a video and --sheet makes one still image (stylize it without --sheet); "
+                f"{_not_written([job])}")
             continue
         try:
             done = stylize_video(model, job.src, job.dst, opts, video, weights=choices[job.style], log=say)
         except (UserError, InferenceError) as exc:
             message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
             report.failed.append((job.src, message))
-            say(f"fastnst: error: {message}; skipped")
+            say(f"fastnst: error: {message}; {_not_written([job])}")
             continue
         except RuntimeError as exc:
             if not out_of_memory(exc):
                 raise
             report.failed.append((job.src, f"ran out of memory stylizing {job.src}"))
-            say(f"fastnst: error: ran out of memory stylizing the video {job.src} (batch of {batch_size} frames); "
-                f"use a smaller --batch-size, --max-size or --tile 512; skipped")
+            say(f"fastnst: error: ran out of memory stylizing the video {job.src} (batch of {batch_size} frames; "
+                f"use a smaller --batch-size, --max-size or --tile 512); {_not_written([job])}")
             continue
         report.written.append(job.dst)
         report.frames += done.frames

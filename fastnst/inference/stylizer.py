@@ -9,6 +9,7 @@ network registry; never Hydra, the data module, VGG or Lightning.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +23,26 @@ from torch import nn
 from fastnst.errors import UserError
 from fastnst.formats import ModelFormat, ModelInfo, detect_format
 from fastnst.formats.checkpoint import load_network
-from fastnst.formats.deploy import encoder_path
+from fastnst.formats.deploy import IMAGE_INPUT, OUTPUT, STYLE_INPUT, VECTOR_INPUT, encoder_path
 from fastnst.formats.magenta import foreign_onnx
 from fastnst.formats.onnx import onnx_info, onnx_precision, ort_session, read_onnx
 from fastnst.formats.openvino import input_names, openvino_model
 from fastnst.formats.pt2 import read_pt2
 from fastnst.formats.styles import save_styles
 from fastnst.inference.devices import check_precision, resolve_device, synchronize
+from fastnst.inference.memory import fit_in_memory, network_bytes_per_pixel
 from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.runners import (Runner, network_encoder, network_runner, onnx_encoder, onnx_runner,
                                        openvino_runner, program_encoder, program_runner)
 from fastnst.inference.style_outputs import compose_sheet, each_style
 from fastnst.inference.styles import (Painting, PaintingChoice, StyleChoice, StyleSpace, describe_style, encode_paintings,
                                       style_vector)
-from fastnst.inference.tiling import fixed_norm_copy, stylize_tiled
+from fastnst.inference.tiling import EagerTiles, TileModel, stylize_tiled
+from fastnst.inference.tiling_exported import OnnxTiles, ProgramTiles
 from fastnst.inference.video import VideoReport, stylize_video
 from fastnst.media.encoding import EncodeSettings
 from fastnst.media.image import pil_to_tensor, resize_longer, tensor_to_pil, to_rgb
+from fastnst.media.limits import HELD_STYLIZED, PixelBudget
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 Encoder = Callable[[torch.Tensor], torch.Tensor]  # painting [1, 3, H, W] in [0, 1] -> style vector [D] or [1, D]
@@ -56,12 +60,20 @@ class Stylizer:
 
     def __init__(self, path: Path, fmt: ModelFormat, device: torch.device, precision: str, run: Runner,
                  info: ModelInfo, network: nn.Module | None = None, weights_precision: str | None = None,
-                 compiled: bool = False, encode: Encoder | None = None) -> None:
+                 compiled: bool = False, encode: Encoder | None = None,
+                 tiles: Callable[[], TileModel] | None = None) -> None:
         self.path, self.format, self.device, self.precision = path, fmt, device, precision
         self.compiled = compiled  # torch.compile: a new input shape costs a compilation
         self.info, self.network, self._run = info, network, run
         self.weights_precision = weights_precision or precision  # an fp16 .onnx runs in fp16 whatever --precision
-        self._tiler: nn.Module | None = None
+        # Built on the first tiled image: the eager network's fixed-norm copy, or an exported graph rewritten to take
+        # the whole image's norm statistics (fastnst.inference.tiling_exported).
+        self._make_tiles = tiles or (lambda: EagerTiles(self._eager_network()))
+        self._tiles: TileModel | None = None
+        self._network_bytes: float | None = None
+        self._tiling_noted: set[tuple[int, ...]] = set()
+        # Where notes go (tiling chosen for memory); the commands send them to stderr, the Python API warns.
+        self.log: Callable[[str], None] = lambda message: warnings.warn(message, stacklevel=3)
         if info.takes_painting and encode is None:
             raise UserError(f"model {path} takes a painting but its style encoder was not found")
         vectors = torch.tensor(info.style_vectors or [], dtype=torch.float32).reshape(-1, info.style_dim) \
@@ -156,29 +168,45 @@ class Stylizer:
         w = self.style_vector(style)
         return None if w is None else w.reshape(1, -1)
 
-    def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Stylize one [1, 3, H, W] image tile by tile; see :func:`fastnst.inference.tiling.stylize_tiled`."""
+    def _eager_network(self) -> nn.Module:
         if self.network is None:
-            raise UserError(f"--tile needs the network's weights to share instance-norm statistics between tiles; "
-                            f"a .{self.format} model cannot do that, so pass the training checkpoint (.ckpt) "
-                            f"or use --max-size")
-        if self._tiler is None:
-            self._tiler = fixed_norm_copy(self.network)
+            raise UserError(f"--tile cannot run {self.path}: it holds no network fastnst can tile; use --max-size")
+        return self.network
+
+    def tiled(self, x: torch.Tensor, options: StylizeOptions, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Stylize one [1, 3, H, W] image tile by tile, every format alike; see
+        :func:`fastnst.inference.tiling.stylize_tiled`."""
+        if self._tiles is None:
+            self._tiles = self._make_tiles()
         style = None if weights is None else weights.reshape(1, -1)
-        return stylize_tiled(self.network, self._tiler, x, tile=options.tile or 0, overlap=options.overlap,
+        return stylize_tiled(self._tiles, x, tile=options.tile or 0, overlap=options.overlap,
                              stats_size=options.tile_stats_size, style=style, post=options.post)
 
     def stylize_tensor(self, x: torch.Tensor, weights: torch.Tensor | None = None,
                        options: StylizeOptions | None = None) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized [N, 3, H, W] float32 on x's device, with ``options`` applied;
         ``weights``: [S] style weights for the whole batch (None for a one-style model)."""
-        opts = options or StylizeOptions()
+        opts = self.fit_in_memory(x, options or StylizeOptions())
         if opts.tile is not None and max(x.shape[-2:]) > opts.tile:
             outs = [self.tiled(x[i:i + 1].cpu(), opts, weights) for i in range(x.shape[0])]
             # no concatenation for one image: a copy of a full-size float image is what tiling avoids
             return (outs[0] if len(outs) == 1 else torch.cat(outs)).to(x.device)
         batch = None if weights is None else weights.reshape(1, -1)
         return opts.post(self(x, batch), x)
+
+    def fit_in_memory(self, x: torch.Tensor, opts: StylizeOptions) -> StylizeOptions:
+        """``opts``, with tiles when ``x`` would not fit through the network whole in the memory available (see
+        :func:`fastnst.inference.memory.fit_in_memory`); said once per image shape through :attr:`log`."""
+        if self._network_bytes is None:
+            self._network_bytes = network_bytes_per_pixel(self.network, self.info, self.format == "onnx")
+        key = tuple(x.shape)
+
+        def note(message: str) -> None:
+            if key not in self._tiling_noted:
+                self._tiling_noted.add(key)
+                self.log(message)
+
+        return fit_in_memory(x, opts, self._network_bytes, self.device, note)
 
     # --- images --------------------------------------------------------------------------------------
     def stylize(self, image: ImageLike, style: StyleChoice = None, *, style_image: PaintingChoice = None,
@@ -258,6 +286,9 @@ def _image_tensor(image: Any, max_size: int | None) -> tuple[torch.Tensor, bool]
         pil = image
     else:
         raise UserError(f"stylize takes a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    if max_size is None:  # stylized at this size: its float copies must fit (the network tiles itself if needed)
+        PixelBudget(HELD_STYLIZED, "fastnst.media.limits.set_max_pixels(N)", doing="stylizing it").check(
+            *pil.size, "the image", pil.mode)
     pil = to_rgb(pil)
     if max_size is not None:
         if max_size < MIN_SIDE:
@@ -270,8 +301,26 @@ def _as_input_type(image: Image.Image, is_array: bool) -> Any:
     return np.asarray(image) if is_array else image
 
 
-def _unknown_info(path: Path) -> ModelInfo:
-    return ModelInfo(architecture="unknown", config={}, styles=[path.stem], source="a file without fastnst metadata")
+def _graph_inputs(proto: Any) -> list[str]:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in initializers]
+
+
+def _check_interface(proto: Any, info: ModelInfo, path: Path) -> None:
+    """A fastnst ONNX file's inputs and output are the ones its metadata implies (the export contract)."""
+    style = [VECTOR_INPUT] if info.takes_painting else [STYLE_INPUT] if info.num_styles > 1 else []
+    names, outputs = _graph_inputs(proto), [o.name for o in proto.graph.output]
+    if names != [IMAGE_INPUT, *style] or outputs != [OUTPUT]:
+        raise UserError(f"model {path} has inputs {names} and outputs {outputs}; a fastnst ONNX model of its kind has "
+                        f"{[IMAGE_INPUT, *style]} and ['{OUTPUT}'], so its metadata does not describe it: export it "
+                        f"again with fastnst export")
+
+
+def _foreign(path: Path, kind: str, inputs: list[str]) -> UserError:
+    """A model file fastnst did not write: refused at load time, before any image is read."""
+    shown = ", ".join(repr(n) for n in inputs) or "none"
+    return UserError(f"model {path} has no fastnst metadata, so it is not a style network fastnst exported ({kind} "
+                     f"graph with inputs {shown}); stylize with the .ckpt, or a file written by fastnst export from it")
 
 
 @dataclass
@@ -302,19 +351,16 @@ class ModelFile:
             return _openvino_stylizer(p, dev, threads, info, self.weights_precision or "fp32")
         if self.format == "onnx":
             session = ort_session(p, dev, threads, onnx_optimization)
-            names = [i.name for i in session.get_inputs()]
-            expected = 1 if info.num_styles == 1 and not info.takes_painting else 2
-            if len(names) != expected:
-                raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) "
-                                f"has {expected}")
             encode = None
             if info.takes_painting:
                 encode = onnx_encoder(ort_session(_encoder_file(p, info), dev, threads, onnx_optimization))
             return Stylizer(p, self.format, dev, precision, onnx_runner(session), info,
-                            weights_precision=self.weights_precision, encode=encode)
+                            weights_precision=self.weights_precision, encode=encode,
+                            tiles=lambda: OnnxTiles(p, info, dev, threads, onnx_optimization))
         encode = program_encoder(self.encoder_program.module()) if self.encoder_program is not None else None
-        return Stylizer(p, self.format, dev, precision, program_runner(self.program.module(), dev), info,
-                        encode=encode)
+        program = self.program
+        return Stylizer(p, self.format, dev, precision, program_runner(program.module(), dev), info,
+                        encode=encode, tiles=lambda: ProgramTiles(program, info, p, dev))
 
 
 def read_model(path: str | os.PathLike[str]) -> ModelFile:
@@ -332,10 +378,13 @@ def read_model(path: str | os.PathLike[str]) -> ModelFile:
             if imported is not None:
                 net, info = imported
                 return ModelFile(p, fmt, info, network=net)
-            info = _unknown_info(p)
+            raise _foreign(p, "an ONNX", _graph_inputs(proto))
+        _check_interface(proto, info, p)
         return ModelFile(p, fmt, info, weights_precision=onnx_precision(proto))
     program, info = read_pt2(p)
-    info = info or _unknown_info(p)
+    if info is None:
+        raise _foreign(p, "a torch.export", [s.arg.name for s in program.graph_signature.input_specs
+                                            if s.kind.name == "USER_INPUT"])
     encoder = read_pt2(_encoder_file(p, info))[0] if info.takes_painting else None
     return ModelFile(p, fmt, info, program=program, encoder_program=encoder)
 
@@ -373,7 +422,9 @@ def _openvino_stylizer(p: Path, dev: torch.device, threads: int | None, info: Mo
     expected = 1 if info.num_styles == 1 else 2
     if len(names) != expected:
         raise UserError(f"model {p} has inputs {names}; a fastnst ONNX model of {info.num_styles} style(s) has {expected}")
-    return Stylizer(p, "onnx", dev, "fp32", openvino_runner(compiled), info, weights_precision=file_precision)
+    # Tiles need the graph rewritten to share norm statistics: that one runs in onnxruntime (the same file's graph).
+    return Stylizer(p, "onnx", dev, "fp32", openvino_runner(compiled), info, weights_precision=file_precision,
+                    tiles=lambda: OnnxTiles(p, info, dev, threads))
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "auto", precision: str = "fp32", *,

@@ -3,7 +3,8 @@
 Instance norm would normalise each tile by its own statistics, so tiles would differ in colour and
 contrast. Instead every norm layer (:class:`fastnst.models.StyleNorm`) uses the statistics of the whole
 image, measured once on a copy whose longer side is at most ``stats_size``, and tiles are blended with
-linear ramps over their overlap.
+linear ramps over their overlap. A model that can do that is a :class:`TileModel`: the eager network
+(:class:`EagerTiles`, here) or an exported graph (:mod:`fastnst.inference.tiling_exported`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +82,38 @@ def set_norm_stats(tiler: nn.Module, stats: Sequence[tuple[torch.Tensor, torch.T
         m.var = var.to(device=m.var.device, dtype=m.norm.weight.dtype)
 
 
+class TileModel(Protocol):
+    """A model whose norms can run with fixed statistics: ``fix_stats(small, style)`` measures every norm's
+    statistics on ``small`` ([1, 3, h, w] float32 CPU, the whole image downscaled) and keeps them;
+    ``run(tile, style)`` stylizes a [1, 3, h, w] float32 CPU tile with them, float32 CPU out. ``style``: None or
+    [1, S] style weights."""
+
+    def fix_stats(self, small: torch.Tensor, style: torch.Tensor | None) -> None: ...
+
+    def run(self, tile: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor: ...
+
+
+class EagerTiles:
+    """:class:`TileModel` of an eager network (on any device and dtype): its statistics through forward hooks, its
+    tiles through :func:`fixed_norm_copy` (which shares the weights)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net, self.tiler = net, fixed_norm_copy(net)
+        p = next(net.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    def _style(self, style: torch.Tensor | None) -> torch.Tensor | None:
+        return None if style is None else style.to(device=self.device, dtype=self.dtype)
+
+    def fix_stats(self, small: torch.Tensor, style: torch.Tensor | None) -> None:
+        set_norm_stats(self.tiler, norm_stats(self.net, small.to(device=self.device, dtype=self.dtype),
+                                              self._style(style)))
+
+    @torch.inference_mode()
+    def run(self, tile: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return self.tiler(tile.to(device=self.device, dtype=self.dtype), self._style(style)).to("cpu", torch.float32)
+
+
 def tile_spans(length: int, tile: int, overlap: int, align: int = 4) -> list[tuple[int, int]]:
     """(start, end) of tiles about ``tile`` long covering ``length``, neighbours sharing >= ``overlap`` px.
 
@@ -106,7 +140,7 @@ def _ramp(size: int, start: int, length: int, overlap: int) -> torch.Tensor:
     return w
 
 
-def stylize_tiled(net: nn.Module, tiler: nn.Module, x: torch.Tensor, *, tile: int, overlap: int, stats_size: int,
+def stylize_tiled(model: TileModel, x: torch.Tensor, *, tile: int, overlap: int, stats_size: int,
                   style: torch.Tensor | None = None,
                   post: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Stylize [1, 3, H, W] (float32, CPU) in overlapping ``tile`` x ``tile`` tiles with feathered blending.
@@ -118,15 +152,12 @@ def stylize_tiled(net: nn.Module, tiler: nn.Module, x: torch.Tensor, *, tile: in
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError("stylize_tiled takes one image, [1, 3, H, W]")
-    p = next(net.parameters())
-    device, dtype = p.device, p.dtype
-    s = None if style is None else style.to(device=device, dtype=dtype)
     _, _, h, w = x.shape
     scale = min(1.0, stats_size / max(h, w))
     small = x if scale == 1.0 else F.interpolate(
         x, size=(max(5, round(h * scale)), max(5, round(w * scale))), mode="bicubic", antialias=True,
         align_corners=False).clamp_(0, 1)
-    set_norm_stats(tiler, norm_stats(net, small.to(device=device, dtype=dtype), s))
+    model.fix_stats(small, style)
     del small
     out = torch.zeros(1, 3, h, w)
     # A tile's weight is ramp_y (x) ramp_x and the tiles form a grid, so the sum of the weights at a pixel is
@@ -142,7 +173,7 @@ def stylize_tiled(net: nn.Module, tiler: nn.Module, x: torch.Tensor, *, tile: in
             wy = _ramp(y1 - y0, y0, h, overlap) / row_sum[y0:y1]
             for x0, x1 in cols:
                 patch = x[:, :, y0:y1, x0:x1]
-                y = tiler(patch.to(device=device, dtype=dtype), s).to("cpu", torch.float32)
+                y = model.run(patch, style)
                 if post is not None:
                     y = post(y, patch)
                 wt = wy[:, None] * (_ramp(x1 - x0, x0, w, overlap) / col_sum[x0:x1])[None, :]

@@ -26,9 +26,12 @@ from fastnst.errors import UserError
 from fastnst.fileio import atomic_write
 from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.media.encoding import OutputPlan, VideoWriter, plan_output
+from fastnst.media.limits import FLAG, HELD_STYLIZED, PixelBudget
 from fastnst.media.video import VideoInfo, decode_frames, ffmpeg_reason, probe_video, pyav
 
 _DONE = object()  # end of a queue's stream
+FRAME_HELD = HELD_STYLIZED + 30  # per output pixel of each frame of a batch: queues (8-bit in, float out) and stylizing
+DECODER_HELD = 24  # per stored pixel: the decoder's frames in flight (YUV 4:2:0, threads and reordering)
 BLEND_CHANGE = 0.08  # input luma change (locally averaged) at which --temporal-blend stops blending a pixel
 
 
@@ -180,8 +183,18 @@ def first_frame(src: Path, max_size: int | None = None) -> torch.Tensor:
     """The first frame of a video as [1, 3, H, W] float32 in [0, 1], upright, after ``max_size``."""
     info = probe_video(src)
     w, h = output_size(info.width, info.height, max_size)
+    check_frame_memory(src, info, w, h, 1)
     frame = next(decode_frames(info, None if (w, h) == (info.width, info.height) else (w, h)))
     return _upright(torch.from_numpy(frame.rgb).permute(2, 0, 1)[None].float().div_(255), info.rotation)
+
+
+def check_frame_memory(src: Path, info: VideoInfo, width: int, height: int, batch_size: int) -> None:
+    """Refuse, before the first frame, a video whose frames cannot be held in the memory available: the decoder's
+    frames at the stored size, and per frame of a batch at the output size the queued frames, the frame being
+    stylized (tiled where the network would not fit) and the encoder's copy."""
+    PixelBudget(FRAME_HELD, FLAG, batch_size, "stylizing its frames").check(width, height, f"video {src}", "YCbCr")
+    if (width, height) != (info.width, info.height):
+        PixelBudget(DECODER_HELD, FLAG, 1, "decoding it").check(info.width, info.height, f"video {src}", "YCbCr")
 
 
 def _batches(frames: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -213,6 +226,7 @@ def stylize_video(model: FrameModel, src: str | Path, dst: str | Path, options: 
     width, height = output_size(info.width, info.height, video.max_size)
     if min(width, height) < 5:
         raise UserError(f"video {src} is {width}x{height} px; both sides need at least 5 px")
+    check_frame_memory(src, info, width, height, batch_size)
     plan = plan_output(dst, info, width, height, video.encode)
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if progress:

@@ -17,11 +17,15 @@ import torch
 from PIL import Image, ImageFile, ImageOps, ImageSequence
 
 from fastnst.errors import UserError
+from fastnst.media.limits import ENV, HELD_RESIZED, HELD_VGG, ImageTooLarge, PixelBudget
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm",
                               ".pgm", ".pnm", ".jfif"})
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error we count, not grey pixels
-Image.MAX_IMAGE_PIXELS = 400_000_000  # large photos are a use case; still refuse decompression bombs
+# Every image fastnst decodes is checked against the memory its path needs first (fastnst.media.limits), with a
+# sentence naming the limit; Pillow's fixed count (a warning, then an error at twice it) would contradict that.
+Image.MAX_IMAGE_PIXELS = None
+DECODE_ONLY = PixelBudget(HELD_RESIZED)  # decoded, then resized or handed over at once
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -74,21 +78,25 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
     return img.convert("RGB")
 
 
-def open_image(path: str | os.PathLike[str], draft_size: int | None = None) -> Image.Image:
+def open_image(path: str | os.PathLike[str], draft_size: int | None = None,
+               budget: PixelBudget = DECODE_ONLY) -> Image.Image:
     """Decode an image file to RGB with EXIF orientation applied.
 
     ``draft_size`` lets JPEG decoding skip work (DCT scaling) while keeping the shorter side at least
-    that many pixels. Raises OSError/ValueError-family errors for unreadable files.
+    that many pixels. Before decoding, the size in the file's header is checked against ``budget`` (what the
+    caller's path needs per pixel, :mod:`fastnst.media.limits`): :class:`ImageTooLarge` (a ValueError) when it does
+    not fit. Raises OSError/ValueError-family errors for unreadable files.
     """
     with Image.open(path) as img:
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
+        budget.check(*img.size, f"image {path}", img.mode)
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(img)
 
 
-def load_image(path: str | os.PathLike[str], what: str = "image") -> Image.Image:
+def load_image(path: str | os.PathLike[str], what: str = "image", budget: PixelBudget = DECODE_ONLY) -> Image.Image:
     """Like :func:`open_image` but every failure is a :class:`UserError` naming the file."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -96,7 +104,9 @@ def load_image(path: str | os.PathLike[str], what: str = "image") -> Image.Image
     if p.is_dir():
         raise UserError(f"{what} {p} is a folder, expected an image file")
     try:
-        return open_image(p)
+        return open_image(p, budget=budget)
+    except ImageTooLarge as exc:
+        raise ImageTooLarge(str(exc).replace(f"image {p} ", f"{what} {p} ", 1)) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UserError(f"{what} {p} is not a readable image ({exc})") from None
 
@@ -156,12 +166,15 @@ def save_image(t: torch.Tensor | Image.Image, path: str | os.PathLike[str], qual
 STYLE_MIN_SIDE = 16  # VGG19 pools four times: a smaller image has no deep features to take Grams of
 
 
-def load_style_image(path: str | os.PathLike[str], size: int | None) -> torch.Tensor:
-    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it).
+def load_style_image(path: str | os.PathLike[str], size: int | None,
+                     raise_with: str = f"the environment variable {ENV}=N") -> torch.Tensor:
+    """The style image as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it, and the
+    loss network then reads the whole painting: that memory counts too).
 
     A painting upscaled more than 4x warns (its texture becomes a blur); one with a side under 16 px after
     resizing is a :class:`UserError`."""
-    img = load_image(path, "style image")
+    budget = PixelBudget(HELD_RESIZED if size else HELD_VGG, raise_with, doing="taking its style")
+    img = load_image(path, "style image", budget)
     w, h = img.size
     if size and max(w, h) * 4 < size:
         warnings.warn(f"style image {path} is only {w}x{h} px and is upscaled to {size} px on its longer side: its "
@@ -203,11 +216,13 @@ def is_animated(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def load_animation(path: str | os.PathLike[str], what: str = "image") -> Animation:
-    """Every frame of an animated image as RGB (transparency composited on white), with its timing."""
+def load_animation(path: str | os.PathLike[str], what: str = "image", budget: PixelBudget = DECODE_ONLY) -> Animation:
+    """Every frame of an animated image as RGB (transparency composited on white), with its timing; all frames are
+    held at once, so ``budget`` is checked for all of them before any is decoded."""
     p = Path(path).expanduser()
     try:
         with Image.open(p) as img:
+            budget.check(*img.size, f"{what} {p}", img.mode, frames=getattr(img, "n_frames", 1))
             loop = img.info.get("loop")
             frames, durations = [], []
             for frame in ImageSequence.Iterator(img):
@@ -215,6 +230,8 @@ def load_animation(path: str | os.PathLike[str], what: str = "image") -> Animati
                 durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
                 frames.append(to_rgb(frame.copy()))
             return Animation(frames, durations, None if loop is None else int(loop), img.format or "GIF")
+    except ImageTooLarge:
+        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UserError(f"{what} {p} is not a readable animation ({exc})") from None
 

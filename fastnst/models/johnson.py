@@ -8,13 +8,13 @@ flow is needed (export-friendly). With ``num_styles`` > 1 every norm is conditio
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from fastnst.models.encoder import make_arbitrary, style_rows
-from fastnst.models.layers import ConvLayer, ResidualBlock, UpLayer, run
+from fastnst.models.layers import ConvLayer, ResidualBlock, UpLayer, count, run, widths
 from fastnst.models.registry import register_model
 
 
@@ -32,10 +32,14 @@ class TransformerNet(nn.Module):
     """
 
     def __init__(self, channels: tuple[int, int, int] | list[int] = (32, 64, 128), num_residual: int = 5,
-                 upsample: str = "nearest", num_styles: int = 1, style_dim: int | None = None,
-                 encoder: dict[str, Any] | None = None) -> None:
+                 upsample: Literal["nearest", "transpose"] = "nearest", num_styles: int = 1,
+                 style_dim: int | None = None, encoder: dict[str, Any] | None = None) -> None:
         super().__init__()
-        c1, c2, c3 = (int(c) for c in channels)
+        c1, c2, c3 = widths(channels, 3, "[32, 64, 128]")
+        count(num_residual, "num_residual")
+        count(num_styles, "num_styles", 1)
+        if upsample not in ("nearest", "transpose"):
+            raise ValueError(f"upsample must be 'nearest' or 'transpose', got {upsample!r}")
         self._config: dict[str, Any] = {"channels": [c1, c2, c3], "num_residual": int(num_residual),
                                         "upsample": str(upsample), "num_styles": int(num_styles)}
         s = style_rows(num_styles, style_dim)

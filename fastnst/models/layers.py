@@ -15,6 +15,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def widths(channels: Any, levels: int, example: str) -> list[int]:
+    """``channels`` as ``levels`` positive integer widths (one per resolution level), else a ValueError that names
+    the setting (the training config reports it as ``model.channels``)."""
+    values = list(channels) if isinstance(channels, (list, tuple)) else []
+    if len(values) != levels or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in values):
+        raise ValueError(f"channels must be {levels} positive widths, one per resolution level (e.g. {example}), "
+                         f"got {channels!r}")
+    return values
+
+
+def count(value: Any, name: str, minimum: int = 0) -> int:
+    """``value`` as an integer >= ``minimum``, else a ValueError naming the setting ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
 class StyleNorm(nn.Module):
     """Instance normalisation with a learned scale and shift per style: conditional instance norm
     (Dumoulin, Shlens, Kudlur 2017, "A Learned Representation for Artistic Style").

@@ -31,13 +31,13 @@ default ``johnson`` network. The output has exactly the input's size for any siz
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from fastnst.models.encoder import make_arbitrary, style_rows
-from fastnst.models.layers import Conditional, StyleNorm, run, upsample_conv
+from fastnst.models.layers import Conditional, StyleNorm, count, run, upsample_conv, widths
 from fastnst.models.registry import register_model
 
 PADDINGS = ("zeros", "reflect")
@@ -105,13 +105,15 @@ class MobileNet(nn.Module):
     """
 
     def __init__(self, channels: tuple[int, int] | list[int] = (16, 64), num_residual: int = 5, stem_kernel: int = 5,
-                 padding: str = "reflect", num_styles: int = 1, style_dim: int | None = None,
-                 encoder: dict[str, Any] | None = None) -> None:
+                 padding: Literal["zeros", "reflect"] = "reflect", num_styles: int = 1,
+                 style_dim: int | None = None, encoder: dict[str, Any] | None = None) -> None:
         super().__init__()
-        c1, c2 = (int(c) for c in channels)
+        c1, c2 = widths(channels, 2, "[16, 64]")
+        count(num_residual, "num_residual")
+        count(num_styles, "num_styles", 1)
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
-        if int(stem_kernel) % 2 != 1:
+        if count(stem_kernel, "stem_kernel", 1) % 2 != 1:
             raise ValueError(f"stem_kernel must be odd, got {stem_kernel}")
         self._config: dict[str, Any] = {"channels": [c1, c2], "num_residual": int(num_residual),
                                         "stem_kernel": int(stem_kernel), "padding": padding,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fastnst.cli import Parser, prog_name
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe
 from fastnst.losses.vgg import VGG19_URL
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
@@ -86,6 +86,7 @@ def build_parser() -> Parser:
     return parser
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 

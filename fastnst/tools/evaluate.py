@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file
 from fastnst.inference import load
@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer side of the style image (default: the model's training style size, else --longer-side)")
     p.add_argument("--compare", default=None, metavar="DIR2",
                    help="folder of other stylized outputs of the same images, matched by name (photo.jpg <-> photo.png)")
-    p.add_argument("--preset", default=None, help="measure under this loss preset (conf/loss/NAME.yaml or a .yaml "
-                   "path) instead of the checkpoint's own training loss")
+    p.add_argument("--preset", default=None, help="measure under this loss preset's layers and weights (conf/loss/NAME.yaml "
+                   "or a .yaml path) instead of the checkpoint's own training loss; the VGG19 weights stay the "
+                   "checkpoint's (see --vgg-weights)")
     p.add_argument("--vgg-weights", default=None, help="imagenet, random (tests only) or a path; overrides the loss's")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full report (per image too) as JSON")
     p.add_argument("--save-outputs", default=None, metavar="DIR", help="also save the model's stylized images as PNG")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.formats.deploy import TOLERANCE, VECTOR_INPUT, check_styles, encoder_path
@@ -179,7 +179,7 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
             if fmt == "onnx":
                 export_onnx(net, tmp, info, opset=opset)
             else:
-                export_pt2(net, tmp, info)
+                export_pt2(net, tmp, info, archive_name=out.stem)  # the archive's folder: not the temporary name
         except PermissionError as exc:
             raise UserError(f"cannot write {out} ({exc.strerror or exc})") from None
         if check:  # before the rename: a model that fails its check never replaces a good one
@@ -193,7 +193,10 @@ def export_checkpoint(ckpt: str | os.PathLike[str], output: str | os.PathLike[st
                 log(f"fastnst: OpenVINO parity vs PyTorch eager (max abs diff, limit {tolerance:g}): {shown}")
 
     def write_encoder(tmp: Path) -> None:
-        (export_encoder_onnx if fmt == "onnx" else export_encoder_pt2)(net.encoder, tmp, info)
+        if fmt == "onnx":
+            export_encoder_onnx(net.encoder, tmp, info)
+        else:
+            export_encoder_pt2(net.encoder, tmp, info, archive_name=encoder_path(out).stem)
         if check:
             results = (check_encoder_onnx if fmt == "onnx" else check_encoder_pt2)(tmp, net.encoder, tolerance=tolerance)
             shown = ", ".join(f"{case}: {d:.2e}" for case, d in results)
@@ -323,6 +326,7 @@ def _refuse(message: str) -> None:
     raise UserError(message)
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.format == "web":

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.formats import ModelInfo, detect_format, pytorch_examples
 from fastnst.formats.checkpoint import network_state, read_info, read_torch_file
@@ -97,8 +97,27 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(p), "bytes": p.stat().st_size, **facts}
     if info is not None:
         out["model"] = {**info.to_dict(), "format_version": info.format_version}  # as the file has it
+    # One count for one network in every format: its learnable parameters. What a file stores besides them (an
+    # exported graph's folded constants, int8 scales and zero points) is not a parameter of the network.
+    learnable = _network_parameters(info)
+    out["parameters_counted"] = "network" if learnable is not None else "stored tensors"
+    if learnable is not None:
+        out["parameters"] = learnable
     out["macs_per_pixel"] = _macs_per_pixel(p, fmt, info)
     return out
+
+
+def _network_parameters(info: ModelInfo | None) -> int | None:
+    """The learnable parameters of the network a file records (built from the registry with random weights: the count
+    does not depend on them); None when the file records none, or its architecture is not installed here."""
+    if info is None:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            net = create_model(info.architecture, **info.config)
+    except Exception:  # noqa: BLE001 - a plugin architecture that is not installed here
+        return None
+    return sum(p.numel() for p in net.parameters())
 
 
 def _macs_per_pixel(path: Path, fmt: str, info: ModelInfo | None) -> float | None:
@@ -161,7 +180,8 @@ def format_description(d: dict[str, Any]) -> str:
             if loss:
                 rows.append(("loss", describe_loss(loss)))
                 rows.append(("VGG19 weights", f"{loss.get('vgg_weights', 'imagenet')} ({loss.get('vgg_pooling', 'max')} pooling)"))
-    rows.append(("parameters", f"{d['parameters']:,}"))
+    rows.append(("parameters", f"{d['parameters']:,}" + ("" if d.get("parameters_counted") == "network" else
+                                                          " values stored (the network is unknown here)")))
     if d.get("macs_per_pixel") is not None:
         rows.append(("multiply-adds", f"{d['macs_per_pixel'] / 1e3:,.1f}k per output pixel (at 256x256)"))
     if "precision" in d:
@@ -187,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import check_output_file
 from fastnst.inference.devices import resolve_device
@@ -36,6 +36,7 @@ from fastnst.losses import PerceptualLoss
 from fastnst.losses.presets import describe_loss, load_preset, preset_names
 from fastnst.losses.vgg import MIN_SIZE, RANDOM_VGG_NOTE
 from fastnst.media.image import load_image, load_style_image, pil_to_tensor, resize_longer_to, save_image
+from fastnst.media.limits import HELD_RESIZED, HELD_VGG_TRAIN, PixelBudget
 
 DEFAULT_LR = {"adam": 0.02, "lbfgs": 1.0}
 # L-BFGS works on logits: content pixels of exactly 0 or 1 are moved this far inside so their logits are finite.
@@ -43,9 +44,14 @@ _LOGIT_EPS = 1e-3
 
 
 def load_resized(path: str | Path, size: int | None, what: str) -> torch.Tensor:
-    """An image file as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it)."""
-    img = load_image(path, what)
-    return pil_to_tensor(resize_longer_to(img, size) if size else img).unsqueeze(0)
+    """An image file as [1, 3, H, W] in [0, 1], its longer side resized to ``size`` (None keeps it). The image is
+    then optimised through VGG19 at that size: refused before decoding when that cannot fit in memory."""
+    budget = PixelBudget(HELD_RESIZED, doing="reading it")
+    img = load_image(path, what, budget)
+    img = resize_longer_to(img, size) if size else img
+    PixelBudget(HELD_VGG_TRAIN, "a smaller --longer-side, or " + budget.raise_with, doing="optimizing it").check(
+        *img.size, f"the image optimised from {what} {path}")
+    return pil_to_tensor(img).unsqueeze(0)
 
 
 # --- the optimisation ----------------------------------------------------------------------------
@@ -331,6 +337,7 @@ def format_history(result: OptimizeResult, rows: int = 6) -> str:
     return "\n".join(lines)
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message="VGG19 is RANDOMLY INITIALISED")  # the report says so itself

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.training.prepared import prepare
 
 
@@ -31,6 +31,7 @@ def build_parser() -> Parser:
     return p
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_main(lambda: _run(args), interrupted=f"the work so far is saved in {args.dst}; run the same "

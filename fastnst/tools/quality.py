@@ -102,12 +102,16 @@ def summarise(rows: Sequence[dict[str, float]], names: Sequence[str] | None = No
 def loss_settings(info: ModelInfo, preset: str | None = None,
                   vgg_weights: str | None = None) -> tuple[dict[str, Any], str]:
     """The PerceptualLoss arguments to measure with and a phrase saying where they come from: the
-    checkpoint's own training loss, or ``preset``; ``vgg_weights`` overrides either."""
+    checkpoint's own training loss, or ``preset`` (its layers and weights; the VGG19 weights stay the checkpoint's,
+    so that a preset never swaps the trunk the losses are measured with); ``vgg_weights`` overrides either."""
+    trained = preset_settings(info.training.loss) if info.training is not None and info.training.loss else None
     if preset:
         settings, source = load_preset(preset), f"preset {preset}"
-    elif info.training is not None and info.training.loss:
-        settings = preset_settings(info.training.loss)
-        source = "the checkpoint's training loss"
+        if trained is not None and "vgg_weights" in trained and not vgg_weights:
+            settings["vgg_weights"] = trained["vgg_weights"]
+            source += f", VGG19 weights of the checkpoint ({trained['vgg_weights']})"
+    elif trained is not None:
+        settings, source = trained, "the checkpoint's training loss"
     else:
         raise UserError("the model carries no loss settings; pass --preset johnson or --preset gatys")
     if vgg_weights:

@@ -13,13 +13,14 @@ from typing import Any
 
 import pydantic
 import pytorch_lightning as pl
+import torch
 
 from fastnst.errors import UserError
 from fastnst.inference import known_failures
 from fastnst.losses import PerceptualLoss
 from fastnst.losses.vgg import MIN_SIZE
 from fastnst.media.image import find_images
-from fastnst.models import model_class
+from fastnst.models import create_model, model_class
 from fastnst.models.encoder import DEFAULT_STYLE_DIM
 from fastnst.training.module import StyleTransferModule, split_optim
 from fastnst.training.paintings import PaintingSet, split_paintings
@@ -149,6 +150,32 @@ def style_list(style: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 # --- the module ----------------------------------------------------------------------------------
 
+def check_model(model: dict[str, Any], style: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The ``model`` group as (architecture, constructor arguments), checked by building the network once (a few
+    milliseconds; with ``style.dim`` when ``style.arbitrary``): a wrong type, choice, width or count is one sentence
+    naming ``model.KEY``."""
+    model = dict(model)
+    arch = model.pop("architecture", "johnson")
+    model.pop("num_styles", None)
+    cls = model_class(arch)
+    check_arguments(cls, model, "model")
+    trial = dict(model)
+    if (style or {}).get("arbitrary"):
+        dim = (style or {}).get("dim", DEFAULT_STYLE_DIM)
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise UserError(f"style.dim={dim!r} must be a whole number (the length of the style vector)")
+        trial["style_dim"] = dim
+    try:
+        # Built aside: the global random state (which initialises the real network later) is left untouched.
+        with torch.random.fork_rng(devices=[]):
+            create_model(arch, **trial)
+    except ValueError as exc:  # the architecture's own checks ("channels must be 3 positive widths ...")
+        key = str(exc).split(" ", 1)[0]
+        named = key in inspect.signature(cls).parameters
+        raise UserError(f"model.{exc}" if named else f"the {arch} network's settings are invalid: {exc}") from None
+    return arch, model
+
+
 def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     """The LightningModule of ``cfg`` (network from the registry, loss, optimizer, styles), checked first."""
     style = cfg.get("style") or {}
@@ -168,10 +195,7 @@ def build_module(cfg: dict[str, Any]) -> StyleTransferModule:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise UserError(f"style.size={size!r} must be a number of pixels >= {MIN_SIZE} (each painting's longer side), "
                         f"or null to keep the paintings' own size")
-    model = dict(cfg.get("model") or {})
-    arch = model.pop("architecture", "johnson")
-    model.pop("num_styles", None)
-    check_arguments(model_class(arch), model, "model")
+    arch, model = check_model(cfg.get("model") or {}, style)
     check_arguments(PerceptualLoss, cfg.get("loss") or {}, "loss")
     node, _ = split_optim(cfg.get("optim"))
     check_arguments(locate(node["_target_"], "optim"), {k: v for k, v in node.items() if k != "_partial_"}, "optim")

@@ -22,17 +22,25 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastnst.errors import UserError
 from fastnst.media.image import find_images, open_image, pil_to_tensor, resize_shorter
+from fastnst.media.limits import HELD_RESIZED, PixelBudget
 from fastnst.training.paintings import PairedDataset, PaintingSet
 from fastnst.training.prepared import PreparedDataset, is_prepared, prepared_items
 
 MAX_RETRIES = 16  # consecutive unreadable files tolerated before a sample gives up
-UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # ImageTooLarge is a ValueError
+
+
+def training_budget() -> PixelBudget:
+    """What decoding one training photo may take: decoded then resized at once, in every loader process at the same
+    time (an image larger than that is skipped and counted like an unreadable one)."""
+    info = torch.utils.data.get_worker_info()
+    return PixelBudget(HELD_RESIZED, copies=info.num_workers if info is not None else 1, doing="reading it")
 
 
 def readable(path: Path, size: int) -> bool:
     """Whether ``path`` decodes (as training would decode it); a warning names it when it does not."""
     try:
-        open_image(path, draft_size=size)
+        open_image(path, draft_size=size, budget=training_budget())
         return True
     except UNREADABLE as exc:
         warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=2)
@@ -68,7 +76,7 @@ class ImageFolderDataset(Dataset):
 
     def _load(self, path: Path, rng: np.random.Generator | None) -> torch.Tensor:
         s = self.image_size
-        img = resize_shorter(open_image(path, draft_size=s), s)
+        img = resize_shorter(open_image(path, draft_size=s, budget=training_budget()), s)
         w, h = img.size
         if rng is not None:
             left, top = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
@@ -175,6 +183,13 @@ class StyleDataModule(pl.LightningDataModule):
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}")
         if limit is not None and limit < 1:
             raise UserError(f"data.limit must be a positive number of images or null, got {limit}")
+        if num_workers is not None and num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 (load in the training process) or more, or null (up to 8), "
+                            f"got {num_workers}")
+        if val_count < 0:
+            raise UserError(f"data.val_count must be 0 (no validation) or more, got {val_count}")
+        if prefetch_factor < 1:
+            raise UserError(f"data.prefetch_factor must be at least 1 batch per loader process, got {prefetch_factor}")
         self.root, self.val_root = root, val_root
         self.image_size, self.batch_size, self.limit = image_size, batch_size, limit
         self.val_count, self.seed, self.prefetch_factor = val_count, seed, prefetch_factor
@@ -234,6 +249,14 @@ class StyleDataModule(pl.LightningDataModule):
                 bad.add(j)
         return out
 
+    def check_batches(self, world_size: int = 1) -> None:
+        """Every device gets at least one whole batch of training images (called before training starts)."""
+        self.scan()
+        n = len(self.train_files)
+        if n // world_size < self.batch_size:
+            raise UserError(f"data.root {self.root} has {n} training images, fewer than data.batch_size="
+                            f"{self.batch_size} x {world_size} device(s); add images or lower data.batch_size")
+
     def setup(self, stage: str | None = None) -> None:
         self.scan()
 
@@ -256,16 +279,14 @@ class StyleDataModule(pl.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
         n = len(self.train_files)
-        if n // world < self.batch_size:
-            raise UserError(f"data.root {self.root} has {n} training images, fewer than data.batch_size="
-                            f"{self.batch_size} x {world} device(s); add images or lower data.batch_size")
+        self.check_batches(world)
         self.sampler = ResumableSampler(n, self.batch_size, self.seed, True, rank, world)
         if self.trainer is not None and self.trainer.global_step > 0:
             # Restored from a checkpoint (always written right after an optimizer step): continue mid-epoch
             # where it stopped. Lightning also steps on an epoch's last batch, so an epoch of B batches
             # has ceil(B / accumulate) steps.
             acc = self.trainer.accumulate_grad_batches
-            steps_per_epoch = -(-self.sampler.batches // acc)
+            steps_per_epoch = -(-self._batches_per_epoch() // acc)
             epoch, step_in_epoch = divmod(self.trainer.global_step, steps_per_epoch)
             self.sampler.resume(epoch, step_in_epoch * acc)
         ds = self._dataset(self.train_files, True, self.root)
@@ -273,6 +294,18 @@ class StyleDataModule(pl.LightningDataModule):
             ds = PairedDataset(ds, self.paintings, train=True)
         return DataLoader(ds, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
                           **self._loader_kwargs())
+
+    def _batches_per_epoch(self) -> int:
+        """The batches of an epoch as the trainer runs them: the sampler's, cut by ``trainer.limit_train_batches``
+        as Lightning cuts them (an int: at most that many; a fraction: that share, rounded down)."""
+        assert self.sampler is not None
+        batches = self.sampler.batches
+        limit = getattr(self.trainer, "limit_train_batches", None)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return max(1, min(batches, limit))
+        if isinstance(limit, float) and limit < 1.0:
+            return max(1, int(batches * limit))
+        return batches
 
     def val_dataloader(self) -> DataLoader | list:
         self.scan()

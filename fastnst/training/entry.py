@@ -16,10 +16,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fastnst.cli import file_error
+from fastnst.cli import file_error, quiet_on_broken_pipe
 from fastnst.errors import UserError
 from fastnst.presets import CONF_DIR
-from fastnst.training.hydra_checks import check_command_line, register_trainer_schema
+from fastnst.training.hydra_checks import check_command_line, override_value, register_trainer_schema
 from fastnst.training.run import fit
 
 register_trainer_schema()
@@ -37,7 +37,8 @@ def one_line(message: str) -> str:
 def resume_hint(run_dir: str) -> str:
     """The command that continues this run: the command that was used, the same overrides."""
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-    return shlex.join([*_invocation, *overrides, "ckpt_path=last", f"hydra.run.dir={run_dir}"])
+    # Quoted twice where needed: for Hydra's override grammar (a space, a comma, a non-ASCII letter), then for the shell.
+    return shlex.join([*_invocation, *overrides, "ckpt_path=last", f"hydra.run.dir={override_value(run_dir)}"])
 
 
 def _fail(message: str) -> None:
@@ -73,11 +74,16 @@ def _train(cfg: DictConfig) -> None:
         print(f"fastnst: finished at step {result.global_step}; checkpoint {result.last_checkpoint}")
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None, invocation: Sequence[str] | None = None) -> None:
     """Train with Hydra overrides ``argv`` (default: the process's arguments); exits with Hydra's status.
     ``invocation`` is how the command was typed (it starts the printed resume command)."""
     global _invocation
     args = list(sys.argv[1:] if argv is None else argv)
+    # Hydra's parser takes -m/--multirun only before the overrides (after one, the rest is "unrecognized"). An override
+    # never starts with "-", so the flag moves to the front wherever it was typed.
+    sweep = [a for a in args if a in ("-m", "--multirun")]
+    args = sweep[:1] + [a for a in args if a not in ("-m", "--multirun")]
     if invocation is not None:
         _invocation = list(invocation)
     problem = check_command_line(args, CONF_DIR)

@@ -19,7 +19,12 @@ GUARD_STEPS = 20  # the guard is on while the global step is below this (the fir
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+    """The loss became NaN or Inf: the run stops (its checkpoints so far are kept; the run says which, or that none
+    was written yet). ``hint``: what to change, when the message does not say it itself."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def precision_of(module: Any) -> str:

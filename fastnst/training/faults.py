@@ -44,13 +44,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class GracefulStop(pl.Callback):
-    """On SIGTERM or SIGINT, finish the current step, write a checkpoint (``last.ckpt`` and a
-    step-numbered one) and stop the run cleanly. A second signal interrupts at once."""
+    """On SIGTERM or SIGINT, finish the current step and stop the run cleanly (the run's
+    :class:`~fastnst.training.checkpoints.StepCheckpoints` writes that step's checkpoint as the stop is set).
+    A second signal interrupts at once."""
 
-    def __init__(self, checkpoint_dir: str) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
+    def __init__(self) -> None:
         self.signal_received: int | None = None
-        self.saved_path: Path | None = None
+        self.stopped_at: int | None = None  # the global step the run stopped at because of a signal
         self._previous: dict[int, Any] = {}
         self._last_step = -1
 
@@ -100,11 +100,9 @@ class GracefulStop(pl.Callback):
         if trainer.world_size > 1:  # any rank's signal stops every rank at the same step
             t = torch.tensor(float(flag), device=pl_module.device)
             flag = bool(trainer.strategy.reduce(t, reduce_op="sum").item() > 0)
-        if flag and not trainer.should_stop:
-            path = self.checkpoint_dir / f"step{trainer.global_step:07d}.ckpt"
-            trainer.save_checkpoint(path, weights_only=False)
-            trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt", weights_only=False)
-            self.saved_path = path
+        finished = 0 <= (trainer.max_steps if trainer.max_steps is not None else -1) <= trainer.global_step
+        if flag and self.stopped_at is None and not finished:  # on the last step the run ends anyway, as finished
+            self.stopped_at = trainer.global_step
             self.signal_received = self.signal_received or signal.SIGTERM
             trainer.should_stop = True
 

@@ -16,7 +16,9 @@ import typing
 from pathlib import Path
 from typing import Any, Optional
 
+from fastnst.errors import UserError
 from fastnst.fileio import FolderLock, launched_rank
+from fastnst.training.config import check_model, instantiate
 
 # Fields fastnst sets itself (see fastnst.training.run.fit), so they are not overridable as trainer.NAME.
 _TRAINER_OWNED = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
@@ -109,7 +111,7 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
         return f"cannot read the command line ({str(exc).splitlines()[0]}); overrides look like key=value"
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name="train"):
-            compose("train", overrides=overrides, return_hydra_config=True)
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as exc:
         found = re.search(r"Could not find '([\w/]+)/([^']+)'", str(exc))
         options = ", ".join(exc.options or []) if getattr(exc, "options", None) else ""
@@ -138,6 +140,27 @@ def _composition_problem(argv: list[str], conf_dir: Path) -> str | None:
         return text.splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - any other composition failure, still one sentence
         return f"the configuration cannot be composed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    return _settings_problem(cfg)
+
+
+def _settings_problem(cfg: Any) -> str | None:
+    """The data and model settings checked as training checks them (no file is read): one sentence, or None. A
+    missing value (``data.root=???``) or a broken interpolation is left to the training entry, which names it."""
+    from omegaconf import OmegaConf
+
+    nodes: dict[str, Any] = {}
+    for key in ("style", "model", "data"):
+        try:
+            nodes[key] = OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True) if key in cfg else None
+        except Exception:  # noqa: BLE001 - see above
+            nodes[key] = None
+    try:
+        if isinstance(nodes["model"], dict):
+            check_model(nodes["model"], nodes["style"] if isinstance(nodes["style"], dict) else None)
+        if isinstance(nodes["data"], dict) and nodes["data"].get("_target_"):
+            instantiate(nodes["data"], "data")
+    except UserError as exc:
+        return str(exc)
     return None
 
 
@@ -176,3 +199,19 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - reported with the composition below
         multirun = False
     return _run_folder_problem(argv, multirun) or _composition_problem(argv, conf_dir)
+
+
+def override_value(value: str) -> str:
+    """``value`` written for a ``key=value`` override so that Hydra reads it back unchanged: as it is where Hydra's
+    grammar allows, else single-quoted (``'`` escaped, and backslashes where they precede a quote or the end)."""
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        if OverridesParser.create().parse_override(f"key={value}").value() == value:
+            return value
+    except Exception:  # Hydra's lexer or parser refused it: quote it
+        pass
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"

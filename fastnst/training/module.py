@@ -294,9 +294,8 @@ class StyleTransferModule(pl.LightningModule):
             if error is not None:
                 raise error
             if self.hparams.on_nonfinite == "stop":
-                raise NonFiniteLossError(
-                    f"the training loss became {total.item()} at step {self.global_step}; the run stopped and the "
-                    f"last good checkpoint was kept (lower optim.lr, or set on_nonfinite=skip to skip such batches)")
+                raise NonFiniteLossError(f"the training loss became {total.item()} at step {self.global_step}",
+                                         hint="lower optim.lr, or set on_nonfinite=skip to skip such batches")
             self.skipped_batches += 1
             self.log("train/nonfinite_skipped", float(self.skipped_batches), on_step=True, batch_size=1)
             return None

@@ -1,11 +1,11 @@
 """The prepared dataset format, read and written here: photos pre-resized once, so training never decodes
-a JPEG again (``python -m fastnst.prepare SRC DST --size 256`` writes one; train with data.root=DST).
+a JPEG again (``fastnst prepare SRC DST --shorter-side 256`` writes one; train with data.root=DST).
 
 Every readable image under SRC is decoded exactly as the training data pipeline does (EXIF orientation,
-RGB, JPEG draft mode, shorter side resized to ``--size``) and its uint8 pixels are appended to one flat
+RGB, JPEG draft mode, shorter side resized to ``--shorter-side``) and its uint8 pixels are appended to one flat
 file, ``DST/images.u8``, read through a memory map. Random crops are still taken at training time, from
 the same pixels and with the same random numbers as :class:`fastnst.training.data.ImageFolderDataset`, so a run
-on DST sees exactly the crops a run on SRC would (at ``data.image_size`` equal to ``--size``).
+on DST sees exactly the crops a run on SRC would (at ``data.image_size`` equal to ``--shorter-side``).
 
 The work is resumable: progress is committed every few seconds (``index.npy`` then ``manifest.json``,
 each replaced atomically), so an interrupted run (Ctrl-C, a killed job) continues where the last
@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_writable_folder
 from fastnst.media.image import find_images, open_image, resize_shorter
+from fastnst.media.limits import HELD_RESIZED, PixelBudget
 
 FORMAT = "fastnst-prepared"
 VERSION = 1
@@ -124,7 +125,8 @@ class PreparedDataset(Dataset):
         self.image_size, self.train = int(image_size), train
         if self.image_size > self.stored_size:
             raise UserError(f"data.image_size={self.image_size} is larger than the {self.stored_size} px the dataset "
-                            f"{self.root} was prepared at; prepare it again with --size {self.image_size} (or more)")
+                            f"{self.root} was prepared at; prepare it again with --shorter-side {self.image_size} "
+                            f"(or more)")
         self.index = read_index(self.root, manifest)
         self.items = list(range(len(self.index))) if items is None else [int(i) for i in items]
         end = int(self.index[-1, 0] + self.index[-1, 1] * self.index[-1, 2] * 3) if len(self.index) else 0
@@ -168,11 +170,13 @@ class PreparedDataset(Dataset):
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _decode(job: tuple[str, int]) -> tuple[bytes, int, int] | str:
-    """Pixels of one file as the training pipeline decodes them, or the error as text."""
-    path, size = job
+def _decode(job: tuple[str, int, int]) -> tuple[bytes, int, int] | str:
+    """Pixels of one file as the training pipeline decodes them, or the error as text (an image too large for the
+    memory available to each of the ``copies`` decoding processes is one)."""
+    path, size, copies = job
     try:
-        img = resize_shorter(open_image(path, draft_size=size), size)
+        img = resize_shorter(open_image(path, draft_size=size, budget=PixelBudget(HELD_RESIZED, copies=copies,
+                                                                                    doing="reading it")), size)
         arr = np.asarray(img, dtype=np.uint8)
         return arr.tobytes(), arr.shape[0], arr.shape[1]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as exc:
@@ -206,8 +210,8 @@ class _Writer:
         if manifest_path.exists():
             old = read_manifest(dst)
             if int(old["size"]) != size:
-                raise UserError(f"{dst} was prepared at --size {old['size']}, not {size}; use --size {old['size']} to "
-                                f"resume it, a new DST, or --overwrite")
+                raise UserError(f"{dst} was prepared at --shorter-side {old['size']}, not {size}; use --shorter-side "
+                                f"{old['size']} to resume it, a new DST, or --overwrite")
             done = int(old["done"])
             try:
                 old_sources = (dst / SOURCES).read_text().splitlines()
@@ -275,7 +279,7 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
     Raises :class:`UserError` for bad paths; KeyboardInterrupt commits the work done, then propagates.
     """
     if size < 16:
-        raise UserError(f"--size must be at least 16 pixels, got {size}")
+        raise UserError(f"--shorter-side must be at least 16 pixels, got {size}")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be a positive number of files, got {limit}")
     src_p, dst_p = Path(src).expanduser(), Path(dst).expanduser()
@@ -293,8 +297,8 @@ def prepare(src: str | os.PathLike[str], dst: str | os.PathLike[str], size: int 
         from tqdm import tqdm
 
         bar = tqdm(total=target, initial=writer.done, unit="img", desc=f"prepare {size}px", dynamic_ncols=True)
-    jobs = [(str(files[i]), size) for i in todo]
     pool = mp.get_context().Pool(workers) if workers > 1 and len(todo) > 32 else None
+    jobs = [(str(files[i]), size, workers if pool else 1) for i in todo]
     try:
         results = pool.imap(_decode, jobs, chunksize=8) if pool else map(_decode, jobs)
         last = time.monotonic()

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from fastnst.errors import UserError
 from fastnst.formats.checkpoint import read_checkpoint, read_info
 from fastnst.training.callbacks import RunReport
+from fastnst.training.checkpoints import StepCheckpoints
 from fastnst.training.config import (
     avoid_known_failures,
     build_callbacks,
     build_module,
     check_arguments,
+    check_model,
     instantiate,
     painting_sets,
 )
@@ -94,6 +95,17 @@ def check_resumable(ckpt_path: str, module: StyleTransferModule) -> None:
                       f"come from {old_paths} and are the ones kept", stacklevel=1)
 
 
+def _kept(checkpoint_dir: Path, checkpoints: StepCheckpoints) -> str:
+    """What a run that stopped on an error leaves to resume from, as the end of a sentence."""
+    last = checkpoint_dir / "last.ckpt"
+    if last.is_file():
+        step = read_checkpoint(last).get("global_step")
+        return f"kept its last good checkpoint, {last} (step {step})"
+    every = checkpoints.every_n_steps
+    return ("no checkpoint was written before it" + (f" (the first comes at step {every}, checkpoint.every_n_steps)"
+                                                     if every > 0 else ""))
+
+
 def _with_default_callbacks(cfg: dict[str, Any]) -> dict[str, Any]:
     """A config without a callbacks group (a plain dict from Python) gets conf/callbacks/default.yaml's."""
     if cfg.get("callbacks") is not None:
@@ -108,23 +120,25 @@ def fit(cfg: dict[str, Any], run_dir: str | Path, callbacks: list[pl.Callback] |
 
     ``callbacks`` are added to fastnst's own (checkpoints, previews, report, graceful stop)."""
     run_dir = Path(run_dir)
+    # Settings first, before anything is read or written: the data, model and trainer arguments.
+    datamodule = instantiate(cfg["data"], "data")
+    check_model(cfg.get("model") or {}, cfg.get("style"))
+    if (cfg.get("trainer") or {}).get("max_steps") == 0:
+        raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
+                        "(or -1 to train for trainer.max_epochs)")
     ckpt_cfg = cfg.get("checkpoint") or {}
     checkpoint_dir = run_dir / ckpt_cfg.get("dir", "checkpoints")
     check_writable(checkpoint_dir, CHECKPOINT_BYTES)
     with claim_run_folder(run_dir):
-        return _fit(cfg, run_dir, checkpoint_dir, ckpt_cfg, callbacks)
+        return _fit(cfg, datamodule, run_dir, checkpoint_dir, ckpt_cfg, callbacks)
 
 
-def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dict[str, Any],
-         callbacks: list[pl.Callback] | None) -> RunResult:
+def _fit(cfg: dict[str, Any], datamodule: pl.LightningDataModule, run_dir: Path, checkpoint_dir: Path,
+         ckpt_cfg: dict[str, Any], callbacks: list[pl.Callback] | None) -> RunResult:
     remove_stale_temporaries(checkpoint_dir)
-    if (cfg.get("trainer") or {}).get("max_steps") == 0:
-        raise UserError("trainer.max_steps=0 trains nothing and writes no checkpoint; give a number of steps "
-                        "(or -1 to train for trainer.max_epochs)")
     pl.seed_everything(int(cfg.get("seed", 0)), workers=True, verbose=False)
 
     # Up-front checks, cheapest first: data folder, style image and VGG weights, resume file.
-    datamodule = instantiate(cfg["data"], "data")
     datamodule.scan()
     cfg = avoid_known_failures(cfg)
     module = build_module(cfg)
@@ -140,17 +154,19 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
                         f"or start a new run in another folder (hydra.run.dir=...)")
 
     every = int(ckpt_cfg.get("every_n_steps", 500))
-    stopper = GracefulStop(str(checkpoint_dir))
-    periodic = ModelCheckpoint(dirpath=str(checkpoint_dir), filename="step{step:07d}", auto_insert_metric_name=False,
-                               every_n_train_steps=every if every > 0 else None, save_top_k=-1, save_last=True,
-                               save_on_train_epoch_end=False, enable_version_counter=False)
+    stopper = GracefulStop()
+    checkpoints = StepCheckpoints(checkpoint_dir, every)
     # fastnst's own callbacks (the fault guarantees rest on them), then the callbacks group, then the caller's.
-    callbacks = [periodic, RunReport(str(checkpoint_dir)), stopper, *build_callbacks(_with_default_callbacks(cfg), run_dir),
-                 *(callbacks or [])]
+    callbacks = [checkpoints, RunReport(str(checkpoint_dir)), stopper,
+                 *build_callbacks(_with_default_callbacks(cfg), run_dir), *(callbacks or [])]
     trainer_cfg = dict(cfg.get("trainer") or {})
     for key in ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"):
         if key in trainer_cfg:
             raise UserError(f"trainer.{key} is set by fastnst itself; use the logger group, checkpoint.* or hydra.run.dir instead")
+    if trainer_cfg.get("enable_checkpointing") is False:
+        raise UserError("trainer.enable_checkpointing=false: fastnst always keeps the checkpoints a run needs to "
+                        "resume; set checkpoint.every_n_steps=0 to write them only at the end and when stopped")
+    trainer_cfg.pop("enable_checkpointing", None)
     check_arguments(pl.Trainer, trainer_cfg, "trainer")
     if module.norm_only is not None and str(trainer_cfg.get("precision")) in ("bf16-true", "16-true"):
         raise UserError(f"trainer.precision={trainer_cfg['precision']} would round the old styles' weights to half "
@@ -168,6 +184,8 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
                              use_distributed_sampler=False)
     except (ValueError, TypeError, MisconfigurationException) as exc:
         raise UserError(f"the trainer settings are invalid: {str(exc).splitlines()[0]}") from None
+    if hasattr(datamodule, "check_batches"):
+        datamodule.check_batches(trainer.world_size)
     if trainer.world_size > 1 and module.hparams.on_nonfinite == "skip":
         raise UserError("on_nonfinite=skip works on one device only (DDP cannot skip a step on one rank); use on_nonfinite=stop")
     try:
@@ -177,15 +195,14 @@ def _fit(cfg: dict[str, Any], run_dir: Path, checkpoint_dir: Path, ckpt_cfg: dic
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen VGG, on purpose
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except NonFiniteLossError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(f"{exc}; the run stopped and {_kept(checkpoint_dir, checkpoints)}"
+                        + (f" ({exc.hint})" if exc.hint else "")) from None
     last = checkpoint_dir / "last.ckpt"
-    if stopper.saved_path is None and not (every > 0 and trainer.global_step % every == 0):
-        # The end of training gets a step-numbered checkpoint too, not only every N steps (a multiple of N
-        # was just saved by the periodic checkpoint). A signal arriving now waits until both are written.
-        with stopper.guard():
-            trainer.save_checkpoint(checkpoint_dir / f"step{trainer.global_step:07d}.ckpt", weights_only=False)
-            trainer.save_checkpoint(last, weights_only=False)
+    # A run that finished otherwise than at a batch end (max_epochs, a callback stopping it after validation) gets its
+    # final step's checkpoint now. A signal arriving meanwhile waits until it is written.
+    with stopper.guard():
+        checkpoints.save_final(trainer)
     # A signal after the last step (during the final save) does not make a finished run a stopped one.
-    stopped = stopper.signal_received if stopper.saved_path is not None else None
+    stopped = stopper.signal_received if stopper.stopped_at is not None else None
     return RunResult(run_dir, checkpoint_dir, last if last.exists() else None, trainer.global_step, stopped)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fastnst.cli import Parser, prog_name, run_main
+from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.fileio import atomic_write, check_output_file
 from fastnst.inference.fast_paths import FastPath
@@ -188,6 +188,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def _write_json(report: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(report, indent=2, default=str)))
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_main(lambda: _main(args))
