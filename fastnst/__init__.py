@@ -19,7 +19,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastnst.errors import UserError
 from fastnst.formats.metadata import ModelInfo, TrainingInfo
 from fastnst.inference.options import StylizeOptions
-from fastnst.inference.stylizer import Stylizer, load
+from fastnst.inference.loading import load
+from fastnst.inference.stylizer import Stylizer
 from fastnst.models import create_model, list_models, register_model
 
 try:

@@ -17,7 +17,7 @@ from PIL import Image
 from fastnst.errors import UserError
 from fastnst.inference import StylizeOptions, load
 from fastnst.inference.color import rgb_to_yiq
-from fastnst.inference.jobs import plan_jobs
+from fastnst.inference.planning import plan_jobs
 from fastnst.inference.tiling import tile_spans
 
 from .conftest import ROOT, make_photo
@@ -393,7 +393,7 @@ class _FakeOrtSession:
 def test_onnxruntime_failures_skip_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from onnx import TensorProto, helper
 
-    import fastnst.inference.stylizer as stylizer  # where fastnst.load calls the ONNX reader and session
+    import fastnst.inference.loading as stylizer  # where fastnst.load calls the ONNX reader and session
     from fastnst.formats import ModelInfo
     from fastnst.formats.onnx import metadata_props
 

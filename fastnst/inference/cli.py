@@ -19,11 +19,13 @@ import torch
 from fastnst.cli import Parser, prog_name, quiet_on_broken_pipe, run_main
 from fastnst.errors import UserError
 from fastnst.inference.devices import PRECISIONS, resolve_device
-from fastnst.inference.jobs import Job, JobsReport, find_inputs, load_content, plan_jobs, stylize_files
+from fastnst.inference.jobs import JobsReport, load_content, stylize_files
+from fastnst.inference.planning import Job, find_inputs, plan_jobs
 from fastnst.inference.known_failures import avoid_for_inference
 from fastnst.inference.options import StylizeOptions, VideoOptions
 from fastnst.inference.style_outputs import each_style
-from fastnst.inference.stylizer import Stylizer, load
+from fastnst.inference.loading import load
+from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.tuning import load_fast
 from fastnst.inference.video import first_frame
 from fastnst.media.encoding import EncodeSettings, check_encoder

@@ -29,7 +29,8 @@ from fastnst.fileio import atomic_write
 from fastnst.formats.onnx import check_onnx, export_onnx
 from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import machine_key
-from fastnst.inference.stylizer import Stylizer, load, read_model
+from fastnst.inference.loading import load, read_model
+from fastnst.inference.stylizer import Stylizer
 
 CACHE_VERSION = 1
 

@@ -30,7 +30,7 @@ from fastnst.inference.devices import cpu_half_support
 from fastnst.inference.fast_paths import ORT_LEVELS, FastPath
 from fastnst.inference.machine import OtherLoad, cpu_summary, describe_error, drift, time_in_turn
 from fastnst.inference.runners import network_runner
-from fastnst.inference.stylizer import read_model
+from fastnst.inference.loading import read_model
 from fastnst.inference.tuning import cache_dir, model_key, record
 from fastnst.models import create_model
 from fastnst.tools.bench.common import model_preset, parse_sizes

@@ -25,7 +25,8 @@ from fastnst.formats import ModelInfo
 from fastnst.inference.fast_paths import FastPath
 from fastnst.inference.machine import time_in_turn
 from fastnst.inference.options import VideoOptions
-from fastnst.inference.stylizer import ModelFile, Stylizer
+from fastnst.inference.loading import ModelFile
+from fastnst.inference.stylizer import Stylizer
 from fastnst.inference.video import stylize_video
 from fastnst.media.clips import motion_windows, render_clip, write_clip
 from fastnst.media.video import decode_frames, probe_video
