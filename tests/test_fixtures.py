@@ -30,19 +30,24 @@ def _expected(name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(V2 / f"expected_{name}.npy"))
 
 
-def test_a_format_2_multi_style_checkpoint_stylizes_bit_for_bit() -> None:
+# Within float rounding, not bit for bit: the upsampling is computed in another exact form (sub-pixel instead of
+# a transposed convolution, models.layers.upsample_conv) than when these files were made; the weights are the same.
+ROUNDING = 1e-6
+
+
+def test_a_format_2_multi_style_checkpoint_stylizes_as_it_did() -> None:
     model = fastnst.load(V2 / "multi.ckpt", "cpu")
     assert model.styles == ["checker", "dots"] and model.info.format_version == 2
     for name in model.styles:
-        assert torch.equal(model(_input(), name), _expected(f"multi_{name}")), name
+        assert (model(_input(), name) - _expected(f"multi_{name}")).abs().max() < ROUNDING, name
     blend = model(_input(), {"checker": 0.5, "dots": 0.5})
     assert not torch.equal(blend, _expected("multi_checker")) and not torch.equal(blend, _expected("multi_dots"))
 
 
-def test_a_format_2_mobile_checkpoint_stylizes_bit_for_bit() -> None:
+def test_a_format_2_mobile_checkpoint_stylizes_as_it_did() -> None:
     model = fastnst.load(V2 / "mobile.ckpt", "cpu")
     assert model.info.architecture == "mobile"
-    assert torch.equal(model(_input()), _expected("mobile"))
+    assert (model(_input()) - _expected("mobile")).abs().max() < ROUNDING
 
 
 @pytest.mark.parametrize(("name", "expected"), [("multi.onnx", "multi_dots"), ("mobile.pt2", "mobile")])

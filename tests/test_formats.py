@@ -57,7 +57,8 @@ def test_format_1_checkpoint_loads_and_stylizes_identically() -> None:
     assert info.config == {"channels": [8, 16, 16], "num_residual": 1, "upsample": "nearest", "num_styles": 1}
     assert info.training.global_step == 2 and info.training.loss["gram_norm"] == "hw"
     expected = torch.from_numpy(np.load(FIXTURE / "expected.npy"))
-    assert torch.equal(model(_fixture_input()), expected)  # bit for bit what 0.1 computed
+    # what 0.1 computed, to float rounding: the upsampling is now computed in its sub-pixel form (same arithmetic)
+    assert (model(_fixture_input()) - expected).abs().max() < 1e-6
 
 
 def test_format_1_checkpoint_exports_and_describes(tmp_path: Path) -> None:

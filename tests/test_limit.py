@@ -34,7 +34,7 @@ def test_profile_counts_every_convolution_and_names_the_layers() -> None:
     net = create_model("johnson", **TINY_MODEL).eval()
     rows = {r["group"]: r for r in profile_forward(net, torch.rand(1, 3, 48, 64), repeats=1)}
     for group in ("9x9 convolutions (first, last)", "downsampling 3x3 convolutions", "3x3 convolutions",
-                  "upsampling: transposed conv", "instance norm", "padding"):
+                  "upsampling: sub-pixel 2x2 conv", "instance norm", "padding"):
         assert group in rows and rows[group]["ms"] > 0, sorted(rows)
     assert rows["9x9 convolutions (first, last)"]["calls"] == 2 and rows["instance norm"]["calls"] == 7
     flops = sum(r["gflops"] for r in rows.values()) * 1e9
@@ -86,7 +86,7 @@ def test_upsampling_taps_are_kept_for_inference_and_never_outlive_the_weight() -
     with torch.inference_mode():
         first, again = net(x), net(x)
     assert torch.equal(first, fresh) and torch.equal(again, fresh)  # the same bits, computed once
-    assert "_fastnst_upsample_weight" in net.up1.conv[1].__dict__
+    assert "_fastnst_upsample_phase" in net.up1.conv[1].__dict__
     assert not any("upsample" in k for k in net.state_dict())  # never saved in a checkpoint
     with torch.no_grad():
         net.up1.conv[1].weight.mul_(2.0)  # an in-place change (load_state_dict copies in place too)

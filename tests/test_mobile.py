@@ -52,7 +52,7 @@ def test_preset_is_the_registered_light_network_under_20k_macs() -> None:
     assert all(isinstance(m, StyleNorm) for m in net.modules() if "Norm" in type(m).__name__)
     macs = macs_per_pixel(net)
     assert 3_000 < macs <= 20_000, macs  # the budget: at most 20k multiply-adds per output pixel
-    assert macs_per_pixel(create_model("johnson")) == pytest.approx(134_112, rel=1e-3)  # the paper network
+    assert macs_per_pixel(create_model("johnson")) == pytest.approx(133_721, rel=1e-3)  # the paper network
     clone = create_model("mobile", **net.config())
     clone.load_state_dict(net.state_dict())
     x = torch.rand(1, 3, 40, 52)

@@ -1,7 +1,7 @@
 """What a network costs per image: multiply-adds per output pixel, the figure the architectures are compared by.
 
 Counted by PyTorch's own FLOP counter (``torch.utils.flop_counter``) on one forward pass, so functional
-convolutions (the transposed-conv form of the johnson network's upsampling) count as well as modules.
+convolutions (the sub-pixel form of the johnson network's upsampling) count as well as modules.
 Convolutions and matrix products are counted; norms, activations and rearrangements (pixel shuffle, crops)
 are not, as is usual for this figure. The count grows slightly for sizes that are not a multiple of 4
 (padding); 256x256 is the reference size.

@@ -157,11 +157,20 @@ class ResidualBlock(Conditional):
 
 
 # Nearest x2 upsampling followed by a reflection-padded 3x3 convolution (pytorch/examples' UpsampleConvLayer)
-# equals a stride-2 transposed convolution with a 4x4 kernel on the replicate-padded low-resolution input:
-# each output pixel sees 2x2 low-resolution pixels, with taps that are sums of the 3x3 taps. Same result to
-# float rounding, 16/36 of the multiply-adds, and no upsampled or padded copy of the high-resolution tensor.
-# Row t of the 4-tap kernel sums these 3x3 taps: t=0 -> w2, t=1 -> w1+w2, t=2 -> w0+w1, t=3 -> w0.
+# reads only 2x2 low-resolution pixels per output pixel, on the replicate-padded low-resolution input, with taps
+# that are sums of the 3x3 taps: 16/36 of the multiply-adds, and no upsampled or padded copy of the
+# high-resolution tensor. Two exact forms of it (same result to float rounding):
+# - sub-pixel ("phase"): a 2x2 convolution to 4x the channels, one group per output phase, then
+#   pixel_shuffle. Window j of the padded input gives output rows 2j-1 (taps w0+w1, w2) and 2j (w0, w1+w2),
+#   so the shuffled result is the output shifted by one row and column, cropped here. Used by PyTorch.
+# - a stride-2 transposed convolution with a 4x4 kernel. Row t of the 4-tap kernel sums these 3x3 taps: t=0 ->
+#   w2, t=1 -> w1+w2, t=2 -> w0+w1, t=3 -> w0. Used in ONNX exports.
+# Which is faster was measured (scripts/upsampling_forms.py, the default network's shapes, 2026-12-06, 2-core
+# AMD EPYC Zen 5): in PyTorch the sub-pixel form ran 1.5-2.3x the transposed one in fp32 inference, 3.8-11x in
+# bf16 (oneDNN's bf16 transposed convolution with a bias is slow) and 1.1-1.8x in training; in onnxruntime the
+# transposed form was 1.1-1.3x faster at three shapes of four, so ONNX exports keep it.
 _TAPS_3_TO_4 = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+_PHASE_TAPS = (((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)), ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)))  # [phase, window pos, tap]
 
 
 def replicate_pad1(x: torch.Tensor) -> torch.Tensor:
@@ -177,28 +186,46 @@ def upsample_conv_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ra,cb,oiab->iorc", m, m, weight)
 
 
-def _inference_weight(conv: nn.Conv2d) -> torch.Tensor:
-    """:func:`upsample_conv_weight` of ``conv``, kept on the module between calls where no gradient is wanted and
-    nothing traces the call (eager inference): the taps cost ~2% of an eager fp32 forward pass at 512x512 when
-    recomputed every call (``fastnst bench --parts profile``). The copy is keyed by the weight's storage, version
-    (in-place updates such as ``load_state_dict``), dtype and device, so it never outlives the weight it was made of."""
-    w = conv.weight
+def upsample_phase_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv weight [Cout, Cin, 3, 3] as the sub-pixel form's 2x2 weight [4 Cout, Cin, 2, 2] (channel
+    ``4c + 2 * row phase + column phase``, the order ``pixel_shuffle`` reads)."""
+    m = weight.new_tensor(_PHASE_TAPS)
+    cout, cin = weight.shape[:2]
+    return torch.einsum("yau,xbv,ciuv->cyxiab", m, m, weight).reshape(cout * 4, cin, 2, 2)
+
+
+def _phase_params(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(:func:`upsample_phase_weight`, bias repeated per phase) of ``conv``, kept on the module between calls where
+    no gradient is wanted and nothing traces the call (eager inference): the taps cost ~2% of an eager fp32 forward
+    pass at 512x512 when recomputed every call (``fastnst bench --parts profile``). The copy is keyed by the
+    weight's and bias's storage, version (in-place updates such as ``load_state_dict``), dtype and device, so it
+    never outlives the parameters it was made of."""
+    w, b = conv.weight, conv.bias
+
+    def make() -> tuple[torch.Tensor, torch.Tensor | None]:
+        return upsample_phase_weight(w), None if b is None else b.repeat_interleave(4)
+
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return upsample_conv_weight(w)
-    key = (w.data_ptr(), w._version, w.dtype, w.device, tuple(w.shape))
-    cached = conv.__dict__.get("_fastnst_upsample_weight")
+        return make()
+    key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for t in (w, b) if t is not None)
+    cached = conv.__dict__.get("_fastnst_upsample_phase")
     if cached is None or cached[0] != key:
-        cached = (key, upsample_conv_weight(w))
-        conv.__dict__["_fastnst_upsample_weight"] = cached  # a plain attribute: not a buffer, never saved
+        cached = (key, make())
+        conv.__dict__["_fastnst_upsample_phase"] = cached  # a plain attribute: not a buffer, never saved
     return cached[1]
 
 
 def upsample_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Nearest x2 upsampling, reflection padding 1 and the 3x3 ``conv``, computed as one transposed
-    convolution; the result has one extra row and column (cropped by the caller), so that the crop
-    always cuts something: a crop that may or may not be empty is a branch torch.export would bake in."""
-    return F.conv_transpose2d(replicate_pad1(x), _inference_weight(conv), conv.bias, stride=2,
-                              padding=3, output_padding=1)
+    """Nearest x2 upsampling, reflection padding 1 and the 3x3 ``conv``, computed in the sub-pixel form (the
+    transposed-convolution form in an ONNX export; see above); the result has one extra row and column (cropped
+    by the caller), so that the crop always cuts something: a crop that may or may not be empty is a branch
+    torch.export would bake in."""
+    x = replicate_pad1(x)
+    if torch.onnx.is_in_onnx_export():
+        return F.conv_transpose2d(x, upsample_conv_weight(conv.weight), conv.bias, stride=2, padding=3,
+                                  output_padding=1)
+    weight, bias = _phase_params(conv)
+    return F.pixel_shuffle(F.conv2d(x, weight, bias), 2)[..., 1:, 1:]
 
 
 class UpLayer(Conditional):

@@ -6,8 +6,8 @@ stride 4) with the expensive parts replaced by what the efficient-network litera
 - **No wide tensor at full resolution.** The paper's network spends most of its time on its 9x9
   convolutions over 32 channels at full resolution. Here the stem is a strided convolution (3 -> 16
   channels, straight to half resolution), and the last layer is a resize-convolution (nearest x2, 3x3
-  convolution to 3 channels; Odena et al. 2016) computed at half resolution as the equivalent transposed
-  convolution (:func:`fastnst.models.layers.upsample_conv`). The only full-resolution tensors are the input
+  convolution to 3 channels; Odena et al. 2016) computed at half resolution in its exact sub-pixel form
+  (:func:`fastnst.models.layers.upsample_conv`). The only full-resolution tensors are the input
   and the output. (A free sub-pixel output layer, ESPCN, trained into a visible 2-pixel checkerboard.)
 - **Depthwise-separable residual blocks** (Howard et al. 2017, "MobileNets"; as in the residual blocks of
   Sandler et al. 2018, "MobileNetV2", without the expansion): each 3x3 convolution of a residual block is a
@@ -125,7 +125,7 @@ class MobileNet(nn.Module):
         self.res = nn.Sequential(*[SeparableResidual(c2, s, padding) for _ in range(int(num_residual))])
         self.up = ConditionalSequential(*conv(c2, 4 * c1, 3, padding=padding), nn.PixelShuffle(2), StyleNorm(c1, s),
                                         nn.ReLU(inplace=True))
-        # nearest x2 + padding + this 3x3 convolution, computed as one transposed convolution (upsample_conv)
+        # nearest x2 + padding + this 3x3 convolution, computed at half resolution (upsample_conv)
         self.out = nn.Conv2d(c1, 3, 3)
         icnr_(self.up[-4])
         self._config.update(make_arbitrary(self, style_dim, encoder))

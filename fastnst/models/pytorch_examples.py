@@ -4,8 +4,8 @@ PyTorch: candy, mosaic, rain_princess, udnie, and many trained with that project
 
 Its own contract differs from fastnst's: pixels in 0-255 in, an unclamped 0-255 image out (clamped when
 saved). This class keeps fastnst's contract ([0, 1] in, [0, 1]-scaled out; clamping where pixels leave
-the program) by scaling around the original computation. Upsampling is computed as the equivalent
-transposed convolution (:func:`fastnst.models.layers.upsample_conv`), then cropped to the matching
+the program) by scaling around the original computation. Upsampling is computed in its exact low-resolution
+form (:func:`fastnst.models.layers.upsample_conv`), then cropped to the matching
 downsampling stage, so any size gives an output of the input's size; pytorch/examples itself returns
 one or two extra rows/columns when a side is not a multiple of 4.
 """

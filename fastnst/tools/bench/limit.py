@@ -93,6 +93,8 @@ def op_group(name: str, args: tuple[Any, ...]) -> str:
         if name == "conv_transpose2d" or (name == "convolution" and bool(args[6])):
             return "upsampling: transposed conv"
         kh, kw = weight.shape[-2:]
+        if (kh, kw) == (2, 2):  # fastnst's upsampling in its sub-pixel form (models.layers.upsample_conv)
+            return "upsampling: sub-pixel 2x2 conv"
         if (kh, kw) == (9, 9):
             return "9x9 convolutions (first, last)"
         stride = args[3] if len(args) > 3 else 1
@@ -114,6 +116,8 @@ def op_group(name: str, args: tuple[Any, ...]) -> str:
         return "sigmoid"
     if name in ("_to_copy", "copy_", "clone", "contiguous", "to"):
         return "copies and conversions"
+    if name == "pixel_shuffle":
+        return "upsampling: pixel shuffle"
     if name in ("select", "slice", "view", "reshape", "unsqueeze", "squeeze", "expand", "permute", "transpose",
                 "as_strided", "detach", "detach_", "lift_fresh", "alias"):
         return "views and crops"

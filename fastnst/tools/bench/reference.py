@@ -17,7 +17,7 @@ from fastnst.models import TransformerNet, create_model
 
 def reference_forward(net: TransformerNet, x: torch.Tensor) -> torch.Tensor:
     """``net``'s function computed as pytorch/examples computes its network: nearest x2 upsampling, then the
-    padded 3x3 convolution on the upsampled copy (fastnst computes the same as one transposed convolution)."""
+    padded 3x3 convolution on the upsampled copy (fastnst computes the same at low resolution, upsample_conv)."""
 
     def up(layer: nn.Module, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if layer.mode != "nearest":
@@ -94,7 +94,7 @@ class ReferenceTrainer:
         n_batch = len(x)
         self.optimizer.zero_grad()
         # pytorch/examples' network upsamples literally (nearest x2, pad, conv) and outputs 0-255; ours ends in
-        # a sigmoid and computes the same upsampling as a transposed convolution.
+        # a sigmoid and computes the same upsampling at low resolution (upsample_conv).
         y = reference_forward(self.transformer, x) * 255.0
         y = _normalize_batch(y)
         x = _normalize_batch(x)
