@@ -11,7 +11,8 @@ DATA/styles; the photos evaluated are DATA/heldout/content, never trained on. Pr
 The arbitrary network's painting crop (--painting-crop, style.crop) and learning rate (--arbitrary-lr) were chosen
 on its two validation paintings (style.val_count=2 of DATA/styles: composition_vii and night_cafe, against
 per-painting networks of the same steps), never on the held-out paintings; docs/any-painting.md gives that
-comparison. The per-painting and fine-tuned networks keep the defaults (Adam, lr 1e-3).
+comparison; the fine-tuned networks' learning rate (--finetune-lr) was chosen the same way. The per-painting
+networks keep the defaults (Adam, lr 1e-3).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--painting-crop", type=int, default=64, help="the arbitrary network's style.crop (px)")
     p.add_argument("--arbitrary-lr", type=float, default=5e-4, help="the arbitrary network's optim.lr")
+    p.add_argument("--finetune-lr", type=float, default=2.5e-4, help="optim.lr of the networks fine-tuned from "
+                   "the arbitrary network's prediction")
     p.add_argument("--timings-only", action="store_true", help="only the encoder and vector timings (no training)")
     args = p.parse_args()
     if args.timings_only:
@@ -142,7 +145,8 @@ def main() -> int:
         single = train(args.out / f"single_{h.stem}", [f"style.image={h}", f"style.size={args.style_size}",
                                                        f"trainer.max_steps={n}"], args)
         tuned = train(args.out / f"tuned_{h.stem}", [f"style.image={h}", f"style.size={args.style_size}",
-                                                     f"init_from={arb}", f"trainer.max_steps={n // 4}"], args)
+                                                     f"init_from={arb}", f"optim.lr={args.finetune_lr}",
+                                                     f"trainer.max_steps={n // 4}"], args)
         rows.append({"painting": h.name, "arbitrary": evaluate(arb, h, args), "single": evaluate(single, h, args),
                      "tuned": evaluate(tuned, h, args)})
     t = all_timings(arb, f"model={args.model}")
