@@ -55,6 +55,19 @@ def test_onnx_matches_eager_with_dynamic_shapes(upsample: str, tmp_path: Path) -
         assert y.min() >= 0 and y.max() <= 1
 
 
+def test_upsampling_is_sub_pixel_in_torch_and_transposed_in_onnx(tmp_path: Path) -> None:
+    """The form each runtime was measured faster with (models.layers.upsample_conv): the same numbers either way."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = _net("nearest")
+    ops = {n.op_type for n in onnx.load(str(export_onnx(net, tmp_path / "m.onnx", _info(net)))).graph.node}
+    assert "ConvTranspose" in ops and "DepthToSpace" not in ops
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        net(torch.rand(1, 3, 36, 44))
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::pixel_shuffle" in names and "aten::conv_transpose2d" not in names
+
+
 def test_check_onnx_catches_a_wrong_model(tmp_path: Path) -> None:
     path = export_onnx(_net("nearest", 0), tmp_path / "m.onnx", _info(_net("nearest", 0)))
     with pytest.raises(ExportCheckError, match="differs from PyTorch eager"):
