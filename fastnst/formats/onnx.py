@@ -130,17 +130,22 @@ def export_encoder_onnx(encoder: nn.Module, path: str | os.PathLike[str], info: 
     return path
 
 
-def check_encoder_onnx(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
-                       ) -> list[tuple[str, float]]:
-    """onnx checker, then onnxruntime vs eager on two paintings; returns (case, max abs diff of the vector)."""
+def _checked_session(path: Path) -> Any:
+    """The onnx checker on ``path`` (one sentence when it fails), then a CPU onnxruntime session of it."""
     import onnx
 
-    path = Path(path)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
-    session = ort_session(path, torch.device("cpu"))
+    return ort_session(path, torch.device("cpu"))
+
+
+def check_encoder_onnx(path: str | os.PathLike[str], encoder: nn.Module, *, tolerance: float = TOLERANCE
+                       ) -> list[tuple[str, float]]:
+    """onnx checker, then onnxruntime vs eager on two paintings; returns (case, max abs diff of the vector)."""
+    path = Path(path)
+    session = _checked_session(path)
     model = EncoderDeployable(encoder).eval().to("cpu", torch.float32)
     results = []
     for x in encoder_check_inputs():
@@ -242,14 +247,8 @@ def check_onnx(path: str | os.PathLike[str], net: nn.Module, num_styles: int = 1
                shapes: Any = CHECK_SHAPES, style_dim: int | None = None) -> list[tuple[str, float]]:
     """onnx checker, then onnxruntime vs eager on ``shapes`` (and, for a multi-style network, pure styles and
     a blend); returns (case, max abs diff) per case and raises :class:`ExportCheckError` above ``tolerance``."""
-    import onnx
-
     path = Path(path)
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ExportCheckError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0][:200]})") from None
-    session = ort_session(path, torch.device("cpu"))
+    session = _checked_session(path)
     return check_runtime(path, net, lambda image, style, name: run_session(session, image, style, name), num_styles,
                          tolerance=tolerance, shapes=shapes, style_dim=style_dim, runtime="onnxruntime")
 
