@@ -19,7 +19,7 @@ from fastnst.formats.checkpoint import load_network, read_checkpoint
 from fastnst.models import StyleNorm
 from fastnst.training import fit
 from fastnst.training.config import build_module, style_list
-from fastnst.training.module import style_indices
+from fastnst.training.draws import style_indices
 
 from .conftest import MULTI_STYLES, make_pattern, multi_config, tiny_config
 from .test_training import LossRecorder
